@@ -1,0 +1,20 @@
+# samdpo: SAM + unsupervised prompts + DPO alignment for semi-supervised medical image segmentation.
+# Run: snakemake --cores 2            (the embedded default: synthetic data, offline)
+#      snakemake --cores 8 --configfile workflow/config/amos.yaml results/amos_table.csv
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "workflow/config/default.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

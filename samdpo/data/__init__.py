@@ -1,0 +1,1 @@
+"""Dataset readers, the prepared 2D sample store and the case-level splits."""

@@ -1,0 +1,218 @@
+"""AMOS 2022 reader: ``dataset.json``, ``images{Tr,Va}/amos_XXXX.nii.gz``, ``labels{Tr,Va}/``.
+
+Volumes are reoriented to RAS+ whatever their affine, then cut into axial slices shown in the
+radiological convention (rows anterior -> posterior, columns patient right -> left).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from samdpo.data.sample import Sample
+from samdpo.data.summary import DatasetSummary
+from samdpo.data.transforms import resize_image, resize_label, window_ct
+from samdpo.errors import ConfigError, DataError
+
+#: The 15 AMOS organs, labels 1..15, with the official json's "arota" spelled "aorta".
+AMOS_CLASSES: tuple[str, ...] = (
+    "spleen",
+    "right kidney",
+    "left kidney",
+    "gall bladder",
+    "esophagus",
+    "liver",
+    "stomach",
+    "aorta",
+    "postcava",
+    "pancreas",
+    "right adrenal gland",
+    "left adrenal gland",
+    "duodenum",
+    "bladder",
+    "prostate/uterus",
+)
+_NAME_FIXES = {"arota": "aorta"}
+_CASE_ID = re.compile(r"^amos_(\d+)$")
+#: AMOS numbers CT scans up to 500 and MRI scans above.
+LAST_CT_ID = 500
+
+
+@dataclass(frozen=True)
+class AmosSettings:
+    """Reader settings.
+
+    Attributes:
+        subsets: which labelled folder pairs to read (``Tr`` -> imagesTr/labelsTr, ``Va``).
+        modality: ``ct`` (ids <= 500), ``mri`` (ids > 500) or ``all``.
+        window_level: CT window centre in HU.
+        window_width: CT window width in HU.
+        slices: ``foreground`` keeps axial slices with any organ, ``all`` keeps every slice.
+    """
+
+    subsets: tuple[str, ...] = ("Tr", "Va")
+    modality: str = "ct"
+    window_level: float = 40.0
+    window_width: float = 400.0
+    slices: str = "foreground"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subsets", tuple(self.subsets))
+        bad = [s for s in self.subsets if s not in ("Tr", "Va")]
+        if bad or not self.subsets:
+            raise ConfigError(f"amos.subsets must be a non-empty list of 'Tr'/'Va', got {list(self.subsets)}")
+        if self.modality not in ("ct", "mri", "all"):
+            raise ConfigError(f"amos.modality must be ct, mri or all, got {self.modality!r}")
+        if self.window_width <= 0:
+            raise ConfigError(f"amos.window_width must be positive, got {self.window_width}")
+        if self.slices not in ("foreground", "all"):
+            raise ConfigError(f"amos.slices must be 'foreground' or 'all', got {self.slices!r}")
+
+
+@dataclass(frozen=True)
+class AmosCase:
+    """One labelled volume: its id, subset and the two NIfTI paths."""
+
+    case_id: str
+    subset: str
+    image: Path
+    label: Path
+
+
+def read_class_names(root: Path) -> tuple[str, ...]:
+    """Read ``dataset.json``'s ``labels`` and return the names of labels 1..K (aorta fixed)."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; an AMOS folder holds dataset.json beside imagesTr/ and labelsTr/")
+    try:
+        labels = json.loads(path.read_text())["labels"]
+        values = sorted((int(k), str(v)) for k, v in labels.items())
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not a dataset.json with a 'labels' object ({exc})") from exc
+    names = [_NAME_FIXES.get(name.strip().lower(), name.strip().lower()) for value, name in values if value != 0]
+    if [v for v, _ in values if v != 0] != list(range(1, len(names) + 1)):
+        raise DataError(f"{path}: label values must run 1..K without gaps, got {[v for v, _ in values]}")
+    return tuple(names)
+
+
+def _modality_ok(case_id: str, modality: str, path: Path) -> bool:
+    if modality == "all":
+        return True
+    match = _CASE_ID.match(case_id)
+    if match is None:
+        raise DataError(f"{path}: cannot tell CT from MRI for a file not named amos_XXXX; set amos.modality: all")
+    is_ct = int(match.group(1)) <= LAST_CT_ID
+    return is_ct if modality == "ct" else not is_ct
+
+
+def list_cases(root: Path, settings: AmosSettings) -> list[AmosCase]:
+    """Pair ``images{subset}/X.nii.gz`` with ``labels{subset}/X.nii.gz`` by name, sorted by id."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: AMOS folder does not exist")
+    cases: list[AmosCase] = []
+    for subset in settings.subsets:
+        image_dir, label_dir = root / f"images{subset}", root / f"labels{subset}"
+        if not image_dir.is_dir():
+            continue
+        for image in sorted(image_dir.glob("*.nii.gz")):
+            case_id = image.name[: -len(".nii.gz")]
+            if not _modality_ok(case_id, settings.modality, image):
+                continue
+            label = label_dir / image.name
+            if not label.is_file():
+                raise DataError(f"{image}: no label file {label}")
+            cases.append(AmosCase(case_id, subset, image, label))
+    if not cases:
+        folders = ", ".join(f"images{s}/" for s in settings.subsets)
+        raise DataError(f"{root}: no {settings.modality.upper()} volumes amos_XXXX.nii.gz found in {folders}")
+    return cases
+
+
+def _load(path: Path, *, is_label: bool) -> tuple[np.ndarray, tuple[float, float, float], tuple[str, ...]]:
+    """Load a NIfTI volume reoriented to RAS+: (X, Y, Z) array, voxel size in mm, original axcodes."""
+    try:
+        img = nib.load(str(path))
+        axcodes = tuple(nib.aff2axcodes(img.affine))
+        canonical = nib.as_closest_canonical(img)
+        if is_label:
+            data = np.asanyarray(canonical.dataobj)
+        else:
+            data = canonical.get_fdata(dtype=np.float32)
+        zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+    except Exception as exc:  # nibabel raises many types for truncated or foreign files
+        raise DataError(f"{path}: unreadable or truncated NIfTI ({type(exc).__name__}: {exc})") from exc
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    return data, zooms, axcodes
+
+
+def _label_volume(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[float, float, float], tuple[str, ...]]:
+    data, zooms, axcodes = _load(path, is_label=True)
+    rounded = np.rint(data)
+    if not np.array_equal(rounded, data) or rounded.min() < 0 or rounded.max() > n_classes:
+        found = np.unique(data)
+        bad = [float(v) for v in found if v != np.rint(v) or v < 0 or v > n_classes][:10]
+        raise DataError(f"{path}: label values {bad} are outside the class map 0..{n_classes} of dataset.json")
+    return rounded.astype(np.uint8), zooms, axcodes
+
+
+def to_display(volume: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) RAS+ volume -> (Z, rows, cols) axial slices, rows anterior->posterior, cols right->left."""
+    return np.ascontiguousarray(np.transpose(volume[::-1, ::-1, :], (2, 1, 0)))
+
+
+def load_case(case: AmosCase, n_classes: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Load one case as display-oriented (Z, H, W) HU image and uint8 labels plus (z, row, col) mm."""
+    image, zooms, image_codes = _load(case.image, is_label=False)
+    label, _, label_codes = _label_volume(case.label, n_classes)
+    if image.shape != label.shape or image_codes != label_codes:
+        raise DataError(
+            f"{case.label}: shape {label.shape} / orientation {''.join(label_codes)} does not match "
+            f"the image {case.image} ({image.shape} / {''.join(image_codes)})"
+        )
+    spacing = (zooms[2], zooms[1], zooms[0])
+    return to_display(image), to_display(label), spacing
+
+
+def iter_samples(root: Path, image_size: int, settings: AmosSettings) -> Iterator[Sample]:
+    """Yield one Sample per kept axial slice of every case, windowed and resized."""
+    class_names = read_class_names(Path(root))
+    for case in list_cases(Path(root), settings):
+        hu, labels, (_, row_mm, col_mm) = load_case(case, len(class_names))
+        height, width = hu.shape[1:]
+        for z in range(hu.shape[0]):
+            if settings.slices == "foreground" and not labels[z].any():
+                continue
+            yield Sample(
+                sample_id=f"{case.case_id}_z{z:03d}",
+                case_id=case.case_id,
+                slice_index=z,
+                image=resize_image(window_ct(hu[z], settings.window_level, settings.window_width), image_size),
+                label=resize_label(labels[z], image_size),
+                spacing=(row_mm * height / image_size, col_mm * width / image_size),
+                spacing_unit="mm",
+                class_names=class_names,
+                group=case.subset,
+                source=str(case.image.relative_to(root)),
+                original_shape=(height, width),
+            )
+
+
+def summarize(root: Path, settings: AmosSettings) -> DatasetSummary:
+    """Count cases, axial slices and voxels per organ in the original label volumes."""
+    class_names = read_class_names(Path(root))
+    counts = np.zeros(len(class_names) + 1, dtype=np.int64)
+    slices = 0
+    cases = list_cases(Path(root), settings)
+    for case in cases:
+        labels, _, _ = _label_volume(case.label, len(class_names))
+        counts += np.bincount(labels.ravel(), minlength=len(class_names) + 1)
+        slices += labels.shape[2]
+    return DatasetSummary("amos", len(cases), slices, {n: int(c) for n, c in zip(class_names, counts[1:])})

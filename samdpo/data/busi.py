@@ -1,0 +1,88 @@
+"""BUSI reader: ``{benign,malignant,normal}/NAME.png`` with ``NAME_mask.png`` and ``NAME_mask_N.png``.
+
+Every mask file of an image is merged into one target (several BUSI images have a second or third
+lesion in ``_mask_1.png`` / ``_mask_2.png``, which common loaders drop).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from samdpo.data import flat
+from samdpo.data.sample import Sample
+from samdpo.data.summary import DatasetSummary
+from samdpo.errors import DataError
+
+CLASS_NAME = "tumor"
+GROUPS = ("benign", "malignant", "normal")
+_MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<n>\d+))?$")
+_RELEASE_FOLDER = "Dataset_BUSI_with_GT"
+
+
+@dataclass(frozen=True)
+class BusiSettings:
+    """Reader settings.
+
+    Attributes:
+        include_normal: read the ``normal`` folder too (images without a lesion, empty masks).
+    """
+
+    include_normal: bool = False
+
+
+def resolve_root(root: Path) -> Path:
+    """Accept the release folder or its parent (which holds ``Dataset_BUSI_with_GT/``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: BUSI folder does not exist")
+    nested = root / _RELEASE_FOLDER
+    return nested if nested.is_dir() and not (root / "benign").is_dir() else root
+
+
+def list_cases(root: Path, settings: BusiSettings) -> list[flat.FlatCase]:
+    """Pair each image with all of its mask files by name, sorted by group then natural name order."""
+    root = resolve_root(root)
+    groups = GROUPS if settings.include_normal else GROUPS[:2]
+    cases: list[flat.FlatCase] = []
+    for group in groups:
+        folder = root / group
+        if not folder.is_dir():
+            continue
+        images: dict[str, Path] = {}
+        masks: dict[str, list[tuple[int, Path]]] = {}
+        for path in folder.glob("*.png"):
+            match = _MASK.match(path.stem)
+            if match:
+                masks.setdefault(match["stem"], []).append((int(match["n"] or 0), path))
+            else:
+                images[path.stem] = path
+        orphans = sorted(set(masks) - set(images))
+        if orphans:
+            raise DataError(f"{folder / (orphans[0] + '_mask.png')}: mask without an image {orphans[0]}.png")
+        for stem in sorted(images, key=_natural_key):
+            found = [p for _, p in sorted(masks.get(stem, []))]
+            if not found:
+                raise DataError(f"{images[stem]}: no mask file {stem}_mask.png beside it")
+            cases.append(flat.FlatCase(flat.safe_id(f"{stem}"), group, images[stem], tuple(found)))
+    if not cases:
+        raise DataError(f"{root}: no BUSI images found in {', '.join(g + '/' for g in groups)}")
+    flat.check_unique(cases, root)
+    return cases
+
+
+def _natural_key(stem: str) -> tuple[str, int]:
+    match = re.search(r"\((\d+)\)\s*$", stem)
+    return (stem[: match.start()] if match else stem, int(match.group(1)) if match else -1)
+
+
+def iter_samples(root: Path, image_size: int, settings: BusiSettings) -> Iterator[Sample]:
+    """Yield one Sample per image (class ``tumor``), resized to ``image_size``."""
+    return flat.iter_samples(list_cases(root, settings), resolve_root(root), image_size, CLASS_NAME)
+
+
+def summarize(root: Path, settings: BusiSettings) -> DatasetSummary:
+    """Images and tumour pixels at original size."""
+    return flat.summarize("busi", list_cases(root, settings), CLASS_NAME)

@@ -1,0 +1,90 @@
+"""2D datasets stored as image files with one or more mask files per image (BUSI, chest X-ray)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from samdpo.data.pngio import read_gray, read_mask
+from samdpo.data.sample import Sample
+from samdpo.data.summary import DatasetSummary
+from samdpo.data.transforms import resize_image, resize_label
+from samdpo.errors import DataError
+
+
+@dataclass(frozen=True)
+class FlatCase:
+    """One image file and the mask files whose union is its target.
+
+    Attributes:
+        case_id: filesystem-safe id (also the sample id: one image is one case).
+        group: subgroup (BUSI class folder, CXR layout).
+        image: the image file.
+        masks: mask files, merged by union; empty tuple = no target drawn (BUSI ``normal``).
+    """
+
+    case_id: str
+    group: str
+    image: Path
+    masks: tuple[Path, ...]
+
+
+def safe_id(name: str) -> str:
+    """Lower-case ``name`` and keep only [a-z0-9_]: ``"benign (12)"`` -> ``"benign_12"``."""
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9]+", "_", name.lower())).strip("_")
+
+
+def check_unique(cases: Sequence[FlatCase], root: Path) -> None:
+    """Fail if two files map to the same case id."""
+    seen: dict[str, Path] = {}
+    for case in cases:
+        if case.case_id in seen:
+            raise DataError(f"{case.image} and {seen[case.case_id]} both map to the case id {case.case_id!r}")
+        seen[case.case_id] = case.image
+    if not cases:
+        raise DataError(f"{root}: no images found")
+
+
+def load_case(case: FlatCase) -> tuple[np.ndarray, np.ndarray]:
+    """Read the (H, W) float gray image in [0, 1] and the (H, W) bool union of its masks."""
+    image = read_gray(case.image)
+    target = np.zeros(image.shape, dtype=bool)
+    for path in case.masks:
+        mask = read_mask(path)
+        if mask.shape != image.shape:
+            raise DataError(f"{path}: mask shape {mask.shape} does not match its image {case.image} {image.shape}")
+        target |= mask
+    return image, target
+
+
+def iter_samples(cases: Sequence[FlatCase], root: Path, image_size: int, class_name: str) -> Iterator[Sample]:
+    """Yield one resized Sample per case; the label map is 0/1 for ``class_name``."""
+    for case in cases:
+        image, target = load_case(case)
+        height, width = image.shape
+        yield Sample(
+            sample_id=case.case_id,
+            case_id=case.case_id,
+            slice_index=0,
+            image=resize_image(image, image_size),
+            label=resize_label(target.astype(np.uint8), image_size),
+            spacing=(height / image_size, width / image_size),
+            spacing_unit="px",
+            class_names=(class_name,),
+            group=case.group,
+            source=str(case.image.relative_to(root)),
+            original_shape=(height, width),
+        )
+
+
+def summarize(kind: str, cases: Sequence[FlatCase], class_name: str) -> DatasetSummary:
+    """Count images and foreground pixels of ``class_name`` in the original-size masks."""
+    total = 0
+    for case in cases:
+        _, target = load_case(case)
+        total += int(target.sum())
+    return DatasetSummary(kind, len(cases), len(cases), {class_name: total})

@@ -1,0 +1,44 @@
+"""One entry point over the dataset readers, keyed by dataset kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from samdpo.data import amos, busi, cxr
+from samdpo.data.sample import Sample
+from samdpo.data.summary import DatasetSummary
+from samdpo.errors import ConfigError
+
+KINDS = ("amos", "busi", "cxr")
+_MODULES: dict[str, tuple[ModuleType, type]] = {
+    "amos": (amos, amos.AmosSettings),
+    "busi": (busi, busi.BusiSettings),
+    "cxr": (cxr, cxr.CxrSettings),
+}
+
+
+def _reader(kind: str, settings: Mapping[str, Any] | None) -> tuple[ModuleType, Any]:
+    if kind not in _MODULES:
+        raise ConfigError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
+    module, settings_type = _MODULES[kind]
+    try:
+        return module, settings_type(**dict(settings or {}))
+    except TypeError as exc:
+        raise ConfigError(f"bad reader settings for {kind}: {exc}") from exc
+
+
+def iter_samples(kind: str, root: Path, image_size: int, settings: Mapping[str, Any] | None = None) -> Iterator[Sample]:
+    """Yield the 2D samples of the dataset at ``root``, resized to ``image_size`` x ``image_size``."""
+    if image_size < 16:
+        raise ConfigError(f"image_size must be at least 16 pixels, got {image_size}")
+    module, parsed = _reader(kind, settings)
+    return module.iter_samples(Path(root), image_size, parsed)
+
+
+def summarize(kind: str, root: Path, settings: Mapping[str, Any] | None = None) -> DatasetSummary:
+    """Case, slice and foreground counts of the dataset at ``root``."""
+    module, parsed = _reader(kind, settings)
+    return module.summarize(Path(root), parsed)

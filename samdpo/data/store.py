@@ -1,0 +1,162 @@
+"""The prepared 2D sample store that later rules read.
+
+A store is a folder with three files:
+
+- ``images.npy``: (N, S, S) uint8, the windowed / normalised image times 255 (memory-mapped on read);
+- ``labels.npy``: (N, S, S) uint8 label maps (0 = background, k = ``class_names[k-1]``);
+- ``samples.parquet``: one row per sample (``index`` into the arrays, ``sample_id``, ``case_id``,
+  ``slice_index``, ``group``, ``source``, ``spacing_row``, ``spacing_col``, ``orig_height``,
+  ``orig_width``), with ``kind``, ``class_names``, ``image_size`` and ``spacing_unit`` in the
+  Parquet schema metadata.
+
+Ground truth lives only in ``labels.npy``: the sample table carries nothing derived from it, so code
+that must not see labels (prompts, candidates) never has to open that file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from samdpo import atomic
+from samdpo.data.sample import Sample
+from samdpo.errors import DataError
+
+IMAGES, LABELS, TABLE = "images.npy", "labels.npy", "samples.parquet"
+
+
+class _NpyStream:
+    """Append (S, S) uint8 frames to a raw file, then wrap them in an ``.npy`` header: O(1) memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.raw = path.with_name(f".{path.name}.raw")
+        self.handle = self.raw.open("wb")
+        self.count = 0
+        self.frame_shape: tuple[int, ...] | None = None
+
+    def append(self, frame: np.ndarray) -> None:
+        self.frame_shape = self.frame_shape or frame.shape
+        self.handle.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self.count += 1
+
+    def finish(self, tmp: Path) -> None:
+        self.handle.close()
+        header = {"descr": "|u1", "fortran_order": False, "shape": (self.count, *(self.frame_shape or (0, 0)))}
+        with tmp.open("wb") as out, self.raw.open("rb") as raw:
+            np.lib.format.write_array_header_1_0(out, header)
+            while chunk := raw.read(1 << 24):
+                out.write(chunk)
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.raw.unlink(missing_ok=True)
+
+
+def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: int, progress: bool = True) -> int:
+    """Write samples into a store folder; each file appears only once complete.
+
+    Args:
+        samples: the reader's samples, all of size (image_size, image_size).
+        folder: output folder (created).
+        kind: dataset kind, recorded in the metadata.
+        image_size: side of the stored images, pixels.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The number of samples written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = _NpyStream(folder / IMAGES), _NpyStream(folder / LABELS)
+    rows: list[dict] = []
+    class_names: tuple[str, ...] = ()
+    unit = ""
+    try:
+        for sample in tqdm(samples, desc=f"prepare {kind}", unit="slice", disable=not progress):
+            if sample.image.shape != (image_size, image_size) or sample.label.shape != (image_size, image_size):
+                raise DataError(f"{sample.source}: sample {sample.sample_id} is not {image_size}x{image_size}")
+            class_names, unit = sample.class_names, sample.spacing_unit
+            images.append(np.rint(np.clip(sample.image, 0.0, 1.0) * 255.0))
+            labels.append(sample.label)
+            rows.append(
+                {
+                    "index": len(rows),
+                    "sample_id": sample.sample_id,
+                    "case_id": sample.case_id,
+                    "slice_index": sample.slice_index,
+                    "group": sample.group,
+                    "source": sample.source,
+                    "spacing_row": sample.spacing[0],
+                    "spacing_col": sample.spacing[1],
+                    "orig_height": sample.original_shape[0],
+                    "orig_width": sample.original_shape[1],
+                }
+            )
+        if not rows:
+            raise DataError(f"{kind}: the reader produced no samples (no slice with a target?)")
+        table = pa.Table.from_pylist(rows)
+        metadata = {"kind": kind, "class_names": list(class_names), "image_size": image_size, "spacing_unit": unit}
+        table = table.replace_schema_metadata({"samdpo": json.dumps(metadata)})
+        for stream, name in ((images, IMAGES), (labels, LABELS)):
+            with atomic.atomic_path(folder / name) as tmp:
+                stream.finish(tmp)
+        with atomic.atomic_path(folder / TABLE) as tmp:
+            pq.write_table(table, tmp)
+    finally:
+        images.discard()
+        labels.discard()
+    return len(rows)
+
+
+class SampleStore:
+    """Read access to a prepared store; images are memory-mapped, labels opened only on request."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        path = self.folder / TABLE
+        if not path.is_file():
+            raise DataError(f"{path}: no prepared sample table; run the prepare rule first")
+        table = pq.read_table(path)
+        try:
+            self.meta = json.loads(table.schema.metadata[b"samdpo"])
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: not a samdpo sample table (metadata missing)") from exc
+        self.samples: pd.DataFrame = table.to_pandas()
+        self._images: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["class_names"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def images(self) -> np.ndarray:
+        """(N, S, S) uint8 memory map of the stored images."""
+        if self._images is None:
+            self._images = np.load(self.folder / IMAGES, mmap_mode="r")
+        return self._images
+
+    def image(self, index: int) -> np.ndarray:
+        """(S, S) float32 image in [0, 1]."""
+        return self.images()[index].astype(np.float32) / 255.0
+
+    def labels(self) -> np.ndarray:
+        """(N, S, S) uint8 label maps (ground truth: only training on labelled data, the annotator
+        and evaluation may call this)."""
+        return np.load(self.folder / LABELS, mmap_mode="r")

@@ -1,0 +1,1 @@
+"""Synthetic phantoms written in the real datasets' on-disk layouts (the embedded default's data)."""
