@@ -6,10 +6,20 @@ from snakemake.utils import min_version
 min_version("8.20")
 
 
-configfile: "workflow/config/default.yaml"
+# The embedded default, unless a config file is given: --configfile replaces it (a real-data config
+# must not inherit the synthetic datasets), while --config key=value overrides still apply.
+if "datasets" not in config:
+
+    configfile: "workflow/config/default.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tables.smk"
 

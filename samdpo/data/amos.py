@@ -87,7 +87,9 @@ class AmosCase:
 
 def read_class_names(root: Path) -> tuple[str, ...]:
     """Read ``dataset.json``'s ``labels`` and return the names of labels 1..K (aorta fixed)."""
-    path = root / "dataset.json"
+    if not Path(root).is_dir():
+        raise DataError(f"{root}: AMOS folder does not exist")
+    path = Path(root) / "dataset.json"
     if not path.is_file():
         raise DataError(f"{path}: missing; an AMOS folder holds dataset.json beside imagesTr/ and labelsTr/")
     try:

@@ -9,10 +9,8 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 DATASETS = sorted(config["datasets"])
-
-
-wildcard_constraints:
-    dataset="|".join(DATASETS),
+# Every rule runs in the project's one environment (used with `snakemake --sdm conda`).
+ENV = "../../environment.yml"
 
 
 def _check_disk_roots():
@@ -49,7 +47,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """What `rule all` builds: the data products of every configured dataset."""
+    """Targets of the default target: the data products of every configured dataset."""
     return [
         path
         for name in DATASETS

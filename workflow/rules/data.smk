@@ -6,6 +6,8 @@ rule synth_dataset:
         directory("results/data/synthetic/{dataset}"),
     params:
         args=synth_args,
+    conda:
+        ENV
     log:
         "results/logs/synth_dataset/{dataset}.log",
     threads: 1
@@ -25,6 +27,8 @@ rule prepare_samples:
     params:
         settings=reader_settings,
         image_size=config["image_size"],
+    conda:
+        ENV
     log:
         "results/logs/prepare_samples/{dataset}.log",
     benchmark:
@@ -46,6 +50,8 @@ rule split_cases:
         labeled=config["splits"]["labeled"],
         unlabeled=config["splits"]["unlabeled"],
         seed=config["splits"]["seed"],
+    conda:
+        ENV
     log:
         "results/logs/split_cases/{dataset}.log",
     threads: 1
@@ -63,6 +69,8 @@ rule data_summary:
         "results/data/{dataset}_summary.json",
     params:
         settings=reader_settings,
+    conda:
+        ENV
     log:
         "results/logs/data_summary/{dataset}.log",
     threads: 1

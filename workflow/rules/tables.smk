@@ -9,6 +9,8 @@ rule results_table:
         table="results/data/prepared/{dataset}/samples.parquet",
     output:
         "results/{dataset}_table.csv",
+    conda:
+        ENV
     log:
         "results/logs/results_table/{dataset}.log",
     threads: 1

@@ -1,0 +1,51 @@
+"""The samdpo command line: summaries, synth, prepare, split and error handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from samdpo.cli import main
+
+
+def test_summary_json(amos_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "summary", "--kind", "amos", "--root", str(amos_root), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == {"kind", "cases", "slices", "foreground"}
+    assert summary["kind"] == "amos" and summary["cases"] == 4 and len(summary["foreground"]) == 15
+    assert all(count > 0 for count in summary["foreground"].values())
+
+
+@pytest.mark.parametrize("kind,name", [("busi", "tumor"), ("cxr", "lungs")])
+def test_summary_table(kind: str, name: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
+    root = request.getfixturevalue(f"{kind}_root")
+    assert main(["data", "summary", "--kind", kind, "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"dataset: {kind}" in out and name in out and "foreground pixels" in out
+
+
+def test_synth_prepare_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, store = tmp_path / "cxr", tmp_path / "store"
+    assert main(["synth", "cxr", "--out", str(data), "--cases", "4", "--seed", "1", "--layout", "paired"]) == 0
+    assert main(["data", "prepare", "--kind", "cxr", "--root", str(data), "--out", str(store), "--image-size", "32", "--no-progress"]) == 0
+    assert main(["data", "split", "--store", str(store), "--out", str(tmp_path / "s.csv"), "--seed", "3"]) == 0
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "case_id,split"
+    # a non-empty output folder is never overwritten silently
+    assert main(["synth", "cxr", "--out", str(data), "--cases", "4"]) == 2
+    assert "pass --force" in capsys.readouterr().err
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "summary", "--kind", "busi", "--root", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("samdpo: error: ") and "missing: BUSI folder does not exist" in err
+    assert main(["data", "prepare", "--kind", "cxr", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--image-size", "8"]) == 2
+    assert "image_size must be at least 16" in capsys.readouterr().err
+    assert main(["data", "summary", "--kind", "busi", "--root", str(tmp_path), "--settings", "{bad"]) == 2
+    assert "--settings is not valid JSON" in capsys.readouterr().err
+    assert main(["synth", "busi", "--out", str(tmp_path / "x"), "--cases", "0"]) == 2
+    assert not (tmp_path / "x").exists()
+    assert main(["table", "--dataset", "amos"]) == 2
+    assert "not implemented" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""The prepared sample store and the case-level splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from samdpo.data import readers
+from samdpo.data.splits import make_splits, read_splits, write_splits
+from samdpo.data.store import IMAGES, LABELS, TABLE, SampleStore, write_store
+from samdpo.errors import ConfigError, DataError
+
+
+def test_store_round_trip(amos_root: Path, tmp_path: Path) -> None:
+    samples = list(readers.iter_samples("amos", amos_root, 32))
+    count = write_store(iter(samples), tmp_path / "store", "amos", 32, progress=False)
+    store = SampleStore(tmp_path / "store")
+    assert count == len(store) == len(samples)
+    assert store.kind == "amos" and store.image_size == 32 and len(store.class_names) == 15
+    assert store.images().shape == (count, 32, 32) and store.images().dtype == np.uint8
+    np.testing.assert_allclose(store.image(3), samples[3].image, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_array_equal(store.labels()[3], samples[3].label)
+    assert list(store.samples["sample_id"]) == [s.sample_id for s in samples]
+    # the table carries no ground truth: prompts and candidates never need to open labels.npy
+    assert not any("label" in column or "class" in column for column in store.samples.columns)
+
+
+def test_a_failing_reader_leaves_no_store_files(amos_root: Path, tmp_path: Path) -> None:
+    def broken():
+        yield from readers.iter_samples("amos", amos_root, 32)
+        raise DataError("disk went away")
+
+    with pytest.raises(DataError, match="disk went away"):
+        write_store(broken(), tmp_path / "store", "amos", 32, progress=False)
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == []
+    with pytest.raises(DataError, match="no prepared sample table"):
+        SampleStore(tmp_path / "store")
+
+
+def test_store_rejects_empty_input(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no samples"):
+        write_store(iter([]), tmp_path / "s", "busi", 32, progress=False)
+    assert not any((tmp_path / "s" / name).exists() for name in (IMAGES, LABELS, TABLE))
+
+
+CASES = [f"case_{i:03d}" for i in range(50)]
+
+
+def test_split_fractions_and_disjointness() -> None:
+    assignment = make_splits(CASES, 0.1, 0.1, seed=0)
+    assert sorted(assignment) == CASES  # every case exactly once
+    counts = {s: sum(v == s for v in assignment.values()) for s in ("labeled", "unlabeled", "test")}
+    assert counts == {"labeled": 5, "unlabeled": 5, "test": 40}
+    assert sum(v == "unlabeled" for v in make_splits(CASES, 0.2, 0.3, seed=0).values()) == 15
+
+
+def test_split_seed_stability() -> None:
+    assert make_splits(CASES, 0.1, 0.1, seed=4) == make_splits(list(reversed(CASES)), 0.1, 0.1, seed=4)
+    assert make_splits(CASES, 0.1, 0.1, seed=4) != make_splits(CASES, 0.1, 0.1, seed=5)
+    # adding cases moves none of the others out of the test split into training
+    grown = make_splits(CASES + [f"extra_{i}" for i in range(5)], 0.1, 0.1, seed=4)
+    before = make_splits(CASES, 0.1, 0.1, seed=4)
+    moved = [c for c in CASES if before[c] != grown[c]]
+    assert len(moved) <= 2
+
+
+def test_split_small_datasets_get_one_case_each() -> None:
+    assert sorted(make_splits(["a", "b", "c"], 0.1, 0.1, seed=0).values()) == ["labeled", "test", "unlabeled"]
+    with pytest.raises(ConfigError, match="at least 3 cases"):
+        make_splits(["a", "b"], 0.1, 0.1, seed=0)
+    with pytest.raises(ConfigError, match="splits.labeled must be in"):
+        make_splits(CASES, 1.5, 0.1, seed=0)
+    with pytest.raises(ConfigError, match="leave cases for test"):
+        make_splits(CASES, 0.5, 0.5, seed=0)
+
+
+def test_split_is_per_case_not_per_slice(amos_root: Path, tmp_path: Path) -> None:
+    write_store(readers.iter_samples("amos", amos_root, 32), tmp_path / "store", "amos", 32, progress=False)
+    store = SampleStore(tmp_path / "store")
+    write_splits(make_splits(store.samples["case_id"], 0.1, 0.1, 0), tmp_path / "splits.csv")
+    splits = read_splits(tmp_path / "splits.csv")
+    per_case = store.samples.assign(split=store.samples["case_id"].map(splits)).groupby("case_id")["split"].nunique()
+    assert (per_case == 1).all() and set(splits.values()) == {"labeled", "unlabeled", "test"}
+    (tmp_path / "bad.csv").write_text("case,fold\na,1\n")
+    with pytest.raises(DataError, match="bad.csv: expected columns"):
+        read_splits(tmp_path / "bad.csv")

@@ -1,0 +1,95 @@
+"""The Snakemake workflow: dry run of the main target, the data rules on the smoke config, bad config."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow (Snakefile, workflow/, environment.yml) in a fresh folder, as a user's clone is."""
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    return tmp_path
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), *args]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+
+
+def test_dry_run_of_the_main_table_shows_the_data_rules(workdir: Path) -> None:
+    result = snakemake(workdir, "-n", "results/amos_table.csv")
+    assert result.returncode == 0, result.stderr
+    for rule in ("synth_dataset", "prepare_samples", "split_cases", "results_table"):
+        assert rule in result.stdout
+
+
+def test_data_rules_on_the_smoke_config(workdir: Path) -> None:
+    result = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "extended by additional config" not in result.stdout + result.stderr  # replaced, not merged
+    for dataset in ("amos", "busi", "cxr"):
+        splits = pd.read_csv(workdir / f"results/data/splits/{dataset}.csv")
+        assert set(splits["split"]) == {"labeled", "unlabeled", "test"}
+        assert (workdir / f"results/data/prepared/{dataset}/images.npy").is_file()
+        assert (workdir / f"results/logs/prepare_samples/{dataset}.log").is_file()
+    assert (workdir / "results/benchmarks/prepare_samples/amos.tsv").is_file()
+    rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def _config(workdir: Path, change: dict) -> Path:
+    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
+    for dotted, value in change.items():
+        *parents, key = dotted.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = value
+    path = workdir / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"splits.labeled": 1.5}, "labeled"),
+        ({"image_size": 8}, "image_size"),
+        ({"datasets.amos.source": "disk"}, "root"),
+        ({"datasets.amos.reader.modality": "pet"}, "modality"),
+    ],
+)
+def test_bad_config_is_rejected_before_any_work(workdir: Path, change: dict, message: str) -> None:
+    result = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Error validating config" in output and message in output
+    assert not (workdir / "results").exists()
+
+
+def test_missing_dataset_folder_is_named(workdir: Path) -> None:
+    path = _config(workdir, {"datasets.busi.source": "disk", "datasets.busi.root": "/no/such/BUSI"})
+    result = snakemake(workdir, "--configfile", str(path), "-n")
+    assert result.returncode != 0
+    assert "datasets.busi.root: /no/such/BUSI does not exist" in result.stdout + result.stderr
+
+
+def test_a_config_file_replaces_the_default_datasets(workdir: Path) -> None:
+    config = yaml.safe_load((workdir / "workflow/config/smoke.yaml").read_text())
+    config["datasets"] = {"cxr": config["datasets"]["cxr"]}
+    (workdir / "only_cxr.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--configfile", "only_cxr.yaml", "-n")
+    assert result.returncode == 0, result.stderr
+    assert "dataset=cxr" in result.stdout and "dataset=amos" not in result.stdout
