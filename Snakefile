@@ -21,6 +21,7 @@ wildcard_constraints:
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/prompts.smk"
 include: "workflow/rules/tables.smk"
 
 

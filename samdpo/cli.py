@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from samdpo.errors import ConfigError, SamdpoError
+from samdpo.prompts.commands import add_commands as add_prompt_commands
 
 
 def _settings(text: str | None) -> dict[str, Any]:
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--unlabeled", type=float, default=0.1)
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(func=_split)
+
+    add_prompt_commands(commands)
 
     table = commands.add_parser("table", help="build a results table (not implemented yet)")
     table.add_argument("--dataset", required=True)

@@ -33,3 +33,22 @@ def cxr_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Relative path -> content of every file under ``root``."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """A randomly initialised small CLIP (the pipeline's CNN tower + a one-layer text transformer)."""
+    import open_clip
+    import torch
+
+    from samdpo.prompts import cnn_tower  # noqa: F401  (registers the tower with timm)
+    from samdpo.prompts.clip_loader import LoadedClip
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"timm_model_name": "samdpo_resnet_s8", "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+    ).eval()
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=16)
+    return LoadedClip(model, None, tokenizer, "test:tiny", 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -35,7 +35,7 @@ def test_dry_run_of_the_main_table_shows_the_data_rules(workdir: Path) -> None:
         assert rule in result.stdout
 
 
-def test_data_rules_on_the_smoke_config(workdir: Path) -> None:
+def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     result = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml")
     assert result.returncode == 0, result.stderr
     assert "extended by additional config" not in result.stdout + result.stderr  # replaced, not merged
@@ -45,8 +45,27 @@ def test_data_rules_on_the_smoke_config(workdir: Path) -> None:
         assert (workdir / f"results/data/prepared/{dataset}/images.npy").is_file()
         assert (workdir / f"results/logs/prepare_samples/{dataset}.log").is_file()
     assert (workdir / "results/benchmarks/prepare_samples/amos.tsv").is_file()
+    for dataset in ("amos", "busi", "cxr"):
+        quality = pd.read_csv(workdir / f"results/prompts/{dataset}/box_quality.csv")
+        assert {"class", "crf_box", "full_image_box", "mean_labeled_box"} <= set(quality.columns)
     rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    # a CRF setting changed: the CRF rule and what depends on it rerun, the saliency maps do not
+    changed = snakemake(workdir, "--configfile", str(_config(workdir, {"crf.iterations": 2})), "-n")
+    jobs = _planned_jobs(changed.stdout)
+    assert jobs == {"crf": 3, "box_quality": 3, "all": 1}, changed.stdout
+
+
+def _planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """The job counts table of a dry run."""
+    lines = dry_run_output.split("Job stats:")[1].splitlines()
+    counts = {}
+    for line in lines[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
 
 
 def _config(workdir: Path, change: dict) -> Path:

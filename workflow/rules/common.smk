@@ -47,9 +47,38 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: the data products of every configured dataset."""
+    """Targets of the default target: data products, prompts and box quality of every dataset."""
     return [
         path
         for name in DATASETS
-        for path in (f"results/data/{name}_summary.json", f"results/data/splits/{name}.csv")
+        for path in (
+            f"results/data/{name}_summary.json",
+            f"results/data/splits/{name}.csv",
+            f"results/prompts/{name}/box_quality.csv",
+        )
     ]
+
+
+SMALL_CLIP = "results/clip/small"
+
+
+def section_json(name):
+    """One config section as a JSON object (a change reruns the rules that take it as a param)."""
+    return json.dumps(config[name], sort_keys=True)
+
+
+def clip_id():
+    """The CLIP to query: the configured hf-hub:/local-dir: model, or the pipeline's small CLIP."""
+    return config["clip"]["model"] or f"local-dir:{SMALL_CLIP}"
+
+
+def clip_files():
+    """Files of the small CLIP when the pipeline trains it; nothing for a user's model."""
+    if config["clip"]["model"]:
+        return []
+    return [f"{SMALL_CLIP}/open_clip_config.json", f"{SMALL_CLIP}/open_clip_model.safetensors"]
+
+
+def prompt_settings(wildcards):
+    """The dataset's zero-shot prompt template and negative prompts, as JSON."""
+    return json.dumps(config["datasets"][wildcards.dataset]["prompts"], sort_keys=True)

@@ -1,0 +1,1 @@
+"""Prompts generated without humans: saliency, CRF masks, boxes and points, text."""

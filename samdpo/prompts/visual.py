@@ -1,0 +1,140 @@
+"""Visual prompts of a dataset: saliency maps -> dense-CRF masks -> boxes and points, as one table.
+
+The table (``crf.parquet``) has one row per (image, class): ``sample_id``, ``class_index``,
+``class_name``, ``has_box``, ``box`` (XYXY pixels, inclusive maxima; null = "no box"),
+``points`` (list of [x, y]), ``point_labels`` (1 = foreground, 0 = background), ``mask``
+(``np.packbits`` of the kept CRF components, row-major) and ``mask_shape`` ([H, W]).
+Saliency files (``saliency.npy`` + ``saliency.json``) are written by the saliency rule; this step
+reads them and the images only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from samdpo import atomic
+from samdpo.errors import DataError
+from samdpo.prompts.boxes import BoxSettings, mask_to_prompt
+from samdpo.prompts.crf import CrfSettings, crf_mask
+
+SALIENCY_MAPS, SALIENCY_META, CRF_TABLE = "saliency.npy", "saliency.json", "crf.parquet"
+
+
+def write_saliency(folder: Path, maps: np.ndarray, meta: Mapping) -> None:
+    """Write (N, T, S, S) uint8 maps and their metadata (sample ids, classes, prompts, model, settings)."""
+    with atomic.atomic_path(Path(folder) / SALIENCY_MAPS) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, maps)
+    atomic.write_text(Path(folder) / SALIENCY_META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
+
+
+def read_saliency(folder: Path) -> tuple[np.ndarray, dict]:
+    """The (N, T, S, S) uint8 maps (memory-mapped) and their metadata."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / SALIENCY_META).read_text())
+        maps = np.load(folder / SALIENCY_MAPS, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{folder}: no readable saliency maps ({exc}); run the saliency rule first") from exc
+    if maps.shape[:2] != (len(meta["sample_ids"]), len(meta["class_names"])):
+        raise DataError(f"{folder / SALIENCY_MAPS}: shape {maps.shape} does not match {SALIENCY_META}")
+    return maps, meta
+
+
+def _image_rows(sample_id: str, image: np.ndarray, maps: np.ndarray, class_names: list[str], crf: CrfSettings, boxes: Mapping[str, BoxSettings]) -> list[dict]:
+    """Table rows of one image: CRF + box extraction for each of its T saliency maps."""
+    pixels = image.astype(np.float32) / 255.0
+    rows = []
+    for t, name in enumerate(class_names):
+        saliency = maps[t].astype(np.float32) / 255.0
+        prompt = mask_to_prompt(crf_mask(pixels, saliency, crf), saliency, boxes[name])
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "class_index": t,
+                "class_name": name,
+                "has_box": prompt.has_box,
+                "box": list(prompt.box) if prompt.box is not None else None,
+                "points": prompt.points.tolist(),
+                "point_labels": prompt.point_labels.tolist(),
+                "mask": np.packbits(prompt.mask).tobytes(),
+                "mask_shape": list(prompt.mask.shape),
+            }
+        )
+    return rows
+
+
+SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("class_index", pa.int16()),
+        ("class_name", pa.string()),
+        ("has_box", pa.bool_()),
+        ("box", pa.list_(pa.float32(), 4)),
+        ("points", pa.list_(pa.list_(pa.float32(), 2))),
+        ("point_labels", pa.list_(pa.int8())),
+        ("mask", pa.binary()),
+        ("mask_shape", pa.list_(pa.int32(), 2)),
+    ]
+)
+
+
+def crf_table(
+    images: np.ndarray,
+    maps: np.ndarray,
+    sample_ids: list[str],
+    class_names: list[str],
+    crf: CrfSettings,
+    boxes: Mapping[str, BoxSettings],
+    workers: int = 1,
+    progress: bool = True,
+) -> pa.Table:
+    """Run the CRF and box extraction for every (image, class).
+
+    Args:
+        images: (N, S, S) uint8 images.
+        maps: (N, T, S, S) uint8 saliency (x 255).
+        sample_ids: N ids; class_names: T names.
+        crf: CRF settings.
+        boxes: class name -> box settings (``all`` mode for paired organs such as lungs).
+        workers: processes (the CRF is single-threaded C++; images are independent).
+        progress: show a progress bar.
+
+    Returns:
+        The prompt table (:data:`SCHEMA`), rows in image order then class order.
+    """
+    jobs = [(sample_ids[i], images[i], np.asarray(maps[i]), class_names, crf, boxes) for i in range(len(sample_ids))]
+    bar = tqdm(total=len(jobs), desc="crf", unit="image", disable=not progress)
+    rows: list[dict] = []
+    if workers <= 1:
+        for job in jobs:
+            rows += _image_rows(*job)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_image_rows, *zip(*jobs), chunksize=8):
+                rows += result
+                bar.update()
+    bar.close()
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def write_table(table: pa.Table, path: Path, meta: Mapping) -> None:
+    """Write a prompt table atomically with ``meta`` (settings, provenance) in its schema metadata."""
+    table = table.replace_schema_metadata({"samdpo": json.dumps(dict(meta), sort_keys=True)})
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def unpack_mask(row: Mapping) -> np.ndarray:
+    """The (H, W) bool mask of one table row."""
+    height, width = row["mask_shape"]
+    return np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8), count=height * width).reshape(height, width).astype(bool)

@@ -1,0 +1,48 @@
+"""No ground truth of unlabelled or test images reaches the visual prompts.
+
+The saliency and CRF commands read the sample table and images only: changing every label, or
+deleting labels.npy altogether, changes no saliency map, mask, box or point.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from samdpo.cli import main
+from samdpo.prompts.clip_loader import save_clip_local_dir
+
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"timm_model_name": "samdpo_resnet_s8", "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+}
+
+
+def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object]:
+    args = ["--store", str(store), "--no-progress"]
+    assert main(["prompts", "saliency", *args, "--out", str(out), "--clip", f"local-dir:{clip}", "--settings", '{"top_k": 4}']) == 0
+    assert main(["prompts", "crf", *args, "--saliency", str(out), "--out", str(out / "crf.parquet")]) == 0
+    return (out / "saliency.npy").read_bytes(), pq.read_table(out / "crf.parquet")
+
+
+def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
+    save_clip_local_dir(tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
+    store = tmp_path / "store"
+    assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(store), "--image-size", "64", "--no-progress"]) == 0
+    maps_a, table_a = _prompts(store, tmp_path / "clip", tmp_path / "a")
+    assert any(table_a.column("has_box").to_pylist())
+
+    labels = np.load(store / "labels.npy")
+    rng = np.random.default_rng(0)
+    np.save(store / "labels.npy", rng.integers(0, 2, size=labels.shape, dtype=np.uint8))  # every label changed
+    maps_b, table_b = _prompts(store, tmp_path / "clip", tmp_path / "b")
+    (store / "labels.npy").unlink()  # and gone altogether
+    maps_c, table_c = _prompts(store, tmp_path / "clip", tmp_path / "c")
+
+    assert maps_a == maps_b == maps_c
+    assert table_a.equals(table_b) and table_a.equals(table_c)  # masks, boxes, points, labels of points
+    shutil.rmtree(tmp_path / "a")
