@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import numpy as np
 import open_clip
 import torch
 from pytorch_grad_cam import ScoreCAM

@@ -10,22 +10,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from samdpo.errors import ConfigError, SamdpoError
+from samdpo.jsonarg import json_object
 from samdpo.prompts.commands import add_commands as add_prompt_commands
-
-
-def _settings(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -52,7 +40,7 @@ def _summary(args: argparse.Namespace) -> None:
 
     from samdpo import atomic
 
-    summary = readers.summarize(args.kind, Path(args.root), _settings(args.settings))
+    summary = readers.summarize(args.kind, Path(args.root), json_object(args.settings, "--settings"))
     text = json.dumps(summary.to_dict(), indent=2) if args.json else summary.to_table()
     if args.out:
         atomic.write_text(args.out, text + "\n")
@@ -64,7 +52,7 @@ def _prepare(args: argparse.Namespace) -> None:
     from samdpo.data import readers
     from samdpo.data.store import write_store
 
-    samples = readers.iter_samples(args.kind, Path(args.root), args.image_size, _settings(args.settings))
+    samples = readers.iter_samples(args.kind, Path(args.root), args.image_size, json_object(args.settings, "--settings"))
     count = write_store(samples, Path(args.out), args.kind, args.image_size, progress=not args.no_progress)
     print(f"prepared {count} {args.kind} samples of {args.image_size}x{args.image_size} in {args.out}", file=sys.stderr)
 

@@ -12,18 +12,7 @@ from typing import Any
 import pandas as pd
 
 from samdpo.errors import ConfigError, DataError
-
-
-def _json(text: str | None, option: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{option} is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ConfigError(f"{option} must be a JSON object")
-    return value
+from samdpo.jsonarg import json_object
 
 
 def _settings(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -48,7 +37,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     from samdpo.prompts.clip_pretrain import PretrainSettings, pretrain
 
     _threads(args.threads)
-    history = pretrain(_settings(PretrainSettings, _json(args.settings, "--settings"), "clip.pretrain"), Path(args.out))
+    history = pretrain(_settings(PretrainSettings, json_object(args.settings, "--settings"), "clip.pretrain"), Path(args.out))
     print(f"pretrained CLIP saved to {args.out}: final {history[-1]}", file=sys.stderr)
 
 
@@ -61,8 +50,8 @@ def _saliency(args: argparse.Namespace) -> None:
 
     _threads(args.threads)
     store = SampleStore(Path(args.store))
-    settings = _settings(SaliencySettings, _json(args.settings, "--settings"), "saliency")
-    prompts = _json(args.prompts, "--prompts")
+    settings = _settings(SaliencySettings, json_object(args.settings, "--settings"), "saliency")
+    prompts = json_object(args.prompts, "--prompts")
     classes = [zero_shot_prompt(store.kind, name, prompts.get("template")) for name in store.class_names]
     negatives = prompts.get("negatives") or [background_prompt(store.kind)]
     engine = SaliencyEngine(load_clip(args.clip), classes, negatives, settings)
@@ -92,8 +81,8 @@ def _crf(args: argparse.Namespace) -> None:
     maps, meta = read_saliency(Path(args.saliency))
     if meta["sample_ids"] != list(store.samples["sample_id"]):
         raise ConfigError(f"{args.saliency}: saliency maps were made for other samples than {args.store}")
-    crf = _settings(CrfSettings, _json(args.crf, "--crf"), "crf")
-    box_values = _json(args.boxes, "--boxes")
+    crf = _settings(CrfSettings, json_object(args.crf, "--crf"), "crf")
+    box_values = json_object(args.boxes, "--boxes")
     by_class = box_values.pop("by_class", {}) or {}  # shared by all datasets: names of other datasets' classes are fine
     boxes = {name: _settings(BoxSettings, {**box_values, **by_class.get(name, {})}, "boxes") for name in store.class_names}
     table = crf_table(
