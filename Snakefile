@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    clip_name="small|" + "|".join(f"small_{name}" for name in DATASETS),
 
 
 include: "workflow/rules/data.smk"

@@ -59,24 +59,40 @@ def all_targets():
     ]
 
 
-SMALL_CLIP = "results/clip/small"
-
-
 def section_json(name):
     """One config section as a JSON object (a change reruns the rules that take it as a param)."""
     return json.dumps(config[name], sort_keys=True)
 
 
-def clip_id():
-    """The CLIP to query: the configured hf-hub:/local-dir: model, or the pipeline's small CLIP."""
-    return config["clip"]["model"] or f"local-dir:{SMALL_CLIP}"
+def dataset_clip(dataset):
+    """(CLIP model id, name of the pipeline-trained small CLIP or None) used for one dataset."""
+    own = config["datasets"][dataset]["clip"]
+    model = own.get("model") or config["clip"]["model"]
+    if model:
+        return model, None
+    name = f"small_{dataset}" if own.get("pretrain") else "small"
+    return f"local-dir:results/clip/{name}", name
 
 
-def clip_files():
-    """Files of the small CLIP when the pipeline trains it; nothing for a user's model."""
-    if config["clip"]["model"]:
+def clip_id(wildcards):
+    """The CLIP the dataset's saliency queries (a user's hf-hub:/local-dir: model, or a small one)."""
+    return dataset_clip(wildcards.dataset)[0]
+
+
+def clip_files(wildcards):
+    """Files of the small CLIP the pipeline trains for this dataset; nothing for a user's model."""
+    name = dataset_clip(wildcards.dataset)[1]
+    if name is None:
         return []
-    return [f"{SMALL_CLIP}/open_clip_config.json", f"{SMALL_CLIP}/open_clip_model.safetensors"]
+    return [f"results/clip/{name}/open_clip_config.json", f"results/clip/{name}/open_clip_model.safetensors"]
+
+
+def pretrain_settings(wildcards):
+    """Pretraining settings of one small CLIP: clip.pretrain, with a dataset's own overrides merged."""
+    settings = dict(config["clip"]["pretrain"])
+    if wildcards.clip_name != "small":
+        settings.update(config["datasets"][wildcards.clip_name.removeprefix("small_")]["clip"]["pretrain"])
+    return json.dumps(settings, sort_keys=True)
 
 
 def prompt_settings(wildcards):

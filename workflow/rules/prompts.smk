@@ -4,17 +4,17 @@
 
 rule pretrain_clip:
     output:
-        config=f"{SMALL_CLIP}/open_clip_config.json",
-        weights=f"{SMALL_CLIP}/open_clip_model.safetensors",
-        log=f"{SMALL_CLIP}/train_log.csv",
+        config="results/clip/{clip_name}/open_clip_config.json",
+        weights="results/clip/{clip_name}/open_clip_model.safetensors",
+        log="results/clip/{clip_name}/train_log.csv",
     params:
-        settings=json.dumps(config["clip"]["pretrain"], sort_keys=True),
+        settings=pretrain_settings,
     conda:
         ENV
     log:
-        "results/logs/pretrain_clip.log",
+        "results/logs/pretrain_clip/{clip_name}.log",
     benchmark:
-        "results/benchmarks/pretrain_clip.tsv"
+        "results/benchmarks/pretrain_clip/{clip_name}.tsv"
     threads: 2
     resources:
         mem_mb=4000,
@@ -27,12 +27,12 @@ rule saliency:
     input:
         table="results/data/prepared/{dataset}/samples.parquet",
         images="results/data/prepared/{dataset}/images.npy",
-        clip=clip_files(),
+        clip=clip_files,
     output:
         maps="results/prompts/{dataset}/saliency.npy",
         meta="results/prompts/{dataset}/saliency.json",
     params:
-        clip=clip_id(),
+        clip=clip_id,
         prompts=prompt_settings,
         settings=section_json("saliency"),
     conda:
