@@ -13,7 +13,7 @@ open_clip's ``local-dir:`` format and then used zero-shot, as BiomedCLIP is.
 
 from __future__ import annotations
 
-import csv
+import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from samdpo import atomic
 from samdpo.data import readers
 from samdpo.errors import ConfigError
 from samdpo.prompts import cnn_tower
@@ -258,12 +259,7 @@ def pretrain(settings: PretrainSettings, out_dir: Path, progress: bool = True) -
     model.eval()
     preprocess_cfg = {"size": settings.image_size, "mean": list(MEAN), "std": list(STD), "interpolation": "bilinear", "resize_mode": "squash"}
     save_clip_local_dir(model, cfg, out_dir, preprocess_cfg=preprocess_cfg, tokenizer_dir=text_dir)
-    with open(out_dir / "train_log.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["epoch", "loss", "match_accuracy"])
-        writer.writeheader()
-        writer.writerows(history)
-    with open(out_dir / "pretrain_settings.json", "w") as handle:
-        import json
-
-        json.dump(asdict(settings), handle, indent=2, sort_keys=True)
+    rows = ["epoch,loss,match_accuracy"] + [f"{r['epoch']},{r['loss']:.6f},{r['match_accuracy']:.6f}" for r in history]
+    atomic.write_text(out_dir / "train_log.csv", "\n".join(rows) + "\n")
+    atomic.write_text(out_dir / "pretrain_settings.json", json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n")
     return history
