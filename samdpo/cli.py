@@ -17,8 +17,7 @@ from samdpo.prompts.commands import add_commands as add_prompt_commands
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from samdpo import atomic
-    from samdpo.synth import amos, busi, cxr
+    from samdpo import atomic, synth
 
     if args.cases < 1:
         raise ConfigError(f"--cases must be at least 1, got {args.cases}")
@@ -26,12 +25,7 @@ def _synth(args: argparse.Namespace) -> None:
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ConfigError(f"{out}: folder exists and is not empty; pass --force to replace it")
     with atomic.atomic_dir(out) as tmp:
-        if args.kind == "amos":
-            amos.write(tmp, args.cases, args.seed, amos.AmosSynthSettings(size=args.size, slices=args.slices))
-        elif args.kind == "busi":
-            busi.write(tmp, args.cases, args.seed)
-        else:
-            cxr.write(tmp, args.cases, args.seed, layout=args.layout)
+        synth.write(args.kind, tmp, args.cases, args.seed, size=args.size, slices=args.slices, layout=args.layout)
     print(f"wrote {args.cases} synthetic {args.kind} cases to {out}", file=sys.stderr)
 
 
@@ -58,13 +52,13 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _split(args: argparse.Namespace) -> None:
-    from samdpo.data.splits import make_splits, write_splits
+    from samdpo.data.splits import SPLITS, make_splits, write_splits
     from samdpo.data.store import SampleStore
 
     store = SampleStore(Path(args.store))
     assignment = make_splits(store.samples["case_id"], args.labeled, args.unlabeled, args.seed)
     write_splits(assignment, Path(args.out))
-    counts = {s: sum(v == s for v in assignment.values()) for s in ("labeled", "unlabeled", "test")}
+    counts = {s: sum(v == s for v in assignment.values()) for s in SPLITS}
     print(f"split {len(assignment)} {store.kind} cases: {counts}", file=sys.stderr)
 
 

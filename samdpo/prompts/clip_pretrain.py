@@ -24,15 +24,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from samdpo import atomic
+from samdpo import atomic, synth
 from samdpo.data import readers
 from samdpo.errors import ConfigError
 from samdpo.prompts import cnn_tower
 from samdpo.prompts.captions import Caption, position_word, size_word, vocabulary
 from samdpo.prompts.clip_loader import resolve_hf_name, save_clip_local_dir
-from samdpo.synth import amos as synth_amos
-from samdpo.synth import busi as synth_busi
-from samdpo.synth import cxr as synth_cxr
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 _READER = {"amos": {}, "busi": {"include_normal": True}, "cxr": {}}
@@ -91,15 +88,10 @@ class Corpus:
 
 def build_corpus(settings: PretrainSettings, workdir: Path) -> Corpus:
     """Write the corpus phantoms under ``workdir`` and read them back with the dataset readers."""
-    writers = {
-        "amos": lambda out, n, s: synth_amos.write(out, n, s, synth_amos.AmosSynthSettings(size=settings.image_size)),
-        "busi": synth_busi.write,
-        "cxr": synth_cxr.write,
-    }
     images, labels, kinds, names = [], [], [], {}
     for kind, entry in sorted(settings.corpus.items()):
         root = workdir / kind
-        writers[kind](root, int(entry["cases"]), int(entry["seed"]))
+        synth.write(kind, root, int(entry["cases"]), int(entry["seed"]), size=settings.image_size)
         for sample in readers.iter_samples(kind, root, settings.image_size, _READER[kind]):
             images.append(np.rint(sample.image * 255).astype(np.uint8))
             labels.append(sample.label)

@@ -13,8 +13,6 @@ from timm.models import register_model
 from timm.models.resnet import BasicBlock, ResNet
 
 TOWER_NAME = "samdpo_resnet_s8"
-#: Name of the CAM target layer inside open_clip's ``TimmModel`` (``model.visual``).
-TARGET_LAYER = "trunk.layer4"
 
 
 @register_model
