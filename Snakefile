@@ -23,6 +23,7 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prompts.smk"
+include: "workflow/rules/text.smk"
 include: "workflow/rules/tables.smk"
 
 

@@ -1,7 +1,8 @@
-"""No ground truth of unlabelled or test images reaches the visual prompts.
+"""No ground truth of unlabelled or test images reaches the prompts.
 
-The saliency and CRF commands read the sample table and images only: changing every label, or
-deleting labels.npy altogether, changes no saliency map, mask, box or point.
+The saliency, CRF, VQA, LLM and prompt-store commands read the sample table and images only:
+changing every label, or deleting labels.npy altogether, changes no saliency map, mask, box,
+point, VQA answer, description or prompt-store file.
 """
 
 from __future__ import annotations
@@ -22,27 +23,37 @@ TINY_CFG = {
 }
 
 
-def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object]:
+def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object, dict]:
+    """Every prompt step, from saliency to the per-image store: saliency bytes, CRF table, text tables and store files."""
     args = ["--store", str(store), "--no-progress"]
     assert main(["prompts", "saliency", *args, "--out", str(out), "--clip", f"local-dir:{clip}", "--settings", '{"top_k": 4}']) == 0
     assert main(["prompts", "crf", *args, "--saliency", str(out), "--out", str(out / "crf.parquet")]) == 0
-    return (out / "saliency.npy").read_bytes(), pq.read_table(out / "crf.parquet")
+    text = [*args, "--modality", "breast ultrasound", "--cache", str(out / "answers")]
+    assert main(["prompts", "vqa", *text, "--crf", str(out / "crf.parquet"), "--out", str(out / "vqa.parquet")]) == 0
+    assert main(["prompts", "llm", *text, "--out", str(out / "llm.parquet")]) == 0
+    merged = ["--saliency", str(out), "--crf", str(out / "crf.parquet"), "--vqa", str(out / "vqa.parquet"), "--llm", str(out / "llm.parquet")]
+    assert main(["prompts", "store", *args, *merged, "--out", str(out / "store")]) == 0
+    tables = {name: pq.read_table(out / f"{name}.parquet") for name in ("vqa", "llm")}
+    tables |= {f.name: pq.read_table(f) for f in sorted((out / "store").glob("*.parquet"))}
+    return (out / "saliency.npy").read_bytes(), pq.read_table(out / "crf.parquet"), tables
 
 
 def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
     save_clip_local_dir(tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
     store = tmp_path / "store"
     assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(store), "--image-size", "64", "--no-progress"]) == 0
-    maps_a, table_a = _prompts(store, tmp_path / "clip", tmp_path / "a")
-    assert any(table_a.column("has_box").to_pylist())
+    maps_a, table_a, text_a = _prompts(store, tmp_path / "clip", tmp_path / "a")
+    assert any(table_a.column("has_box").to_pylist()) and len(text_a) > 2
 
     labels = np.load(store / "labels.npy")
     rng = np.random.default_rng(0)
     np.save(store / "labels.npy", rng.integers(0, 2, size=labels.shape, dtype=np.uint8))  # every label changed
-    maps_b, table_b = _prompts(store, tmp_path / "clip", tmp_path / "b")
+    maps_b, table_b, text_b = _prompts(store, tmp_path / "clip", tmp_path / "b")
     (store / "labels.npy").unlink()  # and gone altogether
-    maps_c, table_c = _prompts(store, tmp_path / "clip", tmp_path / "c")
+    maps_c, table_c, text_c = _prompts(store, tmp_path / "clip", tmp_path / "c")
 
     assert maps_a == maps_b == maps_c
     assert table_a.equals(table_b) and table_a.equals(table_c)  # masks, boxes, points, labels of points
+    assert text_a.keys() == text_b.keys() == text_c.keys()
+    assert all(text_a[name].equals(text_b[name]) and text_a[name].equals(text_c[name]) for name in text_a)  # answers, descriptions, store
     shutil.rmtree(tmp_path / "a")

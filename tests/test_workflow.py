@@ -48,12 +48,23 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     for dataset in ("amos", "busi", "cxr"):
         quality = pd.read_csv(workdir / f"results/prompts/{dataset}/box_quality.csv")
         assert {"class", "crf_box", "full_image_box", "mean_labeled_box"} <= set(quality.columns)
+    for dataset in ("amos", "busi", "cxr"):
+        samples = pd.read_parquet(workdir / f"results/data/prepared/{dataset}/samples.parquet")
+        files = sorted(p.stem for p in (workdir / "prompts_cache" / dataset).glob("*.parquet"))
+        assert files == sorted(samples["sample_id"])
+    shown = subprocess.run(["samdpo", "prompts", "show", files[0] + ".parquet"], cwd=workdir / "prompts_cache/cxr", capture_output=True, text=True)
+    assert shown.returncode == 0 and "lungs" in shown.stdout and "geometry" in shown.stdout, shown.stderr
     rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
-    # a CRF setting changed: the CRF rule and what depends on it rerun, the saliency maps do not
-    changed = snakemake(workdir, "--configfile", str(_config(workdir, {"crf.iterations": 2})), "-n")
-    jobs = _planned_jobs(changed.stdout)
-    assert jobs == {"crf": 3, "box_quality": 3, "all": 1}, changed.stdout
+    # a changed setting reruns its rule and what depends on it, nothing upstream
+    for change, expected in (
+        ({"crf.iterations": 2}, {"crf": 3, "box_quality": 3, "vqa": 3, "prompt_store": 3}),
+        ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa": 3, "prompt_store": 3}),
+        ({"llm.prompt": "Describe the {name}."}, {"llm": 3, "prompt_store": 3}),
+        ({"prompt_store.saliency_size": 32}, {"prompt_store": 3}),
+    ):
+        changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
+        assert _planned_jobs(changed.stdout) == {**expected, "all": 1}, (change, changed.stdout)
 
 
 def _planned_jobs(dry_run_output: str) -> dict[str, int]:

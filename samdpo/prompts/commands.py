@@ -121,6 +121,125 @@ def _box_quality(args: argparse.Namespace) -> None:
         print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def _masks(crf_path: str) -> dict[tuple[str, int], Any]:
+    import pyarrow.parquet as pq
+
+    from samdpo.prompts.visual import unpack_mask
+
+    if not Path(crf_path).is_file():
+        raise DataError(f"{crf_path}: no CRF prompt table; run the crf rule first")
+    rows = pq.read_table(crf_path, columns=["sample_id", "class_index", "mask", "mask_shape"]).to_pylist()
+    return {(row["sample_id"], row["class_index"]): unpack_mask(row) for row in rows}
+
+
+def _answer_settings(settings: Any, modality: str) -> dict[str, Any]:
+    """The settings that decide the answers (provenance and settings hash); ``openai.workers`` does not."""
+    used = {key: value for key, value in vars(settings).items() if key != "openai"}
+    if settings.backend == "openai":
+        used["openai"] = {key: value for key, value in settings.openai.items() if key != "workers"}
+    return {**used, "modality": modality}
+
+
+def _answered(step: str, cache: Any, count: int, out: str) -> None:
+    print(f"{step}: {count} answers in {out}; questions asked {cache.asked}, answered from the cache {cache.reused}", file=sys.stderr)
+
+
+def _vqa(args: argparse.Namespace) -> None:
+    from samdpo.data.store import SampleStore
+    from samdpo.prompts.answer_cache import AnswerCache
+    from samdpo.prompts.prompt_store import table_meta
+    from samdpo.prompts.visual import write_table
+    from samdpo.prompts.vqa import VqaSettings, make_backend, make_questions, vqa_table
+
+    _threads(args.threads)
+    store = SampleStore(Path(args.store))
+    settings = _settings(VqaSettings, json_object(args.settings, "--settings"), "vqa")
+    geometry = settings.backend == "geometry"
+    backend = make_backend(settings, _masks(args.crf) if geometry else None)
+    ids = list(store.samples["sample_id"])
+    questions = make_questions(ids, list(store.class_names), settings.questions, args.modality)
+    workers = int(settings.openai.get("workers", 4)) if settings.backend == "openai" else 1
+    with AnswerCache(args.cache) as cache:
+        table = vqa_table(store.images(), questions, backend, cache, workers=workers, progress=not args.no_progress)
+        visual = table_meta(Path(args.crf))["settings_hash"] if geometry else None
+        used = _answer_settings(settings, args.modality)
+        meta = {
+            "dataset": store.kind,
+            "backend": backend.backend,
+            "model": backend.model,
+            "settings": used,
+            "visual_settings_hash": visual,
+            "settings_hash": settings_hash(backend.model, used, visual),
+            "asked": cache.asked,
+            "reused": cache.reused,
+        }
+        write_table(table, Path(args.out), meta)
+        _answered("vqa", cache, table.num_rows, args.out)
+
+
+def _llm(args: argparse.Namespace) -> None:
+    from samdpo.data.store import SampleStore
+    from samdpo.prompts.answer_cache import AnswerCache
+    from samdpo.prompts.llm import LlmSettings, llm_table, make_backend, make_requests
+    from samdpo.prompts.visual import write_table
+
+    store = SampleStore(Path(args.store))
+    settings = _settings(LlmSettings, json_object(args.settings, "--settings"), "llm")
+    backend = make_backend(settings)
+    requests = make_requests(list(store.class_names), args.modality, settings.prompt)
+    workers = int(settings.openai.get("workers", 4)) if settings.backend == "openai" else 1
+    with AnswerCache(args.cache) as cache:
+        table = llm_table(requests, backend, cache, workers=workers, progress=not args.no_progress)
+        used = _answer_settings(settings, args.modality)
+        meta = {
+            "dataset": store.kind,
+            "backend": backend.backend,
+            "model": backend.model,
+            "settings": used,
+            "settings_hash": settings_hash(backend.model, used),
+            "asked": cache.asked,
+            "reused": cache.reused,
+        }
+        write_table(table, Path(args.out), meta)
+        _answered("llm", cache, table.num_rows, args.out)
+
+
+def _store(args: argparse.Namespace) -> None:
+    import time
+
+    from samdpo.data.store import SampleStore
+    from samdpo.prompts.prompt_store import merge_prompt_store
+    from samdpo.prompts.visual import read_saliency
+
+    store = SampleStore(Path(args.store))
+    start = time.perf_counter()
+    report = merge_prompt_store(
+        store.images(),
+        list(store.samples["sample_id"]),
+        list(store.class_names),
+        store.kind,
+        read_saliency(Path(args.saliency)),
+        Path(args.crf),
+        Path(args.vqa),
+        Path(args.llm),
+        Path(args.out),
+        saliency_size=args.saliency_size,
+        progress=not args.no_progress,
+    )
+    seconds = time.perf_counter() - start
+    print(
+        f"prompt store: {report.images} files, {report.rows} rows, {report.bytes / report.images / 1024:.1f} KiB per image, "
+        f"{report.images / seconds:.0f} images/s, in {args.out}",
+        file=sys.stderr,
+    )
+
+
+def _show(args: argparse.Namespace) -> None:
+    from samdpo.prompts.show import show
+
+    print(show(Path(args.file), as_json=args.json, png=Path(args.png) if args.png else None, classes=args.classes))
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``clip`` and ``prompts`` on the ``samdpo`` parser."""
     clip = commands.add_parser("clip", help="the embedded default's CLIP").add_subparsers(dest="action", required=True)
@@ -157,3 +276,35 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     quality.add_argument("--crf", required=True, help="crf.parquet")
     quality.add_argument("--out", help="also write the table as CSV")
     quality.set_defaults(func=_box_quality)
+
+    text_common = argparse.ArgumentParser(add_help=False)
+    text_common.add_argument("--store", required=True, help="prepared sample store folder")
+    text_common.add_argument("--out", required=True, help="Parquet table to write")
+    text_common.add_argument("--modality", required=True, help='modality named in questions, e.g. "abdominal CT"')
+    text_common.add_argument("--settings", help="the config section as a JSON object")
+    text_common.add_argument("--cache", default="prompts_cache/answers", help="answer cache folder (diskcache)")
+    text_common.add_argument("--no-progress", action="store_true")
+    vqa = prompts.add_parser("vqa", parents=[text_common], help="VQA answers (shape, location) per image and class")
+    vqa.add_argument("--crf", help="crf.parquet (the geometry backend reads its masks)")
+    vqa.add_argument("--threads", type=int, default=1, help="torch threads (transformers backend)")
+    vqa.set_defaults(func=_vqa)
+    llm = prompts.add_parser("llm", parents=[text_common], help="an LLM description per class")
+    llm.set_defaults(func=_llm)
+
+    merge = prompts.add_parser("store", help="merge every prompt into one Parquet file per image")
+    merge.add_argument("--store", required=True)
+    merge.add_argument("--saliency", required=True, help="folder written by `prompts saliency`")
+    merge.add_argument("--crf", required=True)
+    merge.add_argument("--vqa", required=True)
+    merge.add_argument("--llm", required=True)
+    merge.add_argument("--out", required=True, help="folder to write: {out}/{image_id}.parquet")
+    merge.add_argument("--saliency-size", type=int, help="side of the stored saliency grid (default: as computed)")
+    merge.add_argument("--no-progress", action="store_true")
+    merge.set_defaults(func=_store)
+
+    show = prompts.add_parser("show", help="print one image's prompt file; --json, --png to draw it")
+    show.add_argument("file", help="prompts_cache/{dataset}/{image_id}.parquet")
+    show.add_argument("--json", action="store_true", help="print JSON (arrays summarised)")
+    show.add_argument("--png", help="also draw the image with saliency, CRF outline, box, points and texts")
+    show.add_argument("--classes", nargs="+", help="only these classes")
+    show.set_defaults(func=_show)

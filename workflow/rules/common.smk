@@ -47,7 +47,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: data products, prompts and box quality of every dataset."""
+    """Targets of the default target: data products, the prompt store and box quality of every dataset."""
     return [
         path
         for name in DATASETS
@@ -55,13 +55,18 @@ def all_targets():
             f"results/data/{name}_summary.json",
             f"results/data/splits/{name}.csv",
             f"results/prompts/{name}/box_quality.csv",
+            f"prompts_cache/{name}",
         )
     ]
 
 
 def section_json(name):
-    """One config section as a JSON object (a change reruns the rules that take it as a param)."""
-    return json.dumps(config[name], sort_keys=True)
+    """One config section as a JSON object (a change reruns the rules that take it as a param).
+
+    A function, so that Snakemake leaves braces in the values (question templates) alone.
+    """
+    text = json.dumps(config[name], sort_keys=True)
+    return lambda wildcards: text
 
 
 def dataset_clip(dataset):
@@ -97,4 +102,15 @@ def pretrain_settings(wildcards):
 
 def prompt_settings(wildcards):
     """The dataset's zero-shot prompt template and negative prompts, as JSON."""
-    return json.dumps(config["datasets"][wildcards.dataset]["prompts"], sort_keys=True)
+    prompts = config["datasets"][wildcards.dataset]["prompts"]
+    return json.dumps({key: prompts[key] for key in ("template", "negatives")}, sort_keys=True)
+
+
+def modality(wildcards):
+    """The modality named in the dataset's VQA questions and LLM prompt (e.g. "abdominal CT")."""
+    return config["datasets"][wildcards.dataset]["prompts"]["modality"]
+
+
+def vqa_crf_table(wildcards):
+    """The CRF table, which the geometry VQA backend reads; model backends read images only."""
+    return f"results/prompts/{wildcards.dataset}/crf.parquet" if config["vqa"]["backend"] == "geometry" else []

@@ -1,0 +1,229 @@
+"""The Parquet prompt store: every prompt of one 2D image in ``prompts_cache/{dataset}/{image_id}.parquet``.
+
+One file per image, one row per class, merged from the outputs of the saliency, CRF, VQA and LLM
+steps (see the README for the schema). Arrays are stored compactly as raw bytes plus a shape:
+the image and the saliency as uint8 (saliency x 255), the CRF mask bit-packed. Each row carries
+its provenance (CLIP, VQA and LLM backends and models, a hash of the settings of each part);
+the full settings are written once per folder, in ``_settings.json``. No ground truth is read or stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from samdpo import atomic
+from samdpo.errors import DataError
+from samdpo.prompts.visual import unpack_mask
+
+FORMAT_VERSION = 1
+#: The full settings of every part, once per dataset folder (each row carries their hashes).
+SETTINGS_FILE = "_settings.json"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_QA = pa.struct([("question_id", pa.string()), ("question", pa.string()), ("answer", pa.string())])
+
+SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("dataset", pa.string()),
+        ("class_index", pa.int16()),
+        ("class_name", pa.string()),
+        ("image", pa.binary()),
+        ("image_shape", pa.list_(pa.int32(), 2)),
+        ("saliency", pa.binary()),
+        ("saliency_shape", pa.list_(pa.int32(), 2)),
+        ("has_box", pa.bool_()),
+        ("box", pa.list_(pa.float32(), 4)),
+        ("points", pa.list_(pa.list_(pa.float32(), 2))),
+        ("point_labels", pa.list_(pa.int8())),
+        ("mask", pa.binary()),
+        ("mask_shape", pa.list_(pa.int32(), 2)),
+        ("vqa", pa.list_(_QA)),
+        ("modality", pa.string()),
+        ("llm_prompt", pa.string()),
+        ("description", pa.string()),
+        ("clip", pa.string()),
+        ("vqa_backend", pa.string()),
+        ("vqa_model", pa.string()),
+        ("llm_backend", pa.string()),
+        ("llm_model", pa.string()),
+        ("visual_hash", pa.string()),
+        ("vqa_hash", pa.string()),
+        ("llm_hash", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    """What a merge wrote: images (files), rows and bytes on disk."""
+
+    images: int
+    rows: int
+    bytes: int
+
+
+def table_meta(path: Path) -> dict[str, Any]:
+    """The ``samdpo`` schema metadata (settings, provenance) of a Parquet file written by samdpo."""
+    try:
+        return json.loads(pq.read_schema(path).metadata[b"samdpo"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a samdpo Parquet file with provenance ({exc})") from exc
+
+
+def _read(path: Path, step: str) -> tuple[pa.Table, dict[str, Any]]:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: missing; run the {step} rule first")
+    return pq.read_table(path), table_meta(Path(path))
+
+
+def _check_same(name: str, path: Path, found: list, expected: list) -> None:
+    if found != expected:
+        raise DataError(f"{path}: {name} do not match the sample store's; rerun the rule that wrote it")
+
+
+def resample(saliency: np.ndarray, size: int | None) -> np.ndarray:
+    """A (H, W) uint8 map resampled (bilinear) to (size, size); unchanged when size is None or equal."""
+    if size is None or saliency.shape == (size, size):
+        return np.ascontiguousarray(saliency, dtype=np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(saliency, dtype=np.uint8)).resize((size, size), Image.BILINEAR))
+
+
+def merge_prompt_store(
+    images: np.ndarray,
+    sample_ids: list[str],
+    class_names: list[str],
+    dataset: str,
+    saliency: tuple[np.ndarray, Mapping[str, Any]],
+    crf_path: Path,
+    vqa_path: Path,
+    llm_path: Path,
+    out: Path,
+    saliency_size: int | None = None,
+    progress: bool = True,
+) -> StoreReport:
+    """Write one Parquet file per image into ``out`` (atomically: the folder appears complete).
+
+    Args:
+        images: (N, S, S) uint8 images of the sample store.
+        sample_ids: N ids (file names); class_names: T names.
+        dataset: dataset kind.
+        saliency: (N, T, S, S) uint8 maps and their metadata, from the saliency step.
+        crf_path, vqa_path, llm_path: tables of the CRF, VQA and LLM steps.
+        out: folder to write (replaced when complete).
+        saliency_size: side of the stored saliency grid, pixels (bilinear resampling; the CAM's own
+            resolution is far coarser than the image); None = as computed.
+        progress: show a progress bar.
+    """
+    maps, saliency_meta = saliency
+    crf, crf_meta = _read(crf_path, "crf")
+    vqa, vqa_meta = _read(vqa_path, "vqa")
+    llm, llm_meta = _read(llm_path, "llm")
+    _check_same("sample ids", Path("saliency.json"), list(saliency_meta["sample_ids"]), sample_ids)
+    _check_same("classes", Path("saliency.json"), list(saliency_meta["class_names"]), class_names)
+    pairs = [{"sample_id": s, "class_index": t} for s in sample_ids for t in range(len(class_names))]
+    _check_same("rows", crf_path, crf.select(["sample_id", "class_index"]).to_pylist(), pairs)
+    _check_same("classes", llm_path, llm.column("class_name").to_pylist(), class_names)
+    bad = [s for s in sample_ids if not _SAFE_ID.match(s)]
+    if bad:
+        raise DataError(f"sample ids {bad[:3]} cannot be file names (letters, digits, _ . - only)")
+
+    crf_rows = crf.to_pylist()
+    answers: dict[tuple[str, int], list[dict]] = {}
+    for row in vqa.to_pylist():
+        answers.setdefault((row["sample_id"], row["class_index"]), []).append(
+            {"question_id": row["question_id"], "question": row["question"], "answer": row["answer"]}
+        )
+    missing = [(p["sample_id"], p["class_index"]) for p in pairs if (p["sample_id"], p["class_index"]) not in answers]
+    if missing:
+        raise DataError(f"{vqa_path}: no answers for {len(missing)} (image, class) pairs, e.g. {missing[0]}; rerun the vqa rule")
+    llm_rows = llm.to_pylist()
+    provenance = {
+        "clip": str(saliency_meta["clip"]),
+        "vqa_backend": vqa_meta["backend"],
+        "vqa_model": vqa_meta["model"],
+        "llm_backend": llm_meta["backend"],
+        "llm_model": llm_meta["model"],
+        "visual_hash": crf_meta["settings_hash"],
+        "vqa_hash": vqa_meta["settings_hash"],
+        "llm_hash": llm_meta["settings_hash"],
+    }
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "saliency": {k: saliency_meta[k] for k in ("clip", "class_prompts", "negative_prompts", "settings", "settings_hash")},
+        "crf": crf_meta,
+        "vqa": vqa_meta,
+        "llm": llm_meta,
+    }
+    header = {"format_version": FORMAT_VERSION, "dataset": dataset, "settings_file": SETTINGS_FILE}
+    size = 0
+    with atomic.atomic_dir(out) as tmp:
+        atomic.write_text(tmp / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        for i, sample_id in enumerate(tqdm(sample_ids, desc=f"prompt store {dataset}", unit="image", disable=not progress)):
+            image = np.ascontiguousarray(images[i])
+            rows = []
+            for t, name in enumerate(class_names):
+                visual = crf_rows[i * len(class_names) + t]
+                saliency_map = resample(np.asarray(maps[i, t]), saliency_size)
+                rows.append(
+                    {
+                        "sample_id": sample_id,
+                        "dataset": dataset,
+                        "class_index": t,
+                        "class_name": name,
+                        "image": image.tobytes(),
+                        "image_shape": list(image.shape),
+                        "saliency": saliency_map.tobytes(),
+                        "saliency_shape": list(saliency_map.shape),
+                        **{k: visual[k] for k in ("has_box", "box", "points", "point_labels", "mask", "mask_shape")},
+                        "vqa": answers[(sample_id, t)],
+                        "modality": llm_rows[t]["modality"],
+                        "llm_prompt": llm_rows[t]["prompt"],
+                        "description": llm_rows[t]["description"],
+                        **provenance,
+                    }
+                )
+            table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
+                {"samdpo": json.dumps({**header, "sample_id": sample_id}, sort_keys=True)}
+            )
+            path = tmp / f"{sample_id}.parquet"
+            # No column statistics: min/max of the image and saliency bytes would double the footer.
+            pq.write_table(table, path, compression="zstd", compression_level=9, write_statistics=False)
+            size += path.stat().st_size
+    return StoreReport(images=len(sample_ids), rows=len(sample_ids) * len(class_names), bytes=size)
+
+
+def read_prompts(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of one image's prompt file (one per class) and its metadata, with the folder's
+    full settings under ``"settings"`` when ``_settings.json`` is beside it."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if not set(SCHEMA.names) <= set(table.column_names):
+        raise DataError(f"{path}: not a samdpo prompt file (columns {sorted(set(SCHEMA.names) - set(table.column_names))[:4]} missing)")
+    meta = table_meta(path)
+    settings = path.parent / meta.get("settings_file", SETTINGS_FILE)
+    if settings.is_file():
+        meta["settings"] = json.loads(settings.read_text())
+    return table.to_pylist(), meta
+
+
+def array(row: Mapping[str, Any], column: str) -> np.ndarray:
+    """Decode a stored array: ``image`` / ``saliency`` -> (H, W) uint8, ``mask`` -> (H, W) bool."""
+    if column == "mask":
+        return unpack_mask(row)
+    height, width = row[f"{column}_shape"]
+    return np.frombuffer(row[column], dtype=np.uint8).reshape(height, width)

@@ -1,0 +1,78 @@
+# Text prompts (VQA answers per image and class, an LLM description per class), then the merge of
+# every prompt into one Parquet file per image under prompts_cache/. Model and API answers are
+# cached in config["answer_cache"] (not a rule output: it outlives reruns and is never evicted).
+
+
+rule vqa:
+    input:
+        table="results/data/prepared/{dataset}/samples.parquet",
+        images="results/data/prepared/{dataset}/images.npy",
+        crf=vqa_crf_table,
+    output:
+        "results/prompts/{dataset}/vqa.parquet",
+    params:
+        settings=section_json("vqa"),
+        modality=modality,
+        cache=config["answer_cache"],
+        crf=lambda wildcards, input: f"--crf {input.crf}" if input.crf else "",
+    conda:
+        ENV
+    log:
+        "results/logs/vqa/{dataset}.log",
+    benchmark:
+        "results/benchmarks/vqa/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    shell:
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo prompts vqa --store $(dirname {input.table}) --out {output}"
+        " --modality {params.modality:q} --settings {params.settings:q} --cache {params.cache:q} {params.crf}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule llm:
+    input:
+        "results/data/prepared/{dataset}/samples.parquet",
+    output:
+        "results/prompts/{dataset}/llm.parquet",
+    params:
+        settings=section_json("llm"),
+        modality=modality,
+        cache=config["answer_cache"],
+    conda:
+        ENV
+    log:
+        "results/logs/llm/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "samdpo prompts llm --store $(dirname {input}) --out {output} --modality {params.modality:q}"
+        " --settings {params.settings:q} --cache {params.cache:q} > {log} 2>&1"
+
+
+rule prompt_store:
+    input:
+        table="results/data/prepared/{dataset}/samples.parquet",
+        images="results/data/prepared/{dataset}/images.npy",
+        maps="results/prompts/{dataset}/saliency.npy",
+        meta="results/prompts/{dataset}/saliency.json",
+        crf="results/prompts/{dataset}/crf.parquet",
+        vqa="results/prompts/{dataset}/vqa.parquet",
+        llm="results/prompts/{dataset}/llm.parquet",
+    output:
+        directory("prompts_cache/{dataset}"),
+    params:
+        saliency_size=lambda wildcards: config["prompt_store"]["saliency_size"] or "",
+    conda:
+        ENV
+    log:
+        "results/logs/prompt_store/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prompt_store/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "samdpo prompts store --store $(dirname {input.table}) --saliency $(dirname {input.maps}) --crf {input.crf}"
+        " --vqa {input.vqa} --llm {input.llm} --out {output} --saliency-size {params.saliency_size} > {log} 2>&1"
