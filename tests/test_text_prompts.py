@@ -4,6 +4,7 @@ server (retries, faults, resume, keys), the knowledge descriptions and the per-i
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from samdpo.cli import main
 from samdpo.errors import ConfigError
 from samdpo.prompts.answer_cache import request_key
+from samdpo.prompts.asking import ask_all
 from samdpo.prompts.clip_loader import save_clip_local_dir
 from samdpo.prompts.llm import KnowledgeLLM, make_requests
 from samdpo.prompts.openai_chat import AnswerError, OpenAISettings, chat, make_client
@@ -55,6 +57,22 @@ def test_request_key_is_stable_and_sensitive_to_what_is_asked() -> None:
     assert len(key) == 64
     assert key != request_key("openai", "gpt-4o-mini", request)
     assert key != request_key("openai", "gpt-4o", {**request, "parameters": {"temperature": 1}})
+
+
+def test_ask_all_keeps_order_and_stops_at_the_first_failure() -> None:
+    assert ask_all(list(range(10)), str, workers=3, progress=False) == [str(i) for i in range(10)]
+    asked = []
+
+    def answer(question: int) -> str:
+        asked.append(question)
+        if question == 3:
+            raise AnswerError("image x, class y: no answer")
+        time.sleep(0.01)
+        return str(question)
+
+    with pytest.raises(AnswerError, match="image x, class y"):
+        ask_all(list(range(100)), answer, workers=2, progress=False)
+    assert len(asked) < 10  # nothing started after the failure beyond the questions in flight
 
 
 def _settings(server: OpenAIServer, **extra) -> OpenAISettings:
