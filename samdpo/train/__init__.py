@@ -1,0 +1,1 @@
+"""Stage-1 training of SAM with fused prompts, and prediction of probability maps."""
