@@ -24,6 +24,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/text.smk"
+include: "workflow/rules/stage1.smk"
 include: "workflow/rules/tables.smk"
 
 

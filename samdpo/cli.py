@@ -14,6 +14,7 @@ from pathlib import Path
 from samdpo.errors import ConfigError, SamdpoError
 from samdpo.jsonarg import json_object
 from samdpo.prompts.commands import add_commands as add_prompt_commands
+from samdpo.train.commands import add_commands as add_train_commands
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.set_defaults(func=_split)
 
     add_prompt_commands(commands)
+    add_train_commands(commands)
 
     table = commands.add_parser("table", help="build a results table (not implemented yet)")
     table.add_argument("--dataset", required=True)

@@ -86,3 +86,19 @@ def test_split_is_per_case_not_per_slice(amos_root: Path, tmp_path: Path) -> Non
     (tmp_path / "bad.csv").write_text("case,fold\na,1\n")
     with pytest.raises(DataError, match="bad.csv: expected columns"):
         read_splits(tmp_path / "bad.csv")
+
+
+def test_nan_pixels_are_named_and_nothing_is_written(amos_root: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    def with_nan():
+        for k, sample in enumerate(readers.iter_samples("amos", amos_root, 32)):
+            if k == 3:
+                image = sample.image.copy()
+                image[4, 4] = np.nan
+                sample = replace(sample, image=image)
+            yield sample
+
+    with pytest.raises(DataError, match="NaN or infinite pixels"):
+        write_store(with_nan(), tmp_path / "store", "amos", 32, progress=False)
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -52,16 +53,21 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         samples = pd.read_parquet(workdir / f"results/data/prepared/{dataset}/samples.parquet")
         files = sorted(p.stem for p in (workdir / "prompts_cache" / dataset).glob("*.parquet"))
         assert files == sorted(samples["sample_id"])
+        probs = json.loads((workdir / f"results/stage1/{dataset}/probs.json").read_text())
+        assert probs["splits"] == ["unlabeled", "test"] and len(probs["sample_ids"]) < len(samples)
+        assert (workdir / f"results/stage1/{dataset}/loss.png").is_file()
     shown = subprocess.run(["samdpo", "prompts", "show", files[0] + ".parquet"], cwd=workdir / "prompts_cache/cxr", capture_output=True, text=True)
     assert shown.returncode == 0 and "lungs" in shown.stdout and "geometry" in shown.stdout, shown.stderr
     rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     # a changed setting reruns its rule and what depends on it, nothing upstream
+    stage1 = {"embed_texts": 3, "train_stage1": 3, "predict_stage1": 3}
     for change, expected in (
-        ({"crf.iterations": 2}, {"crf": 3, "box_quality": 3, "vqa": 3, "prompt_store": 3}),
-        ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa": 3, "prompt_store": 3}),
-        ({"llm.prompt": "Describe the {name}."}, {"llm": 3, "prompt_store": 3}),
-        ({"prompt_store.saliency_size": 32}, {"prompt_store": 3}),
+        ({"crf.iterations": 2}, {"crf": 3, "box_quality": 3, "vqa": 3, "prompt_store": 3, **stage1}),
+        ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa": 3, "prompt_store": 3, **stage1}),
+        ({"llm.prompt": "Describe the {name}."}, {"llm": 3, "prompt_store": 3, **stage1}),
+        ({"prompt_store.saliency_size": 32}, {"prompt_store": 3, **stage1}),
+        ({"stage1.lr": 0.002}, {"train_stage1": 3, "predict_stage1": 3}),
     ):
         changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
         assert _planned_jobs(changed.stdout) == {**expected, "all": 1}, (change, changed.stdout)

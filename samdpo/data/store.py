@@ -82,6 +82,8 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
         for sample in tqdm(samples, desc=f"prepare {kind}", unit="slice", disable=not progress):
             if sample.image.shape != (image_size, image_size) or sample.label.shape != (image_size, image_size):
                 raise DataError(f"{sample.source}: sample {sample.sample_id} is not {image_size}x{image_size}")
+            if not np.isfinite(sample.image).all():
+                raise DataError(f"{sample.source}: sample {sample.sample_id} has NaN or infinite pixels")
             class_names, unit = sample.class_names, sample.spacing_unit
             images.append(np.rint(np.clip(sample.image, 0.0, 1.0) * 255.0))
             labels.append(sample.label)

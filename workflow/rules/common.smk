@@ -47,7 +47,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: data products, the prompt store and box quality of every dataset."""
+    """Targets of the default target: data products, prompt store, box quality and stage-1 probabilities of every dataset."""
     return [
         path
         for name in DATASETS
@@ -56,6 +56,7 @@ def all_targets():
             f"results/data/splits/{name}.csv",
             f"results/prompts/{name}/box_quality.csv",
             f"prompts_cache/{name}",
+            f"results/stage1/{name}/probs.npy",
         )
     ]
 

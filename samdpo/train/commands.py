@@ -1,0 +1,171 @@
+"""``samdpo train ...``: text embeddings, stage-1 training and prediction (thin entry points)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from samdpo.errors import ConfigError
+from samdpo.jsonarg import json_object
+
+
+def _threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, count))
+
+
+def _store_prompts(store_dir: str, prompts_dir: str, samples: list[int] | None = None) -> tuple[Any, list, list[int]]:
+    """The sample store, the prompts of the chosen samples (all by default) and their indices."""
+    from samdpo.data.store import SampleStore
+    from samdpo.train.prompt_data import load_image_prompts
+
+    store = SampleStore(Path(store_dir))
+    indices = list(range(len(store))) if samples is None else samples
+    ids = list(store.samples["sample_id"])
+    prompts = [load_image_prompts(Path(prompts_dir), ids[i], store.class_names) for i in indices]
+    return store, prompts, indices
+
+
+def _embed_texts(args: argparse.Namespace) -> None:
+    from samdpo.prompts.clip_loader import load_clip
+    from samdpo.train.text_embeddings import embed_texts, write_text_embeddings
+
+    _threads(args.threads)
+    _, prompts, _ = _store_prompts(args.store, args.prompts)
+    texts = sorted({text for image in prompts for text in (*image.vqa, *image.llm)})
+    clip = load_clip(args.clip)
+    embeddings = embed_texts(clip, texts, progress=not args.no_progress)
+    write_text_embeddings(Path(args.out), texts, embeddings, {"clip": args.clip, "dim": int(embeddings.shape[1]), "texts": len(texts)})
+    print(f"{len(texts)} distinct texts embedded ({embeddings.shape[1]} dims) by {args.clip} in {args.out}", file=sys.stderr)
+
+
+def _split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
+    from samdpo.data.splits import read_splits
+    from samdpo.errors import DataError
+
+    splits = read_splits(Path(splits_path))
+    missing = sorted(set(store.samples["case_id"]) - set(splits))
+    if missing:
+        raise DataError(f"{splits_path}: cases {missing[:3]} of the store have no split; rerun the split rule")
+    return [i for i, case in enumerate(store.samples["case_id"]) if splits[case] in names]
+
+
+#: What trains by default when SAM is trained from scratch (``small``): everything.
+SMALL_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj")
+
+
+def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """SAM settings with ``image_size`` filled in: the dataset's for ``small``, the model's native size otherwise."""
+    from samdpo.sam.builders import DEFAULT_IMAGE_SIZE
+
+    sam = {"name": "small", **sam}
+    if sam.get("image_size") is None:
+        sam["image_size"] = image_size if sam["name"] == "small" else DEFAULT_IMAGE_SIZE[sam["name"]]
+    return sam
+
+
+def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], seed: int) -> Any:
+    """The prompted SAM of a spec (random init seeded; ``build_sam`` loads the SAM checkpoint if one is named)."""
+    import torch
+
+    from samdpo.sam.builders import SamSettings, build_sam
+    from samdpo.train.model import PromptedSam, PromptSwitches
+
+    torch.manual_seed(seed)
+    try:
+        sam_settings = SamSettings(**sam)
+        prompt_switches = PromptSwitches(**switches)
+    except TypeError as exc:
+        raise ConfigError(f"bad sam or stage1.prompts settings: {exc}") from exc
+    return PromptedSam(build_sam(sam_settings), text_dim, prompt_switches)
+
+
+def _stage1(args: argparse.Namespace) -> None:
+    from samdpo.data.store import SampleStore
+    from samdpo.train.stage1 import Stage1Settings, train_stage1
+    from samdpo.train.text_embeddings import read_text_embeddings
+
+    _threads(args.threads)
+    store = SampleStore(Path(args.store))
+    labelled = _split_indices(store, args.splits, ["labeled"] + (["unlabeled"] if args.with_unlabeled else []))
+    store, prompts, indices = _store_prompts(args.store, args.prompts, labelled)
+    texts, text_meta = read_text_embeddings(Path(args.texts))
+    values = json_object(args.settings, "--settings")
+    switches = values.pop("prompts", {}) or {}
+    sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
+    if values.get("train") is None:  # the default parts: everything for a model trained from scratch
+        values["train"] = SMALL_PARTS if sam["name"] == "small" else Stage1Settings.train
+    try:
+        settings = Stage1Settings(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad stage1 settings: {exc}") from exc
+    spec = {"sam": sam, "text_dim": text_meta["dim"], "clip": text_meta["clip"], "switches": switches, "stage1": asdict(settings), "labelled_images": len(indices)}
+    model = build_model(sam, text_meta["dim"], switches, settings.seed)
+    images, labels = store.images()[indices], store.labels()[indices]  # labels of the labelled split only
+    train_stage1(model, images, labels, prompts, texts, settings, Path(args.out), spec, progress=not args.no_progress)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from samdpo.data.store import SampleStore
+    from samdpo.sam.checkpoints import load_checkpoint
+    from samdpo.train.predict import predict_probabilities, write_probabilities
+    from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device
+    from samdpo.train.text_embeddings import read_text_embeddings
+
+    _threads(args.threads)
+    spec = json.loads((Path(args.model) / SETTINGS).read_text())
+    store = SampleStore(Path(args.store))
+    chosen = _split_indices(store, args.splits, args.splits_to_predict)
+    store, prompts, indices = _store_prompts(args.store, args.prompts, chosen)
+    texts, _ = read_text_embeddings(Path(args.texts))
+    model = build_model({**spec["sam"], "checkpoint": None}, spec["text_dim"], spec["switches"], 0)
+    load_checkpoint(model, Path(args.model) / WEIGHTS)
+    probs = predict_probabilities(model, store.images()[indices], prompts, texts, pick_device(args.device), progress=not args.no_progress)
+    ids = list(store.samples["sample_id"])
+    meta = {
+        "dataset": store.kind,
+        "sample_ids": [ids[i] for i in indices],
+        "splits": args.splits_to_predict,
+        "class_names": list(store.class_names),
+        "model": str(args.model),
+        "model_settings_hash": spec["settings_hash"],
+    }
+    write_probabilities(Path(args.out), probs, meta)
+    print(f"probabilities of {len(indices)} images x {len(store.class_names)} classes in {args.out}", file=sys.stderr)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``train`` on the ``samdpo`` parser."""
+    train = commands.add_parser("train", help="SAM with fused prompts: stage 1 and prediction").add_subparsers(dest="action", required=True)
+    texts = train.add_parser("embed-texts", help="CLIP text embeddings of every VQA and LLM text of a prompt store")
+    texts.add_argument("--store", required=True, help="prepared sample store folder")
+    texts.add_argument("--prompts", required=True, help="prompts_cache/{dataset}")
+    texts.add_argument("--clip", required=True, help="the dataset's CLIP (hf-hub:... or local-dir:...)")
+    texts.add_argument("--out", required=True, help="Parquet file to write")
+    texts.add_argument("--threads", type=int, default=1)
+    texts.add_argument("--no-progress", action="store_true")
+    texts.set_defaults(func=_embed_texts)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", required=True)
+    common.add_argument("--splits", required=True, help="split table (case_id,split)")
+    common.add_argument("--prompts", required=True, help="prompts_cache/{dataset}")
+    common.add_argument("--texts", required=True, help="text embeddings (embed-texts)")
+    common.add_argument("--out", required=True, help="output folder")
+    common.add_argument("--threads", type=int, default=1)
+    common.add_argument("--no-progress", action="store_true")
+    stage1 = train.add_parser("stage1", parents=[common], help="train on the labelled split")
+    stage1.add_argument("--sam", help="sam settings as a JSON object (name, image_size, checkpoint, ...)")
+    stage1.add_argument("--settings", help='stage1 settings as a JSON object, with "prompts": {"box": ..., "vqa": ...}')
+    stage1.add_argument("--with-unlabeled", action="store_true", help="train on labelled + unlabelled (the 20%% baselines)")
+    stage1.set_defaults(func=_stage1)
+    predict = train.add_parser("predict", parents=[common], help="probability maps of a trained model")
+    predict.add_argument("--model", required=True, help="folder written by `train stage1`")
+    predict.add_argument("--splits-to-predict", nargs="+", default=["unlabeled", "test"])
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(func=_predict)

@@ -1,0 +1,128 @@
+"""SAM with fused prompts: CAM box and points through SAM's prompt encoder, VQA and LLM texts as
+extra sparse tokens (CLIP text embedding -> learned linear projection), as MedSAM's text prompts.
+
+Sparse tokens per (image, class), in this order, each kind present only when switched on:
+P point tokens (padding points are SAM's "not a point"), 2 box-corner tokens ("not a point" twice
+for "no box"), 1 VQA token, 1 LLM token. The same token layout for every prompt keeps batches
+uniform; the dense prompt is SAM's "no mask" embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class PromptSwitches:
+    """Which kinds of prompt reach the decoder (the ablations turn them off)."""
+
+    box: bool = True
+    points: bool = True
+    vqa: bool = True
+    llm: bool = True
+
+
+@dataclass
+class PromptBatch:
+    """K prompts over B images (coordinates in store pixels of side ``size``).
+
+    Attributes:
+        image_index: (K,) int64, which of the B image embeddings each prompt uses (sorted).
+        boxes: (K, 4) float32 XYXY; has_box: (K,) bool.
+        points: (K, P, 2) float32 XY; point_labels: (K, P) int64 (1, 0, -1 padding).
+        vqa: (K, D) float32 text embeddings; llm: (K, D) float32.
+        size: the side of the store's images, pixels.
+    """
+
+    image_index: torch.Tensor
+    boxes: torch.Tensor
+    has_box: torch.Tensor
+    points: torch.Tensor
+    point_labels: torch.Tensor
+    vqa: torch.Tensor
+    llm: torch.Tensor
+    size: int
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        """The batch on ``device``."""
+        fields = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return PromptBatch(**fields)
+
+
+class PromptedSam(nn.Module):
+    """A segment_anything ``Sam`` plus the text projection; predicts one mask per prompt.
+
+    Args:
+        sam: from :func:`samdpo.sam.builders.build_sam`.
+        text_dim: width of the CLIP text embeddings, D.
+        switches: which prompt kinds are used.
+    """
+
+    def __init__(self, sam: nn.Module, text_dim: int, switches: PromptSwitches = PromptSwitches()) -> None:
+        super().__init__()
+        self.sam = sam
+        self.switches = switches
+        width = sam.prompt_encoder.embed_dim
+        self.text_proj = nn.Linear(text_dim, width)
+
+    @property
+    def input_size(self) -> int:
+        """The image encoder's input side, pixels."""
+        return int(self.sam.image_encoder.img_size)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) uint8 images -> (B, C, h, w) image embeddings (resized to the input size, SAM-normalised)."""
+        x = images.float().unsqueeze(1)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        x = x.expand(-1, 3, -1, -1)
+        x = (x - self.sam.pixel_mean) / self.sam.pixel_std
+        return self.sam.image_encoder(x)
+
+    def sparse_tokens(self, batch: PromptBatch) -> torch.Tensor:
+        """(K, n, C) sparse prompt tokens of a batch."""
+        encoder = self.sam.prompt_encoder
+        scale = self.input_size / batch.size
+        count = batch.boxes.shape[0]
+        tokens = []
+        not_a_point = encoder.not_a_point_embed.weight  # (1, C)
+        if self.switches.points:
+            tokens.append(encoder._embed_points(batch.points * scale, batch.point_labels, pad=False))
+        if self.switches.box:
+            corners = encoder._embed_boxes(batch.boxes * scale)
+            missing = ~batch.has_box
+            corners = torch.where(missing[:, None, None], not_a_point.expand(count, 2, -1), corners)
+            tokens.append(corners)
+        if self.switches.vqa:
+            tokens.append(self.text_proj(batch.vqa).unsqueeze(1))
+        if self.switches.llm:
+            tokens.append(self.text_proj(batch.llm).unsqueeze(1))
+        width = encoder.embed_dim
+        return torch.cat(tokens, dim=1) if tokens else torch.zeros(count, 0, width, device=batch.boxes.device)
+
+    def forward(self, embeddings: torch.Tensor, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits (K, S, S) at the store's size and predicted IoU (K,) for the K prompts."""
+        sparse = self.sparse_tokens(batch)
+        encoder, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
+        image_pe = encoder.get_dense_pe()
+        logits, ious = [], []
+        for b in torch.unique_consecutive(batch.image_index).tolist():
+            chosen = batch.image_index == b
+            k = int(chosen.sum())
+            height, width = embeddings.shape[-2:]
+            dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(k, -1, height, width)
+            masks, iou = decoder(
+                image_embeddings=embeddings[b : b + 1],
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse[chosen],
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            logits.append(masks[:, 0])
+            ious.append(iou[:, 0])
+        low = torch.cat(logits)
+        return F.interpolate(low.unsqueeze(1), size=(batch.size, batch.size), mode="bilinear", align_corners=False)[:, 0], torch.cat(ious)

@@ -1,0 +1,273 @@
+"""Stage 1: fine-tune SAM with fused prompts on the labelled split (Focal + Dice, 20 : 1).
+
+One training example is an (image, class) pair of a labelled image whose ground truth contains the
+class; an image's classes share one image embedding per step. Which parts train is a setting; when
+the image encoder is frozen its embeddings are computed once and reused every epoch. A checkpoint
+is written atomically after every epoch and a rerun with the same settings resumes from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from samdpo import atomic
+from samdpo.errors import ConfigError, DataError
+from samdpo.train.losses import dice_loss, focal_loss
+from samdpo.train.model import PromptBatch, PromptedSam
+from samdpo.train.prompt_data import ImagePrompts
+
+PARTS = ("image_encoder", "adapters", "prompt_encoder", "mask_decoder", "text_proj")
+CHECKPOINT, WEIGHTS, LOSS_CSV, LOSS_PNG, SETTINGS = "checkpoint.pt", "model.safetensors", "loss.csv", "loss.png", "settings.json"
+
+
+@dataclass(frozen=True)
+class Stage1Settings:
+    """Training settings (defaults: the paper's, i.e. SAM-Med2D's recipe).
+
+    Attributes:
+        epochs: passes over the labelled (image, class) pairs.
+        lr: Adam learning rate; halved (``lr_gamma``) every ``lr_step`` epochs.
+        batch_images: images per step (each with all its labelled classes).
+        focal_weight, dice_weight: loss = focal_weight * focal + dice_weight * dice (+ iou_weight * IoU-head MSE).
+        focal_gamma, focal_alpha: focal loss parameters.
+        iou_weight: weight of the MSE between SAM's predicted IoU and the mask's IoU (SAM-Med2D: 1).
+        train: parts that train, among ``image_encoder``, ``adapters``, ``prompt_encoder``,
+            ``mask_decoder``, ``text_proj``.
+        seed: seeds the initialisation and the order of the examples.
+        amp: bfloat16 autocast on a GPU (ignored on the CPU).
+        device: ``auto`` (a GPU if there is one), ``cpu`` or ``cuda``.
+    """
+
+    epochs: int = 15
+    lr: float = 1e-4
+    lr_step: int = 10
+    lr_gamma: float = 0.5
+    batch_images: int = 4
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    iou_weight: float = 1.0
+    train: tuple[str, ...] = field(default=("adapters", "prompt_encoder", "mask_decoder", "text_proj"))
+    seed: int = 0
+    amp: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "train", tuple(self.train))
+        unknown = sorted(set(self.train) - set(PARTS))
+        if unknown or not self.train:
+            raise ConfigError(f"stage1.train: {unknown or 'nothing'} is not a list of parts among {', '.join(PARTS)}")
+        if self.epochs < 1 or self.batch_images < 1 or self.lr_step < 1 or not self.lr > 0:
+            raise ConfigError("stage1: epochs, batch_images and lr_step must be >= 1 and lr > 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"stage1.device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """A short stable hash of a model spec."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("stage1.device is cuda but no GPU is visible")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
+
+
+def set_trainable(model: PromptedSam, parts: Sequence[str]) -> int:
+    """Freeze everything but ``parts`` (SAM parts and ``text_proj``); returns the trainable parameter count."""
+    from samdpo.sam import builders
+
+    builders.set_trainable(model.sam, [part for part in parts if part != "text_proj"])
+    model.text_proj.requires_grad_("text_proj" in parts)
+    if "adapters" in parts and not any(isinstance(m, builders.Adapter) for m in model.sam.image_encoder.modules()):
+        raise ConfigError("stage1.train: 'adapters' given, but this image encoder has no adapters (train image_encoder instead)")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def encoder_frozen(model: PromptedSam) -> bool:
+    """Whether no image-encoder parameter trains (then its embeddings can be cached)."""
+    return not any(p.requires_grad for p in model.sam.image_encoder.parameters())
+
+
+def make_batch(prompts: Sequence[ImagePrompts], classes: Sequence[Sequence[int]], texts: Mapping[str, np.ndarray], size: int) -> PromptBatch:
+    """A :class:`PromptBatch` for ``classes[i]`` of image ``prompts[i]`` (text embeddings looked up)."""
+    index, boxes, has_box, points, labels, vqa, llm = [], [], [], [], [], [], []
+    width = max(p.points.shape[1] for p in prompts)
+    for i, (image, chosen) in enumerate(zip(prompts, classes)):
+        for t in chosen:
+            index.append(i)
+            boxes.append(image.boxes[t])
+            has_box.append(image.has_box[t])
+            padded = np.zeros((width, 2), np.float32)
+            padded_labels = np.full(width, -1, np.int64)
+            count = image.points.shape[1]
+            padded[:count], padded_labels[:count] = image.points[t], image.point_labels[t]
+            points.append(padded)
+            labels.append(padded_labels)
+            for text, out in ((image.vqa[t], vqa), (image.llm[t], llm)):
+                if text not in texts:
+                    raise DataError(f"image {image.sample_id}: a text prompt has no embedding; rerun the embed_texts rule")
+                out.append(texts[text])
+    return PromptBatch(
+        image_index=torch.tensor(index, dtype=torch.int64),
+        boxes=torch.from_numpy(np.stack(boxes)),
+        has_box=torch.tensor(has_box, dtype=torch.bool),
+        points=torch.from_numpy(np.stack(points)),
+        point_labels=torch.from_numpy(np.stack(labels)),
+        vqa=torch.from_numpy(np.stack(vqa)),
+        llm=torch.from_numpy(np.stack(llm)),
+        size=size,
+    )
+
+
+def labelled_pairs(labels: np.ndarray, class_count: int) -> list[list[int]]:
+    """Per labelled image, the class indices present in its (S, S) label map (label k = class k-1)."""
+    return [[t for t in range(class_count) if (label == t + 1).any()] for label in labels]
+
+
+def _history_png(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    epochs = [row["epoch"] for row in rows]
+    for key in ("loss", "focal", "dice", "iou_mse"):
+        ax.plot(epochs, [row[key] for row in rows], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend()
+    figure.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def train_stage1(
+    model: PromptedSam,
+    images: np.ndarray,
+    labels: np.ndarray,
+    prompts: Sequence[ImagePrompts],
+    texts: Mapping[str, np.ndarray],
+    settings: Stage1Settings,
+    out: Path,
+    spec: Mapping[str, Any],
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place and write ``out/{model.safetensors, loss.csv, loss.png, settings.json}``.
+
+    Args:
+        model: the prompted SAM (initialised, and loaded from a checkpoint where the config says so).
+        images: (N, S, S) uint8 labelled images; labels: (N, S, S) uint8 their label maps.
+        prompts: N :class:`ImagePrompts` of those images.
+        texts: text -> CLIP text embedding.
+        settings: training settings.
+        out: folder of the checkpoint and the outputs.
+        spec: everything needed to rebuild the model (SAM settings, text width, switches, CLIP, stage-1
+            settings), written to ``settings.json``; its hash keeps a checkpoint of other settings from resuming.
+        progress: show progress bars.
+
+    Returns:
+        One row per epoch: losses, learning rate, seconds, samples (image-class pairs) per second.
+    """
+    from samdpo.sam.checkpoints import save_weights
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings_hash = spec_hash(spec)
+    device = pick_device(settings.device)
+    trainable = set_trainable(model, settings.train)
+    model.to(device)
+    pairs = labelled_pairs(labels, len(prompts[0].vqa) if prompts else 0)
+    keep = [i for i, chosen in enumerate(pairs) if chosen]
+    if not keep:
+        raise DataError("no labelled image contains any class: nothing to train on")
+    size = images.shape[-1]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+    history: list[dict[str, Any]] = []
+    start_epoch = 1
+    checkpoint = out / CHECKPOINT
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("settings_hash") == settings_hash:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+            print(f"resuming from {checkpoint} after epoch {state['epoch']}")
+    cached = None
+    if encoder_frozen(model):  # embeddings do not change: compute them once
+        with torch.no_grad():
+            cached = torch.cat([model.embed_images(torch.from_numpy(np.asarray(images[keep[i : i + 8]])).to(device)) for i in range(0, len(keep), 8)])
+        position = {sample: row for row, sample in enumerate(keep)}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=settings.amp and device.type == "cuda")
+    print(f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs, {trainable:,} trainable parameters, {device}")
+    for epoch in range(start_epoch, settings.epochs + 1):
+        model.train()
+        order = np.random.default_rng(settings.seed * 1000 + epoch).permutation(keep)
+        sums = {"loss": 0.0, "focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
+        count, began = 0, time.perf_counter()
+        steps = range(0, len(order), settings.batch_images)
+        for step in tqdm(steps, desc=f"epoch {epoch}/{settings.epochs}", unit="step", disable=not progress):
+            chosen = [int(i) for i in order[step : step + settings.batch_images]]
+            batch = make_batch([prompts[i] for i in chosen], [pairs[i] for i in chosen], texts, size).to(device)
+            target = torch.from_numpy(
+                np.concatenate([np.stack([labels[i] == t + 1 for t in pairs[i]]) for i in chosen]).astype(np.float32)
+            ).to(device)
+            with autocast:
+                if cached is not None:
+                    embeddings = cached[[position[i] for i in chosen]]
+                else:
+                    embeddings = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
+                logits, iou_pred = model(embeddings, batch)
+            logits = logits.float()
+            focal = focal_loss(logits, target, settings.focal_gamma, settings.focal_alpha)
+            dice = dice_loss(logits, target)
+            with torch.no_grad():
+                hard = logits > 0
+                inter = (hard & (target > 0)).flatten(1).sum(1).float()
+                union = (hard | (target > 0)).flatten(1).sum(1).float()
+                iou_true = inter / union.clamp(min=1)
+            iou_mse = F.mse_loss(iou_pred.float(), iou_true)
+            loss = settings.focal_weight * focal + settings.dice_weight * dice + settings.iou_weight * iou_mse
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            k = len(target)
+            for key, value in (("loss", loss), ("focal", focal), ("dice", dice), ("iou_mse", iou_mse)):
+                sums[key] += value.item() * k
+            count += k
+        seconds = time.perf_counter() - began
+        row = {"epoch": epoch, **{key: value / count for key, value in sums.items()}, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples_per_s": count / seconds}
+        history.append(row)
+        scheduler.step()
+        print(f"epoch {epoch}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f}), {row['samples_per_s']:.1f} samples/s")
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history, "settings_hash": settings_hash}
+        with atomic.atomic_path(checkpoint) as tmp:
+            torch.save(state, tmp)
+    save_weights(model, out / WEIGHTS)
+    with atomic.atomic_path(out / LOSS_CSV) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    _history_png(history, out / LOSS_PNG)
+    atomic.write_text(out / SETTINGS, json.dumps({**spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
+    checkpoint.unlink()
+    return history

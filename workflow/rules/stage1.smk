@@ -1,0 +1,83 @@
+# Stage 1: CLIP text embeddings of the text prompts, SAM with fused prompts trained on the labelled
+# split, and its probability maps for the unlabelled and test splits.
+
+
+rule embed_texts:
+    input:
+        table="results/data/prepared/{dataset}/samples.parquet",
+        prompts="prompts_cache/{dataset}",
+        clip=clip_files,
+    output:
+        "results/prompts/{dataset}/text_embeddings.parquet",
+    params:
+        clip=clip_id,
+    conda:
+        ENV
+    log:
+        "results/logs/embed_texts/{dataset}.log",
+    threads: 2
+    resources:
+        mem_mb=3000,
+    shell:
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo train embed-texts --store $(dirname {input.table})"
+        " --prompts {input.prompts} --clip {params.clip:q} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule train_stage1:
+    input:
+        table="results/data/prepared/{dataset}/samples.parquet",
+        images="results/data/prepared/{dataset}/images.npy",
+        labels="results/data/prepared/{dataset}/labels.npy",
+        splits="results/data/splits/{dataset}.csv",
+        prompts="prompts_cache/{dataset}",
+        texts="results/prompts/{dataset}/text_embeddings.parquet",
+    output:
+        weights="results/stage1/{dataset}/model.safetensors",
+        settings="results/stage1/{dataset}/settings.json",
+        curve="results/stage1/{dataset}/loss.csv",
+        plot="results/stage1/{dataset}/loss.png",
+    params:
+        sam=section_json("sam"),
+        settings=section_json("stage1"),
+    conda:
+        ENV
+    log:
+        "results/logs/train_stage1/{dataset}.log",
+    benchmark:
+        "results/benchmarks/train_stage1/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+    shell:
+        "samdpo train stage1 --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
+        " --texts {input.texts} --out $(dirname {output.weights}) --sam {params.sam:q} --settings {params.settings:q}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule predict_stage1:
+    input:
+        table="results/data/prepared/{dataset}/samples.parquet",
+        images="results/data/prepared/{dataset}/images.npy",
+        splits="results/data/splits/{dataset}.csv",
+        prompts="prompts_cache/{dataset}",
+        texts="results/prompts/{dataset}/text_embeddings.parquet",
+        weights="results/stage1/{dataset}/model.safetensors",
+        settings="results/stage1/{dataset}/settings.json",
+    output:
+        probs="results/stage1/{dataset}/probs.npy",
+        meta="results/stage1/{dataset}/probs.json",
+    conda:
+        ENV
+    log:
+        "results/logs/predict_stage1/{dataset}.log",
+    benchmark:
+        "results/benchmarks/predict_stage1/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    shell:
+        "samdpo train predict --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
+        " --texts {input.texts} --model $(dirname {input.weights}) --out $(dirname {output.probs})"
+        " --threads {threads} > {log} 2>&1"
