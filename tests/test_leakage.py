@@ -57,3 +57,37 @@ def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_cli
     assert text_a.keys() == text_b.keys() == text_c.keys()
     assert all(text_a[name].equals(text_b[name]) and text_a[name].equals(text_c[name]) for name in text_a)  # answers, descriptions, store
     shutil.rmtree(tmp_path / "a")
+
+
+def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
+    """Training sees the labelled split's labels only; prediction reads no label at all."""
+    from samdpo.data.splits import read_splits
+
+    save_clip_local_dir(tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
+    store = tmp_path / "store"
+    assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(store), "--image-size", "64", "--no-progress"]) == 0
+    assert main(["data", "split", "--store", str(store), "--out", str(tmp_path / "splits.csv"), "--labeled", "0.3", "--unlabeled", "0.2"]) == 0
+    _prompts(store, tmp_path / "clip", tmp_path / "p")
+    texts = tmp_path / "texts.parquet"
+    common = ["--store", str(store), "--no-progress"]
+    assert main(["train", "embed-texts", *common, "--prompts", str(tmp_path / "p" / "store"), "--clip", f"local-dir:{tmp_path / 'clip'}", "--out", str(texts)]) == 0
+    run = [*common, "--splits", str(tmp_path / "splits.csv"), "--prompts", str(tmp_path / "p" / "store"), "--texts", str(texts)]
+    settings = '{"epochs": 2, "lr": 0.001}'
+
+    def train_and_predict(name: str) -> tuple[bytes, bytes]:
+        assert main(["train", "stage1", *run, "--out", str(tmp_path / name), "--settings", settings]) == 0
+        assert main(["train", "predict", *run, "--model", str(tmp_path / name), "--out", str(tmp_path / name)]) == 0
+        return (tmp_path / name / "model.safetensors").read_bytes(), (tmp_path / name / "probs.npy").read_bytes()
+
+    weights_a, probs_a = train_and_predict("a")
+    splits = read_splits(tmp_path / "splits.csv")
+    cases = pq.read_table(store / "samples.parquet").column("case_id").to_pylist()
+    labels = np.load(store / "labels.npy")
+    hidden = np.array([splits[case] != "labeled" for case in cases])
+    labels[hidden] = np.random.default_rng(1).integers(0, 2, size=labels[hidden].shape, dtype=np.uint8)
+    np.save(store / "labels.npy", labels)  # unlabelled and test labels changed
+    assert main(["train", "stage1", *run, "--out", str(tmp_path / "b"), "--settings", settings]) == 0
+    (store / "labels.npy").unlink()  # prediction runs with no labels on disk
+    assert main(["train", "predict", *run, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == weights_a
+    assert (tmp_path / "b" / "probs.npy").read_bytes() == probs_a

@@ -12,6 +12,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
+from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
 from samdpo.sam.builders import AdapterBlock, SamSettings, build_sam, set_trainable
 from samdpo.sam.checkpoints import (
@@ -130,12 +131,14 @@ def test_pickled_objects_need_an_explicit_conversion(small: nn.Module, tmp_path:
     src = tmp_path / "epoch15_sam.pth"
     # What SAM-Med2D's train.py saves: the optimizer object itself, next to the weights.
     torch.save({"model": small.state_dict(), "optimizer": torch.optim.Adam(small.parameters())}, src)
-    with pytest.raises(ConfigError, match=r"torch\.optim\.adam\.Adam(.|\n)*convert_checkpoint"):
+    with pytest.raises(ConfigError, match=r"torch\.optim\.adam\.Adam(.|\n)*samdpo sam convert .*epoch15_sam.pth .* --trust-pickle"):
         load_checkpoint(small, src)
     with pytest.raises(ConfigError, match="trust_pickle=True"):
         convert_checkpoint(src, tmp_path / "out.safetensors", trust_pickle=False)
     dst = tmp_path / "converted.safetensors"
-    assert convert_checkpoint(src, dst, trust_pickle=True) == len(before)
+    assert main(["sam", "convert", str(src), str(dst)]) == 2  # --trust-pickle is required
+    assert not dst.exists()
+    assert main(["sam", "convert", str(src), str(dst), "--trust-pickle"]) == 0
     torch.manual_seed(9)
     fresh = build_sam(SamSettings("small", 128, checkpoint=str(dst)))
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in before.items())

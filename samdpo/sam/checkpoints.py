@@ -113,8 +113,7 @@ def _convert_hint(path: Path) -> str:
     dst = path.with_suffix(SAFETENSORS_SUFFIX)
     return (
         "If you trust the file (e.g. it is SAM-Med2D's own release or a run of its train.py), convert it once:\n"
-        f"  python -c 'from samdpo.sam.checkpoints import convert_checkpoint; "
-        f'convert_checkpoint("{path}", "{dst}", trust_pickle=True)\'\n'
+        f"  samdpo sam convert {path} {dst} --trust-pickle\n"
         f"and set sam.checkpoint to {dst}"
     )
 
