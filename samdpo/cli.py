@@ -13,6 +13,7 @@ from pathlib import Path
 
 from samdpo.errors import ConfigError, SamdpoError
 from samdpo.jsonarg import json_object
+from samdpo.align.commands import add_commands as add_align_commands
 from samdpo.prompts.commands import add_commands as add_prompt_commands
 from samdpo.sam.commands import add_commands as add_sam_commands
 from samdpo.train.commands import add_commands as add_train_commands
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompt_commands(commands)
     add_train_commands(commands)
     add_sam_commands(commands)
+    add_align_commands(commands)
 
     table = commands.add_parser("table", help="build a results table (not implemented yet)")
     table.add_argument("--dataset", required=True)

@@ -81,13 +81,13 @@ def _texts(prompts) -> dict[str, np.ndarray]:
 def test_token_layout_switches_and_no_box(tmp_path: Path) -> None:
     prompts = [load_image_prompts(_write(tmp_path, s, [[4.0, 5.0, 10.0, 12.0], None]), s, CLASSES) for s in ("a", "b")]
     texts = _texts(prompts)
-    batch = make_batch(prompts, [[0, 1], [1]], texts, SIZE)
+    batch = make_batch(prompts, [[0, 1], [1]], texts, SIZE, 1)
     model = _small()
     tokens = model.sparse_tokens(batch)
     assert tokens.shape == (3, 1 + 2 + 1 + 1, 16)  # 1 point, 2 box corners, VQA, LLM
     no_box = tokens[1, 1:3]
     assert torch.equal(no_box, model.sam.prompt_encoder.not_a_point_embed.weight.expand(2, -1))
-    assert _small(PromptSwitches(box=False, vqa=False)).sparse_tokens(batch).shape == (3, 2, 16)
+    assert _small(PromptSwitches(box=False, vqa=False)).sparse_tokens(batch).shape == (3, 3, 16)  # point + SAM's pad point, LLM
     images = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)
     with torch.no_grad():
         logits, iou = model(model.embed_images(images), batch)
@@ -117,8 +117,8 @@ SETTINGS = Stage1Settings(epochs=3, lr=1e-3, batch_images=2, train=("image_encod
 def test_training_is_reproducible_and_learns(tmp_path: Path) -> None:
     images, labels, prompts, texts = _data(tmp_path)
     spec = {"test": 1}
-    first = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "a", spec, progress=False)
-    second = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "b", spec, progress=False)
+    first = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "a", spec, 1, progress=False)
+    second = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "b", spec, 1, progress=False)
     assert [row["loss"] for row in first] == [row["loss"] for row in second]
     assert first[-1]["loss"] < first[0]["loss"]
     assert (tmp_path / "a" / WEIGHTS).read_bytes() == (tmp_path / "b" / WEIGHTS).read_bytes()
@@ -130,7 +130,7 @@ def test_training_is_reproducible_and_learns(tmp_path: Path) -> None:
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     images, labels, prompts, texts = _data(tmp_path)
-    train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "whole", {}, progress=False)
+    train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "whole", {}, 1, progress=False)
     calls = {"n": 0}
     real = stage1_module.make_batch
 
@@ -142,10 +142,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(stage1_module, "make_batch", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, progress=False)
+        train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, 1, progress=False)
     assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / WEIGHTS).exists()
     monkeypatch.setattr(stage1_module, "make_batch", real)
-    history = train_stage1(_small(seed=99), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, progress=False)
+    history = train_stage1(_small(seed=99), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, 1, progress=False)
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert (tmp_path / "cut" / WEIGHTS).read_bytes() == (tmp_path / "whole" / WEIGHTS).read_bytes()
 
@@ -156,22 +156,39 @@ def test_a_frozen_encoder_is_run_once_per_image(tmp_path: Path) -> None:
     calls = []
     model.sam.image_encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     frozen = replace(SETTINGS, train=("mask_decoder", "prompt_encoder", "text_proj"))
-    train_stage1(model, images, labels, prompts, texts, frozen, tmp_path / "frozen", {}, progress=False)
+    train_stage1(model, images, labels, prompts, texts, frozen, tmp_path / "frozen", {}, 1, progress=False)
     assert sum(calls) == len(images)  # once, not once per epoch
     trained = _small()
     trained.sam.image_encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     calls.clear()
-    train_stage1(trained, images, labels, prompts, texts, SETTINGS, tmp_path / "full", {}, progress=False)
+    train_stage1(trained, images, labels, prompts, texts, SETTINGS, tmp_path / "full", {}, 1, progress=False)
     assert sum(calls) == len(images) * SETTINGS.epochs  # a trained encoder: every step embeds its images
 
 
 def test_prediction_covers_every_class_and_loads_the_saved_weights(tmp_path: Path) -> None:
     images, labels, prompts, texts = _data(tmp_path)
     model = _small()
-    train_stage1(model, images, labels, prompts, texts, SETTINGS, tmp_path / "m", {}, progress=False)
+    train_stage1(model, images, labels, prompts, texts, SETTINGS, tmp_path / "m", {}, 1, progress=False)
     loaded = _small(seed=5)
     load_checkpoint(loaded, tmp_path / "m" / WEIGHTS)
-    probs = predict_probabilities(loaded, images, prompts, texts, torch.device("cpu"), batch_images=3, progress=False)
-    assert probs.shape == (4, 2, SIZE, SIZE) and probs.dtype == np.uint8
-    again = predict_probabilities(model, images, prompts, texts, torch.device("cpu"), progress=False)
+    probs = np.zeros((4, 2, SIZE, SIZE), np.uint8)
+    predict_probabilities(loaded, images, prompts, texts, torch.device("cpu"), probs, 1, batch_images=3, progress=False)
+    assert probs.any()
+    again = np.zeros_like(probs)
+    predict_probabilities(model, images, prompts, texts, torch.device("cpu"), again, 1, progress=False)
     assert np.array_equal(probs, again)
+
+
+def test_a_prompt_does_not_depend_on_its_batch(tmp_path: Path) -> None:
+    """Padding to the run's point count: an image predicts the same alone or beside one with more points."""
+    few = load_image_prompts(_write(tmp_path / "a", "few", [[4.0, 5.0, 10.0, 12.0], None]), "few", CLASSES)
+    many = load_image_prompts(_write(tmp_path / "b", "many", [[4.0, 5.0, 10.0, 12.0], None], [[8.0, 8.0], [20.0, 20.0], [3.0, 3.0]]), "many", CLASSES)
+    texts = _texts([few, many])
+    model = _small()
+    images = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)
+    with torch.no_grad():
+        alone = model(model.embed_images(images[:1]), make_batch([few], [[0, 1]], texts, SIZE, 3))[0]
+        beside = model(model.embed_images(images), make_batch([few, many], [[0, 1], [0, 1]], texts, SIZE, 3))[0][:2]
+    assert torch.allclose(alone, beside, atol=1e-5)  # equal up to float rounding of batched kernels
+    with pytest.raises(DataError, match="more than 1 points"):
+        make_batch([many], [[0]], texts, SIZE, 1)

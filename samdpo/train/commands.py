@@ -40,23 +40,53 @@ def _embed_texts(args: argparse.Namespace) -> None:
     texts = sorted({text for image in prompts for text in (*image.vqa, *image.llm)})
     clip = load_clip(args.clip)
     embeddings = embed_texts(clip, texts, progress=not args.no_progress)
-    write_text_embeddings(Path(args.out), texts, embeddings, {"clip": args.clip, "dim": int(embeddings.shape[1]), "texts": len(texts)})
+    # the most point prompts of any (image, class): every prompt of a run is padded to it
+    points = max(int((image.point_labels >= 0).sum(1).max()) for image in prompts)
+    meta = {"clip": args.clip, "dim": int(embeddings.shape[1]), "texts": len(texts), "max_points": points}
+    write_text_embeddings(Path(args.out), texts, embeddings, meta)
     print(f"{len(texts)} distinct texts embedded ({embeddings.shape[1]} dims) by {args.clip} in {args.out}", file=sys.stderr)
 
 
 def _split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
-    from samdpo.data.splits import read_splits
+    """Store indices of the samples whose case is in one of the named splits (none: an error)."""
+    from samdpo.data.splits import SPLITS, read_splits
     from samdpo.errors import DataError
 
+    unknown = sorted(set(names) - set(SPLITS))
+    if unknown:
+        raise ConfigError(f"unknown split names {unknown}; choose among {list(SPLITS)}")
     splits = read_splits(Path(splits_path))
     missing = sorted(set(store.samples["case_id"]) - set(splits))
     if missing:
         raise DataError(f"{splits_path}: cases {missing[:3]} of the store have no split; rerun the split rule")
-    return [i for i, case in enumerate(store.samples["case_id"]) if splits[case] in names]
+    chosen = [i for i, case in enumerate(store.samples["case_id"]) if splits[case] in names]
+    if not chosen:
+        raise DataError(f"{splits_path}: no sample of {store.kind} is in the splits {names}")
+    return chosen
 
 
-#: What trains by default when SAM is trained from scratch (``small``): everything.
-SMALL_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj")
+def _text_hash(text: str) -> str:
+    """SHA-256 (16 hex) of a text."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    """SHA-256 (16 hex) of a file's bytes."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+#: What trains when ``stage1.train`` is null: everything for ``small`` (trained from scratch); the
+#: adapters, prompt encoder, decoder and text projection for SAM-Med2D (the paper); the same
+#: without adapters for vanilla SAM (which has none).
+DEFAULT_PARTS = {
+    "small": ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj"),
+    "sam_med2d": ("adapters", "prompt_encoder", "mask_decoder", "text_proj"),
+    "vanilla": ("prompt_encoder", "mask_decoder", "text_proj"),
+}
 
 
 def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
@@ -98,19 +128,35 @@ def _stage1(args: argparse.Namespace) -> None:
     values = json_object(args.settings, "--settings")
     switches = values.pop("prompts", {}) or {}
     sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
-    if values.get("train") is None:  # the default parts: everything for a model trained from scratch
-        values["train"] = SMALL_PARTS if sam["name"] == "small" else Stage1Settings.train
+    if values.get("train") is None:
+        values["train"] = DEFAULT_PARTS.get(sam["name"], DEFAULT_PARTS["vanilla"])
     try:
         settings = Stage1Settings(**values)
     except TypeError as exc:
         raise ConfigError(f"bad stage1 settings: {exc}") from exc
-    spec = {"sam": sam, "text_dim": text_meta["dim"], "clip": text_meta["clip"], "switches": switches, "stage1": asdict(settings), "labelled_images": len(indices)}
+    ids = list(store.samples["sample_id"])
+    spec = {
+        "sam": sam,
+        "text_dim": text_meta["dim"],
+        "clip": text_meta["clip"],
+        "point_count": text_meta["max_points"],
+        "switches": switches,
+        "stage1": asdict(settings),
+        "splits": ["labeled"] + (["unlabeled"] if args.with_unlabeled else []),
+        # what the weights were trained on: a checkpoint of other data is never resumed
+        "data": {
+            "samples": _text_hash("\n".join(ids[i] for i in indices)),
+            "text_embeddings": _file_hash(Path(args.texts)),
+            "prompt_settings": _file_hash(Path(args.prompts) / "_settings.json"),
+        },
+    }
     model = build_model(sam, text_meta["dim"], switches, settings.seed)
-    images, labels = store.images()[indices], store.labels()[indices]  # labels of the labelled split only
-    train_stage1(model, images, labels, prompts, texts, settings, Path(args.out), spec, progress=not args.no_progress)
+    images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
+    train_stage1(model, images, labels, prompts, texts, settings, Path(args.out), spec, text_meta["max_points"], progress=not args.no_progress)
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from samdpo.data.splits import read_splits
     from samdpo.data.store import SampleStore
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.train.predict import predict_probabilities, write_probabilities
@@ -122,20 +168,30 @@ def _predict(args: argparse.Namespace) -> None:
     store = SampleStore(Path(args.store))
     chosen = _split_indices(store, args.splits, args.splits_to_predict)
     store, prompts, indices = _store_prompts(args.store, args.prompts, chosen)
-    texts, _ = read_text_embeddings(Path(args.texts))
+    texts, text_meta = read_text_embeddings(Path(args.texts))
+    if text_meta["clip"] != spec["clip"] or text_meta["dim"] != spec["text_dim"]:
+        raise ConfigError(f"{args.texts}: embedded by {text_meta['clip']}, but the model in {args.model} was trained with {spec['clip']}")
     model = build_model({**spec["sam"], "checkpoint": None}, spec["text_dim"], spec["switches"], 0)
     load_checkpoint(model, Path(args.model) / WEIGHTS)
-    probs = predict_probabilities(model, store.images()[indices], prompts, texts, pick_device(args.device), progress=not args.no_progress)
+    images = store.images()[indices]
+    shape = (len(indices), len(store.class_names), *images.shape[1:])
+    device = pick_device(args.device)
+
+    def fill(out: Any) -> None:
+        predict_probabilities(model, images, prompts, texts, device, out, spec["point_count"], progress=not args.no_progress)
+
     ids = list(store.samples["sample_id"])
+    splits = read_splits(Path(args.splits))
     meta = {
         "dataset": store.kind,
         "sample_ids": [ids[i] for i in indices],
+        "sample_splits": [splits[store.samples["case_id"][i]] for i in indices],
         "splits": args.splits_to_predict,
         "class_names": list(store.class_names),
         "model": str(args.model),
         "model_settings_hash": spec["settings_hash"],
     }
-    write_probabilities(Path(args.out), probs, meta)
+    write_probabilities(Path(args.out), shape, fill, meta)
     print(f"probabilities of {len(indices)} images x {len(store.class_names)} classes in {args.out}", file=sys.stderr)
 
 

@@ -2,9 +2,10 @@
 extra sparse tokens (CLIP text embedding -> learned linear projection), as MedSAM's text prompts.
 
 Sparse tokens per (image, class), in this order, each kind present only when switched on:
-P point tokens (padding points are SAM's "not a point"), 2 box-corner tokens ("not a point" twice
-for "no box"), 1 VQA token, 1 LLM token. The same token layout for every prompt keeps batches
-uniform; the dense prompt is SAM's "no mask" embedding.
+P point tokens (padding points are SAM's "not a point"; P is fixed for a whole run, so a prompt's
+tokens never depend on its batch), 2 box-corner tokens ("not a point" twice for "no box"), 1 VQA
+token, 1 LLM token, each text through its own projection. The same token layout for every prompt
+keeps batches uniform; the dense prompt is SAM's "no mask" embedding.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class PromptedSam(nn.Module):
         self.sam = sam
         self.switches = switches
         width = sam.prompt_encoder.embed_dim
-        self.text_proj = nn.Linear(text_dim, width)
+        # one projection per text kind: SAM's decoder is order-free over sparse tokens, so the
+        # projections are what tell a VQA token from an LLM token
+        self.text_proj = nn.ModuleDict({"vqa": nn.Linear(text_dim, width), "llm": nn.Linear(text_dim, width)})
 
     @property
     def input_size(self) -> int:
@@ -84,23 +87,30 @@ class PromptedSam(nn.Module):
         return self.sam.image_encoder(x)
 
     def sparse_tokens(self, batch: PromptBatch) -> torch.Tensor:
-        """(K, n, C) sparse prompt tokens of a batch."""
+        """(K, n, C) sparse prompt tokens of a batch (float32: positional encodings of coordinates
+        lose pixels in bfloat16, so autocast is off here)."""
+        device_type = batch.boxes.device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._sparse_tokens(batch)
+
+    def _sparse_tokens(self, batch: PromptBatch) -> torch.Tensor:
         encoder = self.sam.prompt_encoder
         scale = self.input_size / batch.size
         count = batch.boxes.shape[0]
         tokens = []
         not_a_point = encoder.not_a_point_embed.weight  # (1, C)
         if self.switches.points:
-            tokens.append(encoder._embed_points(batch.points * scale, batch.point_labels, pad=False))
+            # without a box SAM appends one "not a point" token to point prompts; so do we
+            tokens.append(encoder._embed_points(batch.points * scale, batch.point_labels, pad=not self.switches.box))
         if self.switches.box:
             corners = encoder._embed_boxes(batch.boxes * scale)
             missing = ~batch.has_box
             corners = torch.where(missing[:, None, None], not_a_point.expand(count, 2, -1), corners)
             tokens.append(corners)
         if self.switches.vqa:
-            tokens.append(self.text_proj(batch.vqa).unsqueeze(1))
+            tokens.append(self.text_proj["vqa"](batch.vqa).unsqueeze(1))
         if self.switches.llm:
-            tokens.append(self.text_proj(batch.llm).unsqueeze(1))
+            tokens.append(self.text_proj["llm"](batch.llm).unsqueeze(1))
         width = encoder.embed_dim
         return torch.cat(tokens, dim=1) if tokens else torch.zeros(count, 0, width, device=batch.boxes.device)
 
@@ -108,7 +118,8 @@ class PromptedSam(nn.Module):
         """Mask logits (K, S, S) at the store's size and predicted IoU (K,) for the K prompts."""
         sparse = self.sparse_tokens(batch)
         encoder, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
-        image_pe = encoder.get_dense_pe()
+        with torch.autocast(embeddings.device.type, enabled=False):
+            image_pe = encoder.get_dense_pe()
         logits, ious = [], []
         for b in torch.unique_consecutive(batch.image_index).tolist():
             chosen = batch.image_index == b

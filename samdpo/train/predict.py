@@ -8,7 +8,7 @@ the model's provenance. Reads images and prompts only, never labels.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,19 @@ def predict_probabilities(
     prompts: Sequence[ImagePrompts],
     texts: Mapping[str, np.ndarray],
     device: torch.device,
+    out: np.ndarray,
+    point_count: int,
     batch_images: int = 8,
     progress: bool = True,
 ) -> np.ndarray:
-    """(N, T, S, S) uint8 probabilities (x 255) of every class of every image."""
+    """Fill ``out``, (N, T, S, S) uint8 (e.g. a memory map), with the probabilities x 255 of every class of every image."""
     model.eval().to(device)
     count, size = len(prompts), images.shape[-1]
-    classes = len(prompts[0].vqa)
-    out = np.zeros((count, classes, size, size), np.uint8)
+    classes = out.shape[1]
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_images), desc="predict", unit="batch", disable=not progress):
             chosen = list(range(start, min(start + batch_images, count)))
-            batch = make_batch([prompts[i] for i in chosen], [range(classes)] * len(chosen), texts, size).to(device)
+            batch = make_batch([prompts[i] for i in chosen], [range(classes)] * len(chosen), texts, size, point_count).to(device)
             embeddings = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
             logits, _ = model(embeddings, batch)
             probs = torch.sigmoid(logits.float()).reshape(len(chosen), classes, size, size)
@@ -49,8 +50,12 @@ def predict_probabilities(
     return out
 
 
-def write_probabilities(folder: Path, probs: np.ndarray, meta: Mapping[str, Any]) -> None:
-    """Write ``probs.npy`` and ``probs.json`` atomically."""
-    with atomic.atomic_path(Path(folder) / PROBS) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, probs)
+def write_probabilities(folder: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], object], meta: Mapping[str, Any]) -> None:
+    """Write ``probs.npy`` of ``shape`` (uint8) filled in place on disk by ``fill(memmap)``, then
+    ``probs.json``; both atomically (a crash leaves neither under its final name)."""
+    with atomic.atomic_path(Path(folder) / PROBS) as tmp:
+        probs = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        fill(probs)
+        probs.flush()
+        del probs
     atomic.write_text(Path(folder) / PROBS_META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")

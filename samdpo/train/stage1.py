@@ -104,10 +104,15 @@ def encoder_frozen(model: PromptedSam) -> bool:
     return not any(p.requires_grad for p in model.sam.image_encoder.parameters())
 
 
-def make_batch(prompts: Sequence[ImagePrompts], classes: Sequence[Sequence[int]], texts: Mapping[str, np.ndarray], size: int) -> PromptBatch:
-    """A :class:`PromptBatch` for ``classes[i]`` of image ``prompts[i]`` (text embeddings looked up)."""
+def make_batch(
+    prompts: Sequence[ImagePrompts], classes: Sequence[Sequence[int]], texts: Mapping[str, np.ndarray], size: int, point_count: int
+) -> PromptBatch:
+    """A :class:`PromptBatch` for ``classes[i]`` of image ``prompts[i]`` (text embeddings looked up),
+    point prompts padded to ``point_count`` (fixed for a run: the most points of any prompt of the dataset)."""
     index, boxes, has_box, points, labels, vqa, llm = [], [], [], [], [], [], []
-    width = max(p.points.shape[1] for p in prompts)
+    width = point_count
+    if any(p.points.shape[1] > width and (p.point_labels >= 0).sum(1).max() > width for p in prompts):
+        raise DataError(f"a prompt has more than {point_count} points; rerun the embed_texts rule, which counts them")
     for i, (image, chosen) in enumerate(zip(prompts, classes)):
         for t in chosen:
             index.append(i)
@@ -115,8 +120,8 @@ def make_batch(prompts: Sequence[ImagePrompts], classes: Sequence[Sequence[int]]
             has_box.append(image.has_box[t])
             padded = np.zeros((width, 2), np.float32)
             padded_labels = np.full(width, -1, np.int64)
-            count = image.points.shape[1]
-            padded[:count], padded_labels[:count] = image.points[t], image.point_labels[t]
+            count = min(image.points.shape[1], width)
+            padded[:count], padded_labels[:count] = image.points[t, :count], image.point_labels[t, :count]
             points.append(padded)
             labels.append(padded_labels)
             for text, out in ((image.vqa[t], vqa), (image.llm[t], llm)):
@@ -168,6 +173,7 @@ def train_stage1(
     settings: Stage1Settings,
     out: Path,
     spec: Mapping[str, Any],
+    point_count: int,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place and write ``out/{model.safetensors, loss.csv, loss.png, settings.json}``.
@@ -178,6 +184,7 @@ def train_stage1(
         prompts: N :class:`ImagePrompts` of those images.
         texts: text -> CLIP text embedding.
         settings: training settings.
+        point_count: point tokens per prompt (see :func:`make_batch`).
         out: folder of the checkpoint and the outputs.
         spec: everything needed to rebuild the model (SAM settings, text width, switches, CLIP, stage-1
             settings), written to ``settings.json``; its hash keeps a checkpoint of other settings from resuming.
@@ -227,7 +234,7 @@ def train_stage1(
         steps = range(0, len(order), settings.batch_images)
         for step in tqdm(steps, desc=f"epoch {epoch}/{settings.epochs}", unit="step", disable=not progress):
             chosen = [int(i) for i in order[step : step + settings.batch_images]]
-            batch = make_batch([prompts[i] for i in chosen], [pairs[i] for i in chosen], texts, size).to(device)
+            batch = make_batch([prompts[i] for i in chosen], [pairs[i] for i in chosen], texts, size, point_count).to(device)
             target = torch.from_numpy(
                 np.concatenate([np.stack([labels[i] == t + 1 for t in pairs[i]]) for i in chosen]).astype(np.float32)
             ).to(device)
