@@ -19,13 +19,17 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset="|".join(DATASETS),
     clip_name="small|" + "|".join(f"small_{name}" for name in DATASETS),
+    variant="|".join(STAGE1_VARIANTS + ALIGN_VARIANTS),
+    align_variant="|".join(ALIGN_VARIANTS),
+    model="|".join(["unet", *STAGE1_VARIANTS, *ALIGN_VARIANTS]),
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/text.smk"
 include: "workflow/rules/stage1.smk"
-include: "workflow/rules/tables.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 rule all:

@@ -14,6 +14,8 @@ from pathlib import Path
 from samdpo.errors import ConfigError, SamdpoError
 from samdpo.jsonarg import json_object
 from samdpo.align.commands import add_commands as add_align_commands
+from samdpo.baselines.commands import add_commands as add_unet_commands
+from samdpo.evaluation.commands import add_commands as add_evaluation_commands
 from samdpo.prompts.commands import add_commands as add_prompt_commands
 from samdpo.sam.commands import add_commands as add_sam_commands
 from samdpo.train.commands import add_commands as add_train_commands
@@ -65,14 +67,6 @@ def _split(args: argparse.Namespace) -> None:
     print(f"split {len(assignment)} {store.kind} cases: {counts}", file=sys.stderr)
 
 
-def _table(args: argparse.Namespace) -> None:
-    raise SamdpoError(
-        f"results/{args.dataset}_table.csv cannot be built yet: evaluation and the tables are not "
-        "implemented in this version (prompts, training and alignment come first). "
-        "`snakemake --cores 2` builds the data products that exist."
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``samdpo`` command."""
     parser = argparse.ArgumentParser(prog="samdpo", description=__doc__.splitlines()[0])
@@ -120,9 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sam_commands(commands)
     add_align_commands(commands)
 
-    table = commands.add_parser("table", help="build a results table (not implemented yet)")
-    table.add_argument("--dataset", required=True)
-    table.set_defaults(func=_table)
+    add_unet_commands(commands)
+    add_evaluation_commands(commands)
     return parser
 
 

@@ -159,8 +159,14 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"no annotation for 1 .*image {ids[1]} class 0"):
         preference_pairs(ids, 2, annotations, 1.0, 0.5)
     tied = {key: Annotation(np.arange(4), np.full(4, 2), np.full(4, 2)) for key in [(s, t) for s in ids for t in range(2)]}
-    with pytest.raises(DataError, match="no .* pair carries a preference"):
-        preference_pairs(ids, 2, tied, 1.0, 0.5)
+    none = preference_pairs(ids, 2, tied, 1.0, 0.5)
+    assert len(none.image) == 0 and none.without_preference == 2 * len(ids)
+    # no preference at all: the stage-1 weights are kept, said in the outputs
+    policy = _small()
+    history = train_stage2(policy, _small(), images, levels, 4, none, prompts, texts, Stage2Settings(), tmp_path / "none", {}, 1, progress=False)
+    assert history == []
+    assert all(torch.equal(v, _small().state_dict()[k]) for k, v in policy.state_dict().items())
+    assert '"pairs": 0' in (tmp_path / "none" / "settings.json").read_text()
     other = PromptedSam(build_sam(SamSettings(name="small", image_size=32, encoder_width=48, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16)), 8)
     save_weights(other, tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="another shape|missing|unexpected"):

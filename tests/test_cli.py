@@ -47,5 +47,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--settings is not valid JSON" in capsys.readouterr().err
     assert main(["synth", "busi", "--out", str(tmp_path / "x"), "--cases", "0"]) == 2
     assert not (tmp_path / "x").exists()
-    assert main(["table", "--dataset", "amos"]) == 2
-    assert "not implemented" in capsys.readouterr().err
+    summary = tmp_path / "m.json"
+    summary.write_text("{}")
+    assert main(["table", "--dataset", "amos", "--summaries", str(summary), "--methods", "a", "b", "--provenance", "x", "--out", str(tmp_path / "t.csv")]) == 2
+    assert "--methods" in capsys.readouterr().err and not (tmp_path / "t.csv").exists()

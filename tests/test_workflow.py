@@ -24,8 +24,12 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# On the tiny smoke data one thread per job is enough, and two jobs then share the 2 cores.
+ONE_THREAD = [f"{rule}=1" for rule in ("pretrain_clip", "saliency", "crf", "vqa", "embed_texts", "train_stage1", "predict_sam", "align", "train_unet", "predict_unet")]
+
+
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), *args]
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--set-threads", *ONE_THREAD, "--directory", str(workdir), *args]
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
 
 
@@ -47,30 +51,46 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         assert (workdir / f"results/logs/prepare_samples/{dataset}.log").is_file()
     assert (workdir / "results/benchmarks/prepare_samples/amos.tsv").is_file()
     for dataset in ("amos", "busi", "cxr"):
+        table = pd.read_csv(workdir / f"results/{dataset}_table.csv")
+        assert list(table["method"]) == ["unet", "sam_box", "ours_prompt_10", "ours_prompt_20", "ours_dpo_10_10"]
+        main_metric = "mdice" if dataset == "amos" else "dice"
+        assert {main_metric, "nsd", "hd95", "data_models"} <= set(table.columns)
+        assert table["data_models"].str.contains("synthetic").all()
+        ablation = pd.read_csv(workdir / f"results/{dataset}_ablation.csv")
+        assert list(ablation["method"]) == ["ours_prompt_10", "ours_prompt_10_no_vqa", "ours_dpo_score", "ours_dpo_rank", "ours_dpo_best"]
+        for suffix in (".md", ".png"):
+            assert (workdir / f"results/{dataset}_table{suffix}").is_file()
+    assert {"liver", "spleen", "mdice_3d"} <= set(pd.read_csv(workdir / "results/amos_table.csv").columns)
+    for dataset in ("amos", "busi", "cxr"):
         quality = pd.read_csv(workdir / f"results/prompts/{dataset}/box_quality.csv")
         assert {"class", "crf_box", "full_image_box", "mean_labeled_box"} <= set(quality.columns)
     for dataset in ("amos", "busi", "cxr"):
         samples = pd.read_parquet(workdir / f"results/data/prepared/{dataset}/samples.parquet")
         files = sorted(p.stem for p in (workdir / "prompts_cache" / dataset).glob("*.parquet"))
         assert files == sorted(samples["sample_id"])
-        probs = json.loads((workdir / f"results/stage1/{dataset}/probs.json").read_text())
+        probs = json.loads((workdir / f"results/stage1/{dataset}/prompt_10/probs.json").read_text())
         assert probs["splits"] == ["unlabeled", "test"] and len(probs["sample_ids"]) < len(samples)
-        assert (workdir / f"results/stage1/{dataset}/loss.png").is_file()
+        assert (workdir / f"results/stage1/{dataset}/prompt_10/loss.png").is_file()
     shown = subprocess.run(["samdpo", "prompts", "show", files[0] + ".parquet"], cwd=workdir / "prompts_cache/cxr", capture_output=True, text=True)
     assert shown.returncode == 0 and "lungs" in shown.stdout and "geometry" in shown.stdout, shown.stderr
     rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     # a changed setting reruns its rule and what depends on it, nothing upstream
-    stage1 = {"embed_texts": 3, "train_stage1": 3, "predict_stage1": 3}
-    for change, expected in (
-        ({"crf.iterations": 2}, {"crf": 3, "box_quality": 3, "vqa": 3, "prompt_store": 3, **stage1}),
-        ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa": 3, "prompt_store": 3, **stage1}),
-        ({"llm.prompt": "Describe the {name}."}, {"llm": 3, "prompt_store": 3, **stage1}),
-        ({"prompt_store.saliency_size": 32}, {"prompt_store": 3, **stage1}),
-        ({"stage1.lr": 0.002}, {"train_stage1": 3, "predict_stage1": 3}),
+    # a changed setting reruns its rule and what depends on it, nothing upstream or beside it
+    for change, rerun_rules, kept in (
+        ({"crf.iterations": 2}, {"crf", "box_quality", "vqa", "prompt_store", "train_stage1", "align"}, {"saliency", "pretrain_clip", "llm", "train_unet"}),
+        ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa", "prompt_store", "embed_texts"}, {"crf", "saliency", "llm"}),
+        ({"llm.prompt": "Describe the {name}."}, {"llm", "prompt_store"}, {"vqa", "crf"}),
+        ({"prompt_store.saliency_size": 32}, {"prompt_store", "train_stage1"}, {"vqa", "llm", "crf"}),
+        ({"stage1.lr": 0.002}, {"train_stage1", "predict_sam", "candidates", "align", "results_table"}, {"embed_texts", "prompt_store", "train_unet"}),
+        ({"align.stage2.beta2": 0.25}, {"align", "predict_sam", "evaluate", "results_table"}, {"train_stage1", "candidates", "annotate"}),
     ):
         changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
-        assert _planned_jobs(changed.stdout) == {**expected, "all": 1}, (change, changed.stdout)
+        jobs = set(_planned_jobs(changed.stdout))
+        assert rerun_rules <= jobs and not kept & jobs, (change, jobs)
+    forced = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n", "--forcerun", "candidates")
+    jobs = _planned_jobs(forced.stdout)
+    assert jobs["candidates"] == 3 and "train_stage1" not in jobs and {"annotate", "align"} <= set(jobs), jobs
 
 
 def _planned_jobs(dry_run_output: str) -> dict[str, int]:

@@ -88,7 +88,7 @@ class Pairs:
 
 
 def preference_pairs(sample_ids: Sequence[str], class_count: int, annotations: Mapping[tuple[str, int], Annotation], beta1: float, beta2: float) -> Pairs:
-    """The pairs that carry a preference; every (image, class) must have been annotated."""
+    """The pairs that carry a preference (possibly none); every (image, class) must have been annotated."""
     missing = [(s, t) for s in sample_ids for t in range(class_count) if (s, t) not in annotations]
     if missing:
         raise DataError(f"no annotation for {len(missing)} (image, class) pairs, e.g. image {missing[0][0]} class {missing[0][1]}; rerun the annotate rule")
@@ -103,9 +103,8 @@ def preference_pairs(sample_ids: Sequence[str], class_count: int, annotations: M
             klass.append(t)
             weights.append(preference_weights(annotation, beta1, beta2))
             best.append(int(annotation.order[0]))
-    if not image:
-        raise DataError("no (image, class) pair carries a preference (all candidates tied): nothing to align")
-    return Pairs(np.array(image), np.array(klass), np.array(weights, np.float32), np.array(best), skipped)
+    weights_array = np.array(weights, np.float32) if weights else np.zeros((0, 4), np.float32)
+    return Pairs(np.array(image, np.int64), np.array(klass, np.int64), weights_array, np.array(best, np.int64), skipped)
 
 
 def _batches(pairs: Pairs, chosen: np.ndarray, prompts: Sequence[ImagePrompts]) -> tuple[list[int], list[list[int]], np.ndarray]:
@@ -155,8 +154,6 @@ def train_stage2(
         One row per epoch: loss, mean reward margin, share of pairs whose best candidate's
         log-likelihood rose above the reference's, seconds.
     """
-    from samdpo.sam.checkpoints import save_weights
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(settings.device)
@@ -166,6 +163,11 @@ def train_stage2(
     reference.to(device).eval()
     size = images.shape[-1]
     every = np.arange(len(pairs.image))
+    history: list[dict[str, Any]] = []
+    if len(every) == 0:  # nothing to learn from: the aligned model is the stage-1 model, said loudly
+        print(f"stage 2: no (image, class) pair carries a preference ({pairs.without_preference} tied); the stage-1 weights are kept unchanged")
+        _write_outputs(policy, history, out, {**spec, "stage2": asdict(settings), "pairs": 0, "pairs_without_preference": pairs.without_preference})
+        return history
     with torch.no_grad():
         needed = sorted(set(pairs.image.tolist()))
         embeddings = torch.zeros((len(images), *policy.embed_images(torch.from_numpy(np.asarray(images[:1])).to(device)).shape[1:]), device=device)
@@ -182,7 +184,6 @@ def train_stage2(
     best = torch.from_numpy(pairs.best).to(device)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
-    history: list[dict[str, Any]] = []
     print(f"stage 2 ({settings.objective}): {len(every)} pairs with a preference, {pairs.without_preference} without (all candidates tied)")
     for epoch in range(1, settings.epochs + 1):
         began = time.perf_counter()
@@ -219,15 +220,24 @@ def train_stage2(
         }
         history.append(row)
         print(f"epoch {epoch}: loss {row['loss']:.4f}, mean margin {row['mean_margin']:.4f}, best candidate rose in {100 * row['best_rose']:.0f}% of pairs")
+    _write_outputs(policy, history, out, {**spec, "stage2": asdict(settings), "pairs": len(every), "pairs_without_preference": pairs.without_preference})
+    return history
+
+
+LOG_FIELDS = ("epoch", "loss", "mean_margin", "best_rose", "lr", "seconds")
+
+
+def _write_outputs(policy: PromptedSam, history: list[dict[str, Any]], out: Path, full: Mapping[str, Any]) -> None:
+    """The aligned weights, the per-epoch log (CSV and PNG) and the spec, each atomically."""
+    from samdpo.sam.checkpoints import save_weights
+
     save_weights(policy, out / WEIGHTS)
     with atomic.atomic_path(out / LOG_CSV) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(history)
     _log_png(history, out / LOG_PNG)
-    full = {**spec, "stage2": asdict(settings), "pairs": len(every), "pairs_without_preference": pairs.without_preference}
     atomic.write_text(out / SETTINGS, json.dumps({**full, "settings_hash": spec_hash(full)}, indent=2, sort_keys=True) + "\n")
-    return history
 
 
 def _log_png(rows: list[dict[str, Any]], path: Path) -> None:

@@ -1,5 +1,6 @@
 # Configuration validation and input functions shared by the rules.
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -47,7 +48,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: data products, prompt store, box quality and stage-1 probabilities of every dataset."""
+    """Targets of the default target: data products, prompt store, box quality and both tables of every dataset."""
     return [
         path
         for name in DATASETS
@@ -56,7 +57,8 @@ def all_targets():
             f"results/data/splits/{name}.csv",
             f"results/prompts/{name}/box_quality.csv",
             f"prompts_cache/{name}",
-            f"results/stage1/{name}/probs.npy",
+            f"results/{name}_table.csv",
+            f"results/{name}_ablation.csv",
         )
     ]
 
@@ -115,3 +117,67 @@ def modality(wildcards):
 def vqa_crf_table(wildcards):
     """The CRF table, which the geometry VQA backend reads; model backends read images only."""
     return f"results/prompts/{wildcards.dataset}/crf.parquet" if config["vqa"]["backend"] == "geometry" else []
+
+
+STAGE1_VARIANTS = sorted(config["stage1_variants"])
+ALIGN_VARIANTS = sorted(config["align"]["variants"])
+
+
+def stage1_settings(wildcards):
+    """The stage1 section with one variant's overrides merged (prompt switches merged key by key)."""
+    variant = dict(config["stage1_variants"][wildcards.variant])
+    variant.pop("with_unlabeled", None)
+    settings = {**config["stage1"], **{k: v for k, v in variant.items() if k != "prompts"}}
+    settings["prompts"] = {**config["stage1"]["prompts"], **variant.get("prompts", {})}
+    return json.dumps(settings, sort_keys=True)
+
+
+def stage1_flags(wildcards):
+    """``--with-unlabeled`` for the variants trained on labelled + unlabelled labels (the 20% rows)."""
+    return "--with-unlabeled" if config["stage1_variants"][wildcards.variant].get("with_unlabeled") else ""
+
+
+def stage2_settings(wildcards):
+    """The stage-2 settings of one alignment variant (its objective over align.stage2)."""
+    objective = config["align"]["variants"][wildcards.align_variant]["objective"]
+    return json.dumps({**config["align"]["stage2"], "objective": objective}, sort_keys=True)
+
+
+def annotation_mode(wildcards):
+    """``score`` or ``rank``: how the variant's annotator reports."""
+    return config["align"]["variants"][wildcards.align_variant]["mode"]
+
+
+def model_folder(dataset, model):
+    """Where a model's probabilities live: the U-Net, a stage-1 variant or an alignment variant."""
+    if model == "unet":
+        return f"results/baselines/{dataset}/unet"
+    if model in config["stage1_variants"]:
+        return f"results/stage1/{dataset}/{model}"
+    if model in config["align"]["variants"]:
+        return f"results/align/{dataset}/{model}"
+    raise WorkflowError(f"tables: unknown model {model!r}; use unet, a stage1_variants name or an align.variants name")
+
+
+def model_file(name):
+    """Input function: a file of the model named by the ``model`` wildcard."""
+    return lambda wildcards: os.path.join(model_folder(wildcards.dataset, wildcards.model), name)
+
+
+def table_summaries(kind):
+    """Input function: the evaluation summaries of the rows of a table (``main`` or ``ablation``)."""
+    return lambda wildcards: [f"results/eval/{wildcards.dataset}/{model}.json" for model in config["tables"][kind].values()]
+
+
+def table_methods(kind):
+    """The method names of a table's rows, in order."""
+    return lambda wildcards: " ".join(config["tables"][kind])
+
+
+def provenance(wildcards):
+    """What produced a table's rows: data (synthetic or real) and the models, for the data_models column."""
+    entry = config["datasets"][wildcards.dataset]
+    data = "synthetic phantoms (embedded default)" if entry["source"] == "synthetic" else f"real data from {entry['root']}"
+    sam = config["sam"]["name"] + (" from scratch" if config["sam"]["name"] == "small" and not config["sam"]["checkpoint"] else f" ({config['sam']['checkpoint']})")
+    clip = dataset_clip(wildcards.dataset)[0]
+    return f"{data}; SAM {sam}; CLIP {clip}; VQA {config['vqa']['backend']}; LLM {config['llm']['backend']}; annotator {config['align']['reference']}"

@@ -1,5 +1,6 @@
 # Stage 1: CLIP text embeddings of the text prompts, SAM with fused prompts trained on the labelled
-# split, and its probability maps for the unlabelled and test splits.
+# split (one model per stage1_variants entry), and the probability maps of any SAM model (stage 1 or
+# aligned) for the unlabelled and test splits.
 
 
 rule embed_texts:
@@ -32,19 +33,20 @@ rule train_stage1:
         prompts="prompts_cache/{dataset}",
         texts="results/prompts/{dataset}/text_embeddings.parquet",
     output:
-        weights="results/stage1/{dataset}/model.safetensors",
-        settings="results/stage1/{dataset}/settings.json",
-        curve="results/stage1/{dataset}/loss.csv",
-        plot="results/stage1/{dataset}/loss.png",
+        weights="results/stage1/{dataset}/{variant}/model.safetensors",
+        settings="results/stage1/{dataset}/{variant}/settings.json",
+        curve="results/stage1/{dataset}/{variant}/loss.csv",
+        plot="results/stage1/{dataset}/{variant}/loss.png",
     params:
         sam=section_json("sam"),
-        settings=section_json("stage1"),
+        settings=stage1_settings,
+        flags=stage1_flags,
     conda:
         ENV
     log:
-        "results/logs/train_stage1/{dataset}.log",
+        "results/logs/train_stage1/{dataset}/{variant}.log",
     benchmark:
-        "results/benchmarks/train_stage1/{dataset}.tsv"
+        "results/benchmarks/train_stage1/{dataset}/{variant}.tsv"
     threads: 2
     resources:
         mem_mb=6000,
@@ -52,27 +54,29 @@ rule train_stage1:
     shell:
         "samdpo train stage1 --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
         " --texts {input.texts} --out $(dirname {output.weights}) --sam {params.sam:q} --settings {params.settings:q}"
-        " --threads {threads} > {log} 2>&1"
+        " {params.flags} --threads {threads} > {log} 2>&1"
 
 
-rule predict_stage1:
+rule predict_sam:
     input:
         table="results/data/prepared/{dataset}/samples.parquet",
         images="results/data/prepared/{dataset}/images.npy",
         splits="results/data/splits/{dataset}.csv",
         prompts="prompts_cache/{dataset}",
         texts="results/prompts/{dataset}/text_embeddings.parquet",
-        weights="results/stage1/{dataset}/model.safetensors",
-        settings="results/stage1/{dataset}/settings.json",
+        weights="results/{stage}/{dataset}/{variant}/model.safetensors",
+        settings="results/{stage}/{dataset}/{variant}/settings.json",
     output:
-        probs="results/stage1/{dataset}/probs.npy",
-        meta="results/stage1/{dataset}/probs.json",
+        probs="results/{stage}/{dataset}/{variant}/probs.npy",
+        meta="results/{stage}/{dataset}/{variant}/probs.json",
+    wildcard_constraints:
+        stage="stage1|align",
     conda:
         ENV
     log:
-        "results/logs/predict_stage1/{dataset}.log",
+        "results/logs/predict/{stage}/{dataset}/{variant}.log",
     benchmark:
-        "results/benchmarks/predict_stage1/{dataset}.tsv"
+        "results/benchmarks/predict/{stage}/{dataset}/{variant}.tsv"
     threads: 2
     resources:
         mem_mb=4000,

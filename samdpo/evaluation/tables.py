@@ -1,0 +1,158 @@
+"""Results tables: one row per method from its evaluation summary, written as CSV, Markdown and a figure.
+
+Columns: ``method``; for multi-class datasets (AMOS) ``mdice``, one column per class (mean 2D Dice of
+that organ) and ``mdice_3d``, for one-class datasets ``dice``; then ``nsd``, ``hd95`` and
+``data_models`` (which data and models produced the row). Dice and NSD are percentages, HD95 is in
+the store's spacing unit; values are rounded to 2 decimals and missing values are empty cells.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from samdpo import atomic
+from samdpo.errors import ConfigError, DataError
+
+FIXED_COLUMNS = ("method", "mdice", "dice", "mdice_3d", "nsd", "hd95", "data_models")
+
+
+def _value(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def main_metric(class_names: Sequence[str]) -> str:
+    """``mdice`` for multi-class datasets, ``dice`` for one-class ones."""
+    return "mdice" if len(class_names) > 1 else "dice"
+
+
+def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], dataset: str) -> pd.DataFrame:
+    """One row per method.
+
+    Args:
+        rows: ``{"method": str, "summary": summarize() dict, "provenance": str}`` each, in table order.
+        class_names: the dataset's class names (the per-organ columns, in this order).
+        dataset: dataset name; a summary naming another ``dataset`` is refused.
+
+    Returns:
+        The table (see the module docstring for its columns), values rounded to 2 decimals.
+
+    Raises:
+        ConfigError: no rows, repeated method names, or a class name that collides with a fixed column.
+        DataError: a summary made for other classes or another dataset.
+    """
+    if not rows:
+        raise ConfigError("a results table needs at least one method")
+    methods = [str(row["method"]) for row in rows]
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"method names repeat: {methods}")
+    names = list(class_names)
+    multi = len(names) > 1
+    if multi and set(names) & set(FIXED_COLUMNS):
+        raise ConfigError(f"class names {sorted(set(names) & set(FIXED_COLUMNS))} collide with the table's columns")
+    records = []
+    for row in rows:
+        summary, method = row["summary"], str(row["method"])
+        if list(summary.get("class_names", names)) != names:
+            raise DataError(f"method {method}: summary of classes {summary['class_names']} but the {dataset} table has {names}")
+        if summary.get("dataset") not in (None, dataset):
+            raise DataError(f"method {method}: summary of dataset {summary['dataset']!r}, not {dataset!r}")
+        record: dict[str, Any] = {"method": method}
+        if multi:
+            record["mdice"] = _value(summary.get("mdice"))
+            per_class = summary.get("dice_per_class", {})
+            record.update({name: _value(per_class.get(name)) for name in names})
+            record["mdice_3d"] = _value(summary.get("mdice_3d"))
+        else:
+            record["dice"] = _value(summary.get("mdice"))
+        record["nsd"] = _value(summary.get("nsd"))
+        record["hd95"] = _value(summary.get("hd95"))
+        record["data_models"] = str(row.get("provenance", ""))
+        records.append(record)
+    table = pd.DataFrame(records)
+    numeric = [c for c in table.columns if c not in ("method", "data_models")]
+    table[numeric] = table[numeric].astype(float).round(2)
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A Markdown pipe table (``tabulate`` when installed, a plain rendering otherwise); NaN -> empty."""
+    escaped = table.astype(object).map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)  # "|" would split a cell
+    cells = escaped.astype(object).where(table.notna(), None)
+    if importlib.util.find_spec("tabulate") is not None:
+        return cells.to_markdown(index=False, missingval="", floatfmt=".2f") + "\n"
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _class_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in FIXED_COLUMNS]
+
+
+def _figure(table: pd.DataFrame, title: str) -> Any:
+    from matplotlib.figure import Figure
+
+    metric = "mdice" if "mdice" in table.columns else "dice"
+    organs = _class_columns(table)
+    methods = list(table["method"])
+    width = max(5.0, 0.9 * len(methods) + 2.0)
+    if organs:
+        fig = Figure(figsize=(max(width, 0.55 * len(organs) + 4.0), 4.0 + 0.45 * len(methods)), layout="constrained")
+        bars, heat = fig.subplots(1, 2, width_ratios=[1, 2.5])
+    else:
+        fig = Figure(figsize=(width, 4.0), layout="constrained")
+        bars, heat = fig.subplots(), None
+    values = table[metric].to_numpy(float)
+    positions = np.arange(len(methods))
+    bars.bar(positions, np.nan_to_num(values), color="tab:blue")
+    for x, v in zip(positions, values):
+        bars.text(x, 0 if math.isnan(v) else v, "n/a" if math.isnan(v) else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    bars.set_xticks(positions, methods, rotation=30, ha="right")
+    bars.set_ylim(0, 100)
+    bars.set_ylabel(f"{metric} (%)")
+    bars.set_title(title)
+    if heat is not None:
+        grid = table[organs].to_numpy(float)
+        image = heat.imshow(np.ma.masked_invalid(grid), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        heat.set_xticks(np.arange(len(organs)), organs, rotation=60, ha="right", fontsize=8)
+        heat.set_yticks(positions, methods, fontsize=8)
+        for (r, c), v in np.ndenumerate(grid):
+            if not math.isnan(v):
+                heat.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 60 else "black")
+        heat.set_title("2D Dice per class (%)")
+        fig.colorbar(image, ax=heat, shrink=0.8)
+    return fig
+
+
+def write_table(table: pd.DataFrame, csv_path: str | Path, title: str | None = None) -> list[Path]:
+    """Write ``table`` as CSV, Markdown (``.md``) and a PNG figure (``.png``) next to each other, atomically.
+
+    The figure shows the main metric per method as bars; tables with per-class columns add a
+    heatmap of methods x classes.
+
+    Returns:
+        The three paths written.
+    """
+    csv_path = Path(csv_path)
+    md_path, png_path = csv_path.with_suffix(".md"), csv_path.with_suffix(".png")
+    atomic.write_text(csv_path, table.to_csv(index=False))
+    atomic.write_text(md_path, to_markdown(table))
+    figure = _figure(table, title or csv_path.stem)
+    with atomic.atomic_path(png_path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    return [csv_path, md_path, png_path]
