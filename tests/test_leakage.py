@@ -60,7 +60,8 @@ def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_cli
 
 
 def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
-    """Training sees the labelled split's labels only; prediction reads no label at all."""
+    """Training sees the labelled split's labels only; prediction, candidates, the prompt-agreement
+    annotator and stage 2 read no label at all (only the virtual annotator and evaluation do)."""
     from samdpo.data.splits import read_splits
 
     save_clip_local_dir(tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
@@ -91,3 +92,11 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     assert main(["train", "predict", *run, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == weights_a
     assert (tmp_path / "b" / "probs.npy").read_bytes() == probs_a
+    # candidates, the annotator that needs no ground truth, and stage 2 run with no labels on disk either
+    assert main(["align", "candidates", "--probs", str(tmp_path / "b"), "--out", str(tmp_path / "cand")]) == 0
+    annotations = tmp_path / "annotations.parquet"
+    prompts = str(tmp_path / "p" / "store")
+    assert main(["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "cand"), "--out", str(annotations), "--reference", "prompt", "--prompts", prompts]) == 0
+    align = ["--candidates", str(tmp_path / "cand"), "--annotations", str(annotations), "--prompts", prompts, "--texts", str(texts)]
+    assert main(["align", "train", *common, *align, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "s2"), "--settings", '{"epochs": 1}']) == 0
+    assert (tmp_path / "s2" / "model.safetensors").is_file()
