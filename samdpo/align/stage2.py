@@ -8,7 +8,6 @@ reference log-likelihoods of the candidates are computed once, before the first 
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from samdpo.align.annotator import Annotation, preference_weights
 from samdpo.align.candidates import level_masks
 from samdpo.align.dpo import REDUCTIONS, candidate_logp, weighted_dpo_loss
 from samdpo.errors import ConfigError, DataError
+from samdpo.train.history import plot_history, write_history
 from samdpo.train.losses import segmentation_loss
 from samdpo.train.model import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
@@ -232,26 +232,7 @@ def _write_outputs(policy: PromptedSam, history: list[dict[str, Any]], out: Path
     from samdpo.sam.checkpoints import save_weights
 
     save_weights(policy, out / WEIGHTS)
-    with atomic.atomic_path(out / LOG_CSV) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
-    _log_png(history, out / LOG_PNG)
+    write_history(history, out / LOG_CSV, LOG_FIELDS)
+    panels = [("loss", ("loss",), False), ("mean reward margin", ("mean_margin",), False), ("share: best candidate rose", ("best_rose",), False)]
+    plot_history(history, panels, out / LOG_PNG, title="stage 2")
     atomic.write_text(out / SETTINGS, json.dumps({**full, "settings_hash": spec_hash(full)}, indent=2, sort_keys=True) + "\n")
-
-
-def _log_png(rows: list[dict[str, Any]], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 3.5), dpi=100)
-    FigureCanvasAgg(figure)
-    epochs = [row["epoch"] for row in rows]
-    for k, (key, label) in enumerate((("loss", "loss"), ("mean_margin", "mean reward margin"), ("best_rose", "share: best candidate rose"))):
-        ax = figure.add_subplot(1, 3, k + 1)
-        ax.plot(epochs, [row[key] for row in rows], marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_title(label)
-    figure.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")

@@ -20,12 +20,12 @@ def _train(args: argparse.Namespace) -> None:
     from samdpo.baselines.unet import UnetSettings, train_unet
     from samdpo.data.store import SampleStore
     from samdpo.errors import DataError
-    from samdpo.train.commands import _split_indices
+    from samdpo.train.commands import split_indices
 
     _threads(args.threads)
     settings = UnetSettings.from_dict(json_object(args.settings, "--settings"))
     store = SampleStore(Path(args.store))
-    indices = _split_indices(store, args.splits, list(settings.splits))
+    indices = split_indices(store, args.splits, list(settings.splits))
     if not indices:
         raise DataError(f"{args.splits}: no image of the store is in the splits {list(settings.splits)}")
     images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
@@ -38,11 +38,10 @@ def _predict(args: argparse.Namespace) -> None:
     import torch
 
     from samdpo.baselines.unet import load_unet, predict_unet
-    from samdpo.data.splits import read_splits
     from samdpo.data.store import SampleStore
     from samdpo.errors import ConfigError, DataError
-    from samdpo.train.commands import _split_indices
-    from samdpo.train.predict import write_probabilities
+    from samdpo.train.commands import split_indices
+    from samdpo.train.predict import write_predictions
     from samdpo.train.stage1 import pick_device
 
     _threads(args.threads)
@@ -57,26 +56,14 @@ def _predict(args: argparse.Namespace) -> None:
             f"{args.model}: trained on classes {spec.get('class_names')} at {spec['image_size']} px, "
             f"but {args.store} has {list(store.class_names)} at {store.image_size} px"
         )
-    indices = _split_indices(store, args.splits, args.splits_to_predict)
+    indices = split_indices(store, args.splits, args.splits_to_predict)
     images = store.images()[indices]
-    shape = (len(indices), len(store.class_names), *images.shape[1:])
     device = pick_device(args.device)
 
     def fill(out: Any) -> None:
         predict_unet(model, images, device, args.batch_size, out=out, progress=not args.no_progress)
 
-    ids = list(store.samples["sample_id"])
-    splits = read_splits(Path(args.splits))
-    meta = {
-        "dataset": store.kind,
-        "sample_ids": [ids[i] for i in indices],
-        "sample_splits": [splits[store.samples["case_id"][i]] for i in indices],
-        "splits": args.splits_to_predict,
-        "class_names": list(store.class_names),
-        "model": str(args.model),
-        "model_settings_hash": spec["settings_hash"],
-    }
-    write_probabilities(Path(args.out), shape, fill, meta)
+    write_predictions(Path(args.out), store, indices, Path(args.splits), args.splits_to_predict, Path(args.model), spec["settings_hash"], fill)
     print(f"U-Net probabilities of {len(indices)} images x {len(store.class_names)} classes in {args.out}", file=sys.stderr)
 
 

@@ -10,7 +10,6 @@ epoch and a rerun with the same spec resumes from it; the outputs are those of s
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from samdpo import atomic
 from samdpo.data.splits import SPLITS
 from samdpo.errors import ConfigError, DataError
+from samdpo.train.history import plot_history, write_history
 from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
 from samdpo.train.stage1 import pick_device, spec_hash
 
@@ -134,26 +134,6 @@ def to_targets(labels: np.ndarray, class_count: int, device: torch.device) -> to
     return torch.from_numpy((np.asarray(labels)[:, None] == classes).astype(np.float32)).to(device)
 
 
-def _loss_png(rows: list[dict[str, Any]], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    epochs = [row["epoch"] for row in rows]
-    for key in ("loss", "focal", "dice"):
-        ax.plot(epochs, [row[key] for row in rows], marker="o", markersize=3, label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.set_title("U-Net baseline")
-    ax.legend()
-    figure.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-
-
 def train_unet(
     images: np.ndarray,
     labels: np.ndarray,
@@ -243,11 +223,8 @@ def train_unet(
         with atomic.atomic_path(checkpoint) as tmp:
             torch.save(state, tmp)
     save_weights(model, out / WEIGHTS)
-    with atomic.atomic_path(out / LOSS_CSV) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    _loss_png(history, out / LOSS_PNG)
+    write_history(history, out / LOSS_CSV)
+    plot_history(history, [("U-Net baseline: training loss", ("loss", "focal", "dice"), True)], out / LOSS_PNG)
     atomic.write_text(out / SETTINGS, json.dumps({**full_spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
     checkpoint.unlink()
     return history

@@ -47,7 +47,7 @@ def _embed_texts(args: argparse.Namespace) -> None:
     print(f"{len(texts)} distinct texts embedded ({embeddings.shape[1]} dims) by {args.clip} in {args.out}", file=sys.stderr)
 
 
-def _split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
+def split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
     """Store indices of the samples whose case is in one of the named splits (none: an error)."""
     from samdpo.data.splits import SPLITS, read_splits
     from samdpo.errors import DataError
@@ -122,7 +122,7 @@ def _stage1(args: argparse.Namespace) -> None:
 
     _threads(args.threads)
     store = SampleStore(Path(args.store))
-    labelled = _split_indices(store, args.splits, ["labeled"] + (["unlabeled"] if args.with_unlabeled else []))
+    labelled = split_indices(store, args.splits, ["labeled"] + (["unlabeled"] if args.with_unlabeled else []))
     store, prompts, indices = _store_prompts(args.store, args.prompts, labelled)
     texts, text_meta = read_text_embeddings(Path(args.texts))
     values = json_object(args.settings, "--settings")
@@ -156,17 +156,16 @@ def _stage1(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from samdpo.data.splits import read_splits
     from samdpo.data.store import SampleStore
     from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.train.predict import predict_probabilities, write_probabilities
+    from samdpo.train.predict import predict_probabilities, write_predictions
     from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device
     from samdpo.train.text_embeddings import read_text_embeddings
 
     _threads(args.threads)
     spec = json.loads((Path(args.model) / SETTINGS).read_text())
     store = SampleStore(Path(args.store))
-    chosen = _split_indices(store, args.splits, args.splits_to_predict)
+    chosen = split_indices(store, args.splits, args.splits_to_predict)
     store, prompts, indices = _store_prompts(args.store, args.prompts, chosen)
     texts, text_meta = read_text_embeddings(Path(args.texts))
     if text_meta["clip"] != spec["clip"] or text_meta["dim"] != spec["text_dim"]:
@@ -174,24 +173,12 @@ def _predict(args: argparse.Namespace) -> None:
     model = build_model({**spec["sam"], "checkpoint": None}, spec["text_dim"], spec["switches"], 0)
     load_checkpoint(model, Path(args.model) / WEIGHTS)
     images = store.images()[indices]
-    shape = (len(indices), len(store.class_names), *images.shape[1:])
     device = pick_device(args.device)
 
     def fill(out: Any) -> None:
         predict_probabilities(model, images, prompts, texts, device, out, spec["point_count"], progress=not args.no_progress)
 
-    ids = list(store.samples["sample_id"])
-    splits = read_splits(Path(args.splits))
-    meta = {
-        "dataset": store.kind,
-        "sample_ids": [ids[i] for i in indices],
-        "sample_splits": [splits[store.samples["case_id"][i]] for i in indices],
-        "splits": args.splits_to_predict,
-        "class_names": list(store.class_names),
-        "model": str(args.model),
-        "model_settings_hash": spec["settings_hash"],
-    }
-    write_probabilities(Path(args.out), shape, fill, meta)
+    write_predictions(Path(args.out), store, indices, Path(args.splits), args.splits_to_predict, Path(args.model), spec["settings_hash"], fill)
     print(f"probabilities of {len(indices)} images x {len(store.class_names)} classes in {args.out}", file=sys.stderr)
 
 

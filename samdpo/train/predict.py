@@ -59,3 +59,27 @@ def write_probabilities(folder: Path, shape: tuple[int, ...], fill: Callable[[np
         probs.flush()
         del probs
     atomic.write_text(Path(folder) / PROBS_META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
+
+
+def write_predictions(
+    out: Path, store: Any, indices: Sequence[int], splits_path: Path, predicted: Sequence[str], model: Path, settings_hash: str,
+    fill: Callable[[np.ndarray], object],
+) -> None:
+    """Write the probabilities of the store's ``indices`` (filled by ``fill``) with their metadata:
+    sample ids and splits, the splits predicted, classes, the model folder and its settings hash."""
+    from samdpo.data.splits import read_splits
+
+    images = store.images()
+    shape = (len(indices), len(store.class_names), *images.shape[1:])
+    ids, cases = list(store.samples["sample_id"]), store.samples["case_id"]
+    splits = read_splits(Path(splits_path))
+    meta = {
+        "dataset": store.kind,
+        "sample_ids": [ids[i] for i in indices],
+        "sample_splits": [splits[cases[i]] for i in indices],
+        "splits": list(predicted),
+        "class_names": list(store.class_names),
+        "model": str(model),
+        "model_settings_hash": settings_hash,
+    }
+    write_probabilities(Path(out), shape, fill, meta)

@@ -8,7 +8,6 @@ is written atomically after every epoch and a rerun with the same settings resum
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import time
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
+from samdpo.train.history import plot_history, write_history
 from samdpo.train.losses import dice_loss, focal_loss
 from samdpo.train.model import PromptBatch, PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
@@ -145,25 +145,6 @@ def labelled_pairs(labels: np.ndarray, class_count: int) -> list[list[int]]:
     return [[t for t in range(class_count) if (label == t + 1).any()] for label in labels]
 
 
-def _history_png(rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    epochs = [row["epoch"] for row in rows]
-    for key in ("loss", "focal", "dice", "iou_mse"):
-        ax.plot(epochs, [row[key] for row in rows], marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend()
-    figure.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-
-
 def train_stage1(
     model: PromptedSam,
     images: np.ndarray,
@@ -270,11 +251,8 @@ def train_stage1(
         with atomic.atomic_path(checkpoint) as tmp:
             torch.save(state, tmp)
     save_weights(model, out / WEIGHTS)
-    with atomic.atomic_path(out / LOSS_CSV) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    _history_png(history, out / LOSS_PNG)
+    write_history(history, out / LOSS_CSV)
+    plot_history(history, [("stage 1: training loss", ("loss", "focal", "dice", "iou_mse"), True)], out / LOSS_PNG)
     atomic.write_text(out / SETTINGS, json.dumps({**spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
     checkpoint.unlink()
     return history
