@@ -25,7 +25,7 @@ from tqdm import tqdm
 from samdpo import atomic
 from samdpo.data.splits import SPLITS
 from samdpo.errors import ConfigError, DataError
-from samdpo.train.history import plot_history, write_history
+from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
 from samdpo.train.stage1 import pick_device, spec_hash
 
@@ -180,16 +180,9 @@ def train_unet(
     device = pick_device(settings.device)
     model = build_unet(class_count, settings).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    history: list[dict[str, Any]] = []
-    start_epoch = 1
     checkpoint = out / CHECKPOINT
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("settings_hash") == settings_hash:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
-            print(f"resuming from {checkpoint} after epoch {state['epoch']}")
+    states = {"model": model, "optimizer": optimizer}
+    history, start_epoch = resume(checkpoint, settings_hash, states, device)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"U-Net baseline: {len(images)} training images of {size}x{size}, {class_count} classes, {parameters:,} parameters, {device}")
     for epoch in range(start_epoch, settings.epochs + 1):
@@ -218,10 +211,7 @@ def train_unet(
         if progress or epoch == settings.epochs:
             losses = f"loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f})"
             print(f"epoch {epoch}: {losses}, {row['images_per_s']:.1f} images/s")
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-        state.update(history=history, settings_hash=settings_hash)
-        with atomic.atomic_path(checkpoint) as tmp:
-            torch.save(state, tmp)
+        save_epoch(checkpoint, epoch, settings_hash, history, states)
     save_weights(model, out / WEIGHTS)
     write_history(history, out / LOSS_CSV)
     plot_history(history, [("U-Net baseline: training loss", ("loss", "focal", "dice"), True)], out / LOSS_PNG)

@@ -41,3 +41,29 @@ def plot_history(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, 
     figure.tight_layout()
     with atomic.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
+
+
+def resume(path: Path, settings_hash: str, states: Mapping[str, Any], device: Any) -> tuple[list[dict[str, Any]], int]:
+    """Load the ``states`` (name -> object with ``load_state_dict``) from an epoch checkpoint when its
+    settings hash matches; returns the history so far and the first epoch still to run."""
+    import torch
+
+    if not Path(path).is_file():
+        return [], 1
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("settings_hash") != settings_hash:
+        return [], 1
+    for name, target in states.items():
+        target.load_state_dict(state[name])
+    print(f"resuming from {path} after epoch {state['epoch']}")
+    return list(state["history"]), int(state["epoch"]) + 1
+
+
+def save_epoch(path: Path, epoch: int, settings_hash: str, history: Sequence[Mapping[str, Any]], states: Mapping[str, Any]) -> None:
+    """Write an epoch checkpoint atomically: the ``states``' state dicts, the history and the settings hash."""
+    import torch
+
+    state = {name: target.state_dict() for name, target in states.items()}
+    state.update(epoch=epoch, history=list(history), settings_hash=settings_hash)
+    with atomic.atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
-from samdpo.train.history import plot_history, write_history
+from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss
 from samdpo.train.model import PromptBatch, PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
@@ -189,17 +189,9 @@ def train_stage1(
     size = images.shape[-1]
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
-    history: list[dict[str, Any]] = []
-    start_epoch = 1
     checkpoint = out / CHECKPOINT
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("settings_hash") == settings_hash:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, start_epoch = list(state["history"]), int(state["epoch"]) + 1
-            print(f"resuming from {checkpoint} after epoch {state['epoch']}")
+    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    history, start_epoch = resume(checkpoint, settings_hash, states, device)
     cached = None
     if encoder_frozen(model):  # embeddings do not change: compute them once
         with torch.no_grad():
@@ -247,9 +239,7 @@ def train_stage1(
         history.append(row)
         scheduler.step()
         print(f"epoch {epoch}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f}), {row['samples_per_s']:.1f} samples/s")
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history, "settings_hash": settings_hash}
-        with atomic.atomic_path(checkpoint) as tmp:
-            torch.save(state, tmp)
+        save_epoch(checkpoint, epoch, settings_hash, history, states)
     save_weights(model, out / WEIGHTS)
     write_history(history, out / LOSS_CSV)
     plot_history(history, [("stage 1: training loss", ("loss", "focal", "dice", "iou_mse"), True)], out / LOSS_PNG)
