@@ -140,15 +140,27 @@ def _answer_settings(settings: Any, modality: str) -> dict[str, Any]:
     return {**used, "modality": modality}
 
 
-def _answered(step: str, cache: Any, count: int, out: str) -> None:
-    print(f"{step}: {count} answers in {out}; questions asked {cache.asked}, answered from the cache {cache.reused}", file=sys.stderr)
+def _workers(settings: Any) -> int:
+    """Questions in flight: ``openai.workers`` for the openai backend, one otherwise."""
+    return int(settings.openai.get("workers", 4)) if settings.backend == "openai" else 1
+
+
+def _write_answers(step: str, table: Any, args: argparse.Namespace, dataset: str, backend: Any, settings: Any, cache: Any, **extra: Any) -> None:
+    """Write a VQA / LLM table with its provenance (backend, model, settings and their hash, questions
+    asked and reused; ``extra`` joins the hash) and say what was asked."""
+    from samdpo.prompts.visual import write_table
+
+    used = _answer_settings(settings, args.modality)
+    meta = {"dataset": dataset, "backend": backend.backend, "model": backend.model, "settings": used, **extra}
+    meta |= {"settings_hash": settings_hash(backend.model, used, *extra.values()), "asked": cache.asked, "reused": cache.reused}
+    write_table(table, Path(args.out), meta)
+    print(f"{step}: {table.num_rows} answers in {args.out}; questions asked {cache.asked}, answered from the cache {cache.reused}", file=sys.stderr)
 
 
 def _vqa(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
     from samdpo.prompts.answer_cache import AnswerCache
     from samdpo.prompts.prompt_store import table_meta
-    from samdpo.prompts.visual import write_table
     from samdpo.prompts.vqa import VqaSettings, make_backend, make_questions, vqa_table
 
     _threads(args.threads)
@@ -158,50 +170,24 @@ def _vqa(args: argparse.Namespace) -> None:
     backend = make_backend(settings, _masks(args.crf) if geometry else None)
     ids = list(store.samples["sample_id"])
     questions = make_questions(ids, list(store.class_names), settings.questions, args.modality)
-    workers = int(settings.openai.get("workers", 4)) if settings.backend == "openai" else 1
     with AnswerCache(args.cache) as cache:
-        table = vqa_table(store.images(), questions, backend, cache, workers=workers, progress=not args.no_progress)
+        table = vqa_table(store.images(), questions, backend, cache, workers=_workers(settings), progress=not args.no_progress)
         visual = table_meta(Path(args.crf))["settings_hash"] if geometry else None
-        used = _answer_settings(settings, args.modality)
-        meta = {
-            "dataset": store.kind,
-            "backend": backend.backend,
-            "model": backend.model,
-            "settings": used,
-            "visual_settings_hash": visual,
-            "settings_hash": settings_hash(backend.model, used, visual),
-            "asked": cache.asked,
-            "reused": cache.reused,
-        }
-        write_table(table, Path(args.out), meta)
-        _answered("vqa", cache, table.num_rows, args.out)
+        _write_answers("vqa", table, args, store.kind, backend, settings, cache, visual_settings_hash=visual)
 
 
 def _llm(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
     from samdpo.prompts.answer_cache import AnswerCache
     from samdpo.prompts.llm import LlmSettings, llm_table, make_backend, make_requests
-    from samdpo.prompts.visual import write_table
 
     store = SampleStore(Path(args.store))
     settings = _settings(LlmSettings, json_object(args.settings, "--settings"), "llm")
     backend = make_backend(settings)
     requests = make_requests(list(store.class_names), args.modality, settings.prompt)
-    workers = int(settings.openai.get("workers", 4)) if settings.backend == "openai" else 1
     with AnswerCache(args.cache) as cache:
-        table = llm_table(requests, backend, cache, workers=workers, progress=not args.no_progress)
-        used = _answer_settings(settings, args.modality)
-        meta = {
-            "dataset": store.kind,
-            "backend": backend.backend,
-            "model": backend.model,
-            "settings": used,
-            "settings_hash": settings_hash(backend.model, used),
-            "asked": cache.asked,
-            "reused": cache.reused,
-        }
-        write_table(table, Path(args.out), meta)
-        _answered("llm", cache, table.num_rows, args.out)
+        table = llm_table(requests, backend, cache, workers=_workers(settings), progress=not args.no_progress)
+        _write_answers("llm", table, args, store.kind, backend, settings, cache)
 
 
 def _store(args: argparse.Namespace) -> None:
