@@ -81,7 +81,9 @@ rule results_table:
     input:
         table_summaries("main"),
     output:
-        "results/{dataset}_table.csv",
+        csv="results/{dataset}_table.csv",
+        markdown="results/{dataset}_table.md",
+        figure="results/{dataset}_table.png",
     params:
         methods=table_methods("main"),
         provenance=provenance,
@@ -94,14 +96,16 @@ rule results_table:
         mem_mb=1000,
     shell:
         "samdpo table --dataset {wildcards.dataset} --summaries {input} --methods {params.methods}"
-        " --provenance {params.provenance:q} --out {output} > {log} 2>&1"
+        " --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
 
 
 rule ablation_table:
     input:
         table_summaries("ablation"),
     output:
-        "results/{dataset}_ablation.csv",
+        csv="results/{dataset}_ablation.csv",
+        markdown="results/{dataset}_ablation.md",
+        figure="results/{dataset}_ablation.png",
     params:
         methods=table_methods("ablation"),
         provenance=provenance,
@@ -114,4 +118,4 @@ rule ablation_table:
         mem_mb=1000,
     shell:
         "samdpo table --dataset {wildcards.dataset} --summaries {input} --methods {params.methods}"
-        " --provenance {params.provenance:q} --out {output} > {log} 2>&1"
+        " --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
