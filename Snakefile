@@ -1,6 +1,6 @@
 # samdpo: SAM + unsupervised prompts + DPO alignment for semi-supervised medical image segmentation.
 # Run: snakemake --cores 2            (the embedded default: synthetic data, offline)
-#      snakemake --cores 8 --configfile workflow/config/amos.yaml results/amos_table.csv
+#      snakemake --cores 8 results/amos_table.csv --configfile workflow/config/amos.yaml
 from snakemake.utils import min_version
 
 min_version("8.20")

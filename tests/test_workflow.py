@@ -149,3 +149,12 @@ def test_a_config_file_replaces_the_default_datasets(workdir: Path) -> None:
     result = snakemake(workdir, "--configfile", "only_cxr.yaml", "-n")
     assert result.returncode == 0, result.stderr
     assert "dataset=cxr" in result.stdout and "dataset=amos" not in result.stdout
+
+
+@pytest.mark.parametrize("dataset", ["amos", "busi", "cxr"])
+def test_real_configs_name_every_missing_path_before_any_work(workdir: Path, dataset: str) -> None:
+    result = snakemake(workdir, "-n", f"results/{dataset}_table.csv", "--configfile", f"workflow/config/{dataset}.yaml")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"datasets.{dataset}.root:" in output and "sam.checkpoint: /models/sam-med2d_b.safetensors does not exist" in output
+    assert not (workdir / "results").exists()

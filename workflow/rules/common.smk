@@ -14,18 +14,32 @@ DATASETS = sorted(config["datasets"])
 ENV = "../../environment.yml"
 
 
-def _check_disk_roots():
-    """Fail before any work when a configured dataset folder is missing."""
-    missing = [
-        f"datasets.{name}.root: {entry['root']} does not exist"
+def _local_dir(model):
+    """The folder of a ``local-dir:`` CLIP id (None for hub ids and the pipeline's own CLIP)."""
+    return model.removeprefix("local-dir:") if model and model.startswith("local-dir:") else None
+
+
+def _check_paths():
+    """Fail before any work, naming each configured file or folder that does not exist."""
+    wanted = [
+        (f"datasets.{name}.root", entry["root"], "folder")
         for name, entry in config["datasets"].items()
-        if entry["source"] == "disk" and not Path(entry["root"]).is_dir()
+        if entry["source"] == "disk"
+    ]
+    wanted.append(("sam.checkpoint", config["sam"]["checkpoint"], "file"))
+    wanted.append(("clip.model", _local_dir(config["clip"]["model"]), "folder"))
+    wanted += [(f"datasets.{name}.clip.model", _local_dir(entry["clip"].get("model")), "folder") for name, entry in config["datasets"].items()]
+    wanted.append(("llm.descriptions", config["llm"]["descriptions"], "file"))
+    missing = [
+        f"{setting}: {path} does not exist"
+        for setting, path, kind in wanted
+        if path and not (Path(path).is_dir() if kind == "folder" else Path(path).is_file())
     ]
     if missing:
-        raise WorkflowError("missing dataset folders (set them in your config file):\n  " + "\n  ".join(missing))
+        raise WorkflowError("missing files or folders (set them in your config file):\n  " + "\n  ".join(missing))
 
 
-_check_disk_roots()
+_check_paths()
 
 
 def dataset_root(wildcards):
