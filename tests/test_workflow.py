@@ -158,3 +158,13 @@ def test_real_configs_name_every_missing_path_before_any_work(workdir: Path, dat
     output = result.stdout + result.stderr
     assert f"datasets.{dataset}.root:" in output and "sam.checkpoint: /models/sam-med2d_b.safetensors does not exist" in output
     assert not (workdir / "results").exists()
+
+
+def test_slurm_profile_dry_run_maps_gpu_rules_to_gpus(workdir: Path) -> None:
+    command = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", "-n", "results/cxr_table.csv", "--directory", str(workdir)]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    jobs = result.stdout.split("rule ")
+    training = [job for job in jobs if job.startswith("train_stage1:")]
+    assert training and all("gres=gpu:1" in job and "slurm_partition=gpu" in job for job in training)
+    assert all("gres=" not in job for job in jobs if job.startswith("crf:"))
