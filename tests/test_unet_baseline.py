@@ -20,7 +20,7 @@ from samdpo.data.sample import Sample
 from samdpo.data.splits import write_splits
 from samdpo.data.store import IMAGES, LABELS, TABLE, SampleStore, write_store
 from samdpo.errors import ConfigError, DataError
-from samdpo.train.predict import PROBS, PROBS_META
+from samdpo.train.predict import PROBS
 
 SIZE, CASES = 32, 16
 CLASSES = ("square", "disk")
@@ -179,8 +179,8 @@ def test_the_command_line_learns_and_predicts_without_labels(data: tuple[Path, P
     assert not (blind / LABELS).exists()
     out = tmp_path / "probs"
     _run("unet", "predict", "--store", str(blind), "--splits", str(splits), "--model", str(model), "--out", str(out), "--no-progress")
-    probs = np.load(out / PROBS)
-    meta = json.loads((out / PROBS_META).read_text())
+    probs = np.load(out / f"{PROBS}.npy")
+    meta = json.loads((out / f"{PROBS}.json").read_text())
     chosen = [i for i in range(CASES) if SPLIT[f"case{i:02d}"] in ("unlabeled", "test")]
     assert probs.dtype == np.uint8 and probs.shape == (len(chosen), len(CLASSES), SIZE, SIZE)
     assert set(meta) == {"dataset", "sample_ids", "sample_splits", "splits", "class_names", "model", "model_settings_hash"}

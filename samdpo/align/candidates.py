@@ -8,17 +8,16 @@ reaches: candidate k (threshold k, ascending) is ``level >= k + 1``. ``candidate
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from samdpo import atomic
-from samdpo.errors import ConfigError, DataError
+from samdpo.arrays import read_arrays, write_arrays
+from samdpo.errors import ConfigError
 
-LEVELS, LEVELS_META = "candidates.npy", "candidates.json"
+LEVELS = "candidates"
 
 
 def check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
@@ -43,17 +42,13 @@ def level_masks(levels: np.ndarray, count: int) -> np.ndarray:
 
 def write_candidates(folder: Path, levels: np.ndarray, meta: Mapping[str, Any]) -> None:
     """Write the levels and their metadata atomically."""
-    with atomic.atomic_path(Path(folder) / LEVELS) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, levels)
-    atomic.write_text(Path(folder) / LEVELS_META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
+
+    def fill(out: np.ndarray) -> None:
+        out[...] = levels
+
+    write_arrays(Path(folder), LEVELS, levels.shape, fill, meta)
 
 
 def read_candidates(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """The (N, T, S, S) levels (memory-mapped) and their metadata."""
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / LEVELS_META).read_text())
-        levels = np.load(folder / LEVELS, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: no readable candidates ({exc}); run the candidates rule first") from exc
-    return levels, meta
+    return read_arrays(Path(folder), LEVELS, "candidates")

@@ -255,7 +255,7 @@ def predict_unet(
         device: where to run.
         batch_size: images per forward pass.
         out: (N, T, S, S) uint8 array to fill in place (e.g. the memory map of
-            :func:`samdpo.train.predict.write_probabilities`); allocated when None.
+            :func:`samdpo.train.predict.write_predictions`); allocated when None.
         progress: show a progress bar.
 
     Returns:

@@ -28,7 +28,6 @@ the stacked volume without building (D, S, S) arrays per class.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -340,22 +339,12 @@ def read_predictions(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     Raises:
         DataError: files missing or unreadable, or metadata lacking keys.
     """
-    from samdpo.train.predict import PROBS, PROBS_META
+    from samdpo.arrays import read_arrays
+    from samdpo.train.predict import PROBS
 
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / PROBS_META).read_text())
-        probs = np.load(folder / PROBS, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: unreadable predictions ({exc})") from exc
-    missing = [k for k in ("sample_ids", "class_names") if k not in meta]
-    if missing:
-        raise DataError(f"{folder / PROBS_META}: lacks {missing}")
-    if probs.ndim != 4 or probs.shape[0] != len(meta["sample_ids"]) or probs.shape[1] != len(meta["class_names"]):
-        raise DataError(
-            f"{folder / PROBS}: shape {probs.shape} does not match {len(meta['sample_ids'])} sample ids x "
-            f"{len(meta['class_names'])} classes in {PROBS_META}"
-        )
+    probs, meta = read_arrays(Path(folder), PROBS, "prediction")
+    if probs.ndim != 4:
+        raise DataError(f"{folder}: {PROBS}.npy has shape {probs.shape}, not (N, T, S, S)")
     return probs, meta
 
 

@@ -21,32 +21,25 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from samdpo import atomic
-from samdpo.errors import DataError
+from samdpo.arrays import read_arrays, write_arrays
 from samdpo.prompts.boxes import BoxSettings, mask_to_prompt
 from samdpo.prompts.crf import CrfSettings, crf_mask
 
-SALIENCY_MAPS, SALIENCY_META, CRF_TABLE = "saliency.npy", "saliency.json", "crf.parquet"
+SALIENCY, CRF_TABLE = "saliency", "crf.parquet"
 
 
 def write_saliency(folder: Path, maps: np.ndarray, meta: Mapping) -> None:
     """Write (N, T, S, S) uint8 maps and their metadata (sample ids, classes, prompts, model, settings)."""
-    with atomic.atomic_path(Path(folder) / SALIENCY_MAPS) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, maps)
-    atomic.write_text(Path(folder) / SALIENCY_META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
+
+    def fill(out: np.ndarray) -> None:
+        out[...] = maps
+
+    write_arrays(Path(folder), SALIENCY, maps.shape, fill, meta)
 
 
 def read_saliency(folder: Path) -> tuple[np.ndarray, dict]:
     """The (N, T, S, S) uint8 maps (memory-mapped) and their metadata."""
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / SALIENCY_META).read_text())
-        maps = np.load(folder / SALIENCY_MAPS, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: no readable saliency maps ({exc}); run the saliency rule first") from exc
-    if maps.shape[:2] != (len(meta["sample_ids"]), len(meta["class_names"])):
-        raise DataError(f"{folder / SALIENCY_MAPS}: shape {maps.shape} does not match {SALIENCY_META}")
-    return maps, meta
+    return read_arrays(Path(folder), SALIENCY, "saliency")
 
 
 def _image_rows(sample_id: str, image: np.ndarray, maps: np.ndarray, class_names: list[str], crf: CrfSettings, boxes: Mapping[str, BoxSettings]) -> list[dict]:

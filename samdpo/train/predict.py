@@ -7,7 +7,6 @@ the model's provenance. Reads images and prompts only, never labels.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samdpo import atomic
+from samdpo.arrays import write_arrays
 from samdpo.train.model import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.stage1 import make_batch
 
-PROBS, PROBS_META = "probs.npy", "probs.json"
+PROBS = "probs"
 
 
 def predict_probabilities(
@@ -50,17 +49,6 @@ def predict_probabilities(
     return out
 
 
-def write_probabilities(folder: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], object], meta: Mapping[str, Any]) -> None:
-    """Write ``probs.npy`` of ``shape`` (uint8) filled in place on disk by ``fill(memmap)``, then
-    ``probs.json``; both atomically (a crash leaves neither under its final name)."""
-    with atomic.atomic_path(Path(folder) / PROBS) as tmp:
-        probs = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        fill(probs)
-        probs.flush()
-        del probs
-    atomic.write_text(Path(folder) / PROBS_META, json.dumps(dict(meta), indent=2, sort_keys=True) + "\n")
-
-
 def write_predictions(
     out: Path, store: Any, indices: Sequence[int], splits_path: Path, predicted: Sequence[str], model: Path, settings_hash: str,
     fill: Callable[[np.ndarray], object],
@@ -82,4 +70,4 @@ def write_predictions(
         "model": str(model),
         "model_settings_hash": settings_hash,
     }
-    write_probabilities(Path(out), shape, fill, meta)
+    write_arrays(Path(out), PROBS, shape, fill, meta)
