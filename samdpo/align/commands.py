@@ -14,16 +14,11 @@ from samdpo.jsonarg import json_object
 
 
 def _candidates(args: argparse.Namespace) -> None:
-    import json
-
     from samdpo.align.candidates import candidate_levels, check_thresholds, write_candidates
+    from samdpo.evaluation.metrics import read_predictions
 
     folder = Path(args.probs)
-    try:
-        meta = json.loads((folder / "probs.json").read_text())
-        probs = np.load(folder / "probs.npy", mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: no readable probabilities ({exc}); run the prediction rule first") from exc
+    probs, meta = read_predictions(folder)
     chosen = [i for i, split in enumerate(meta["sample_splits"]) if split == "unlabeled"]
     if not chosen:
         raise DataError(f"{folder}: no unlabelled image among the predicted ones")
@@ -54,24 +49,27 @@ def _annotate(args: argparse.Namespace) -> None:
     if list(store.class_names) != meta["class_names"] or any(s not in index for s in meta["sample_ids"]):
         raise DataError(f"{args.candidates}: candidates of other samples or classes than {args.store}")
     count = len(meta["thresholds"])
+    classes = len(meta["class_names"])
     if args.reference == "ground_truth":  # the virtual annotator: labels of the candidates' (unlabelled) images only
         labels = store.labels()
-        references = [lambda t, i=index[s]: np.asarray(labels[i]) == t + 1 for s in meta["sample_ids"]]
+
+        def references(sample: str) -> list[np.ndarray]:
+            label = np.asarray(labels[index[sample]])
+            return [label == t + 1 for t in range(classes)]
     else:
         from samdpo.prompts.prompt_store import array, read_prompts
 
-        def prompt_masks(sample: str) -> list[np.ndarray]:
+        def references(sample: str) -> list[np.ndarray]:
             path = Path(args.prompts) / f"{sample}.parquet"
             if not path.is_file():
                 raise DataError(f"{path}: no prompt file for image {sample}; run the prompt_store rule")
             return [array(row, "mask") for row in read_prompts(path)[0]]
 
-        references = [lambda t, s=s: prompt_masks(s)[t] for s in meta["sample_ids"]]
     rows, grades = [], []
     for n, sample in enumerate(meta["sample_ids"]):
-        masks = level_masks(np.asarray(levels[n]), count)
-        for t in range(len(meta["class_names"])):
-            annotation = annotate(masks[t], references[n](t), args.mode)
+        masks, reference = level_masks(np.asarray(levels[n]), count), references(sample)  # one read per image
+        for t in range(classes):
+            annotation = annotate(masks[t], reference[t], args.mode)
             rows.append(
                 {
                     "sample_id": sample,
