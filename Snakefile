@@ -1,6 +1,10 @@
 # samdpo: SAM + unsupervised prompts + DPO alignment for semi-supervised medical image segmentation.
 # Run: snakemake --cores 2            (the embedded default: synthetic data, offline)
 #      snakemake --cores 8 results/amos_table.csv --configfile workflow/config/amos.yaml
+# Threads: the torch rules take one thread each. On the small default models two one-thread jobs do
+# 1.96x the work of one, a two-thread job 1.41x (benchmarks/stage1_benchmark.py), and one-thread jobs
+# do not spin-wait when --cores exceeds the machine's cores. On a larger machine or real models raise
+# them: --set-threads saliency=8 train_stage1=8 (or set-threads in a profile).
 from snakemake.utils import min_version
 
 min_version("8.20")

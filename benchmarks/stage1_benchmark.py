@@ -53,7 +53,7 @@ def _rate(settings: SamSettings, parts: tuple[str, ...], images: int, epochs: in
         start = time.perf_counter()
         model = PromptedSam(build_sam(settings), 128)
         run = Stage1Settings(epochs=epochs, lr=1e-4, batch_images=2, train=parts, device="cpu")
-        history = train_stage1(model, *data, run, Path(tmp), {}, progress=False)
+        history = train_stage1(model, *data, run, Path(tmp), {}, point_count=1, progress=False)
         total = time.perf_counter() - start
     return history[-1]["samples_per_s"], total - sum(row["seconds"] for row in history)
 

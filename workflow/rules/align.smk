@@ -72,7 +72,7 @@ rule align:
         "results/logs/align/{dataset}/{align_variant}.log",
     benchmark:
         "results/benchmarks/align/{dataset}/{align_variant}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

@@ -18,7 +18,7 @@ rule train_unet:
         "results/logs/train_unet/{dataset}.log",
     benchmark:
         "results/benchmarks/train_unet/{dataset}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,
@@ -40,7 +40,7 @@ rule predict_unet:
         ENV
     log:
         "results/logs/predict_unet/{dataset}.log",
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

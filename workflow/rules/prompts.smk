@@ -15,7 +15,7 @@ rule pretrain_clip:
         "results/logs/pretrain_clip/{clip_name}.log",
     benchmark:
         "results/benchmarks/pretrain_clip/{clip_name}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     shell:
@@ -41,7 +41,7 @@ rule saliency:
         "results/logs/saliency/{dataset}.log",
     benchmark:
         "results/benchmarks/saliency/{dataset}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     shell:

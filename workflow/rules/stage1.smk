@@ -16,7 +16,7 @@ rule embed_texts:
         ENV
     log:
         "results/logs/embed_texts/{dataset}.log",
-    threads: 2
+    threads: 1
     resources:
         mem_mb=3000,
     shell:
@@ -47,7 +47,7 @@ rule train_stage1:
         "results/logs/train_stage1/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/train_stage1/{dataset}/{variant}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         gpu=1,
@@ -77,7 +77,7 @@ rule predict_sam:
         "results/logs/predict/{stage}/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/predict/{stage}/{dataset}/{variant}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

@@ -21,7 +21,7 @@ rule vqa:
         "results/logs/vqa/{dataset}.log",
     benchmark:
         "results/benchmarks/vqa/{dataset}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     shell:
