@@ -34,6 +34,10 @@ include: "workflow/rules/text.smk"
 include: "workflow/rules/stage1.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:

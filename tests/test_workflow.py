@@ -71,7 +71,6 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     assert shown.returncode == 0 and "lungs" in shown.stdout and "geometry" in shown.stdout, shown.stderr
     rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
-    # a changed setting reruns its rule and what depends on it, nothing upstream
     # a changed setting reruns its rule and what depends on it, nothing upstream or beside it
     for change, rerun_rules, kept in (
         ({"crf.iterations": 2}, {"crf", "box_quality", "vqa", "prompt_store", "train_stage1", "align"}, {"saliency", "pretrain_clip", "llm", "train_unet"}),
@@ -87,6 +86,14 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     forced = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n", "--forcerun", "candidates")
     jobs = _planned_jobs(forced.stdout)
     assert jobs["candidates"] == 3 and "train_stage1" not in jobs and {"annotate", "align"} <= set(jobs), jobs
+    # one report page: tables, training and alignment curves, example overlays
+    for dataset in ("amos", "busi", "cxr"):
+        assert (workdir / f"results/report/{dataset}/overlays.png").stat().st_size > 10_000
+    report = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "--report", "report.html")
+    assert report.returncode == 0, report.stderr
+    page = (workdir / "report.html").read_text()
+    for item in ("overlays.png", "amos_table.csv", "cxr_ablation.png", "Training curves", "dpo_score", "prompt_20"):
+        assert item in page, item
 
 
 def _planned_jobs(dry_run_output: str) -> dict[str, int]:
@@ -164,3 +171,15 @@ def test_slurm_profile_dry_run_maps_gpu_rules_to_gpus(workdir: Path) -> None:
     training = [job for job in jobs if job.startswith("train_stage1:")]
     assert training and all("gres=gpu:1" in job and "slurm_partition=gpu" in job for job in training)
     assert all("gres=" not in job for job in jobs if job.startswith("crf:"))
+
+
+def test_stage1_given_several_gpus_starts_under_torchrun(workdir: Path) -> None:
+    target = "results/stage1/cxr/prompt_10/model.safetensors"
+    one = subprocess.run([sys.executable, "-m", "snakemake", target, "-n", "-p", "--directory", str(workdir)], cwd=workdir, capture_output=True, text=True, timeout=300)
+    four = subprocess.run(
+        [sys.executable, "-m", "snakemake", target, "-n", "-p", "--set-resources", "train_stage1:gpu=4", "--directory", str(workdir)],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+    assert one.returncode == 0 and four.returncode == 0, one.stderr + four.stderr
+    assert "samdpo train stage1" in one.stdout and "torchrun" not in one.stdout
+    assert "torchrun --standalone --nproc_per_node=4 -m samdpo.cli train stage1" in four.stdout

@@ -100,8 +100,56 @@ def _table(args: argparse.Namespace) -> None:
     print(f"{len(rows)} methods in {', '.join(map(str, written))}", file=sys.stderr)
 
 
+def _overlays(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from samdpo.align.annotator import read_annotations
+    from samdpo.align.candidates import level_masks, read_candidates
+    from samdpo.evaluation.metrics import probability_cut, read_predictions
+    from samdpo.evaluation.overlays import choose_examples, draw_overlays
+    from samdpo.prompts.prompt_store import read_prompts
+
+    if args.examples < 1:
+        raise ConfigError(f"--examples must be >= 1, got {args.examples}")
+    levels, meta = read_candidates(Path(args.candidates))
+    annotations = read_annotations(Path(args.annotations))
+    names, thresholds = list(meta["class_names"]), list(meta["thresholds"])
+    cut = probability_cut(args.threshold)
+    models = []
+    for folder in (Path(args.before), Path(args.after)):
+        probs, found = read_predictions(folder)
+        if list(found["class_names"]) != names:
+            raise DataError(f"{folder}: class names {found['class_names']} differ from the candidates' {names}")
+        models.append((probs, {sample_id: i for i, sample_id in enumerate(found["sample_ids"])}, folder))
+    examples = []
+    for i, t in choose_examples(levels, annotations, meta["sample_ids"], args.examples):
+        sample_id = meta["sample_ids"][i]
+        path = Path(args.prompts) / f"{sample_id}.parquet"
+        rows, _ = read_prompts(path)
+        row = next((r for r in rows if r["class_name"] == names[t]), None)
+        if row is None:
+            raise DataError(f"{path}: no row for class {names[t]!r}")
+        predictions = []
+        for probs, position, folder in models:
+            if sample_id not in position:
+                raise DataError(f"{folder}: no prediction for {sample_id}; predict the unlabelled split")
+            predictions.append(np.asarray(probs[position[sample_id], t]) >= cut)
+        examples.append(
+            {
+                "row": row,
+                "title": f"{sample_id}\n{names[t]}",
+                "candidates": level_masks(np.asarray(levels[i, t]), len(thresholds)),
+                "annotation": annotations.get((sample_id, t)),
+                "before": predictions[0],
+                "after": predictions[1],
+            }
+        )
+    draw_overlays(examples, thresholds, Path(args.before).name, Path(args.after).name, Path(args.out))
+    print(f"{len(examples)} examples in {args.out}", file=sys.stderr)
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``eval`` and ``table`` on the ``samdpo`` parser."""
+    """Register ``eval``, ``table`` and ``overlays`` on the ``samdpo`` parser."""
     evaluate = commands.add_parser("eval", help="Dice / NSD / HD95 of a model's predictions on the test split")
     evaluate.add_argument("--store", required=True, help="prepared sample store folder")
     evaluate.add_argument("--splits", required=True, help="split table CSV (case_id,split)")
@@ -122,3 +170,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     table.add_argument("--provenance", required=True, help="which data and models produced the rows (the data_models column)")
     table.add_argument("--out", required=True, help="CSV to write; .md and .png are written next to it")
     table.set_defaults(func=_table)
+
+    overlays = commands.add_parser("overlays", help="report figure: prompts, graded candidates and predictions before/after alignment")
+    overlays.add_argument("--prompts", required=True, help="the dataset's prompt store folder (prompts_cache/DATASET)")
+    overlays.add_argument("--candidates", required=True, help="folder with candidates.npy and candidates.json")
+    overlays.add_argument("--annotations", required=True, help="the annotator's table (annotations_score.parquet or _rank)")
+    overlays.add_argument("--before", required=True, help="stage-1 model folder with probs.npy (the candidates' model)")
+    overlays.add_argument("--after", required=True, help="aligned model folder with probs.npy")
+    overlays.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a pixel is predicted")
+    overlays.add_argument("--examples", type=int, default=4, help="(image, class) rows to draw")
+    overlays.add_argument("--out", required=True, help="PNG to write")
+    overlays.set_defaults(func=_overlays)

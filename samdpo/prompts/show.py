@@ -78,7 +78,7 @@ def _point_counts(row: Mapping[str, Any]) -> tuple[int, int]:
     return fg, len(labels) - fg
 
 
-def _decode(row: Mapping[str, Any], column: str) -> np.ndarray | None:
+def decode(row: Mapping[str, Any], column: str) -> np.ndarray | None:
     """The (H, W) array of a blob column, or None when the row has none."""
     if row.get(column) is None or row.get(f"{column}_shape") is None:
         return None
@@ -113,8 +113,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> 
     records = []
     for row in rows:
         fg, bg = _point_counts(row)
-        mask = _decode(row, "mask")
-        saliency = _decode(row, "saliency")
+        mask = decode(row, "mask")
+        saliency = decode(row, "saliency")
         answers = {str(qa["question_id"]): qa["answer"] for qa in row.get("vqa") or []}
         records.append(
             {
@@ -154,9 +154,9 @@ def summarise(row: Mapping[str, Any]) -> dict[str, Any]:
     saliency pixels}; ``mask`` -> {shape, area (pixels)}. A missing blob gives None.
     """
     record = {k: _plain(v) for k, v in row.items() if k not in _BLOBS and k not in {f"{b}_shape" for b in _BLOBS}}
-    image = _decode(row, "image")
+    image = decode(row, "image")
     record["image"] = None if image is None else {"shape": list(image.shape)}
-    saliency = _decode(row, "saliency")
+    saliency = decode(row, "saliency")
     if saliency is None or not saliency.size:
         record["saliency"] = None if saliency is None else {"shape": list(saliency.shape), "max": 0.0, "mean": 0.0, "peak_xy": None}
     else:
@@ -167,7 +167,7 @@ def summarise(row: Mapping[str, Any]) -> dict[str, Any]:
             "mean": round(float(saliency.mean()) / 255.0, 4),
             "peak_xy": [int(x), int(y)],
         }
-    mask = _decode(row, "mask")
+    mask = decode(row, "mask")
     record["mask"] = None if mask is None else {"shape": list(mask.shape), "area": int(mask.sum())}
     return record
 
@@ -190,22 +190,23 @@ def _panel_text(row: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _draw_panel(ax: Any, row: Mapping[str, Any]) -> None:
-    """Image, saliency overlay, mask outline, box, points, title and texts of one class on ``ax``."""
+def draw_prompt(ax: Any, row: Mapping[str, Any]) -> None:
+    """The grey image, saliency overlay, CRF mask outline, box and points of one store row on ``ax``
+    (a matplotlib Axes; pixel centres at integer coordinates, no ticks)."""
     from matplotlib.patches import Rectangle
 
-    image = _decode(row, "image")
+    image = decode(row, "image")
     height, width = image.shape if image is not None else (row.get("mask_shape") or (1, 1))
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # pixel centres at integer coordinates
     if image is not None:
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest", extent=extent)
-    saliency = _decode(row, "saliency")
+    saliency = decode(row, "saliency")
     if saliency is not None and saliency.size:
         # extent stretches the saliency grid onto the image (bilinear when the sizes differ)
         # opacity follows the saliency, so the image stays visible where the map is low
         alpha = 0.6 * saliency.astype(np.float32) / 255.0
         ax.imshow(saliency, cmap="jet", vmin=0, vmax=255, alpha=alpha, interpolation="bilinear", extent=extent)
-    mask = _decode(row, "mask")
+    mask = decode(row, "mask")
     if mask is not None and mask.any() and not mask.all():
         mh, mw = mask.shape
         xs = (np.arange(mw) + 0.5) * width / mw - 0.5
@@ -228,6 +229,11 @@ def _draw_panel(ax: Any, row: Mapping[str, Any]) -> None:
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _draw_panel(ax: Any, row: Mapping[str, Any]) -> None:
+    """The prompts (:func:`draw_prompt`), class name and texts of one class on ``ax``."""
+    draw_prompt(ax, row)
     ax.set_title(str(row["class_name"]), fontsize=11)
     ax.text(0.0, -0.03, _panel_text(row), transform=ax.transAxes, va="top", ha="left", fontsize=7, family="monospace")
 

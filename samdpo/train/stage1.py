@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
+from samdpo.train import distributed
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss
 from samdpo.train.model import PromptBatch, PromptedSam
@@ -145,6 +147,21 @@ def labelled_pairs(labels: np.ndarray, class_count: int) -> list[list[int]]:
     return [[t for t in range(class_count) if (label == t + 1).any()] for label in labels]
 
 
+class _TrainingStep(nn.Module):
+    """One training forward (image encoder unless embeddings are cached, prompts, decoder) as one
+    module, so that DistributedDataParallel sees every trained parameter used."""
+
+    def __init__(self, model: PromptedSam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor | None, embeddings: torch.Tensor | None, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, S) uint8 images or their (B, C, h, w) embeddings -> (P, S, S) mask logits, (P,) IoU predictions."""
+        if embeddings is None:
+            embeddings = self.model.embed_images(images)
+        return self.model(embeddings, batch)
+
+
 def train_stage1(
     model: PromptedSam,
     images: np.ndarray,
@@ -158,6 +175,9 @@ def train_stage1(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place and write ``out/{model.safetensors, loss.csv, loss.png, settings.json}``.
+
+    Under ``torchrun`` (one process per GPU) the processes share each epoch's images and average
+    their gradients (DistributedDataParallel); the main process alone writes files.
 
     Args:
         model: the prompted SAM (initialised, and loaded from a checkpoint where the config says so).
@@ -179,9 +199,11 @@ def train_stage1(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings_hash = spec_hash(spec)
-    device = pick_device(settings.device)
+    place, device = distributed.start(pick_device(settings.device))
+    progress = progress and place.main
     trainable = set_trainable(model, settings.train)
     model.to(device)
+    step_model = distributed.wrap(_TrainingStep(model), place, device)
     pairs = labelled_pairs(labels, len(prompts[0].vqa) if prompts else 0)
     keep = [i for i, chosen in enumerate(pairs) if chosen]
     if not keep:
@@ -198,10 +220,14 @@ def train_stage1(
             cached = torch.cat([model.embed_images(torch.from_numpy(np.asarray(images[keep[i : i + 8]])).to(device)) for i in range(0, len(keep), 8)])
         position = {sample: row for row, sample in enumerate(keep)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=settings.amp and device.type == "cuda")
-    print(f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs, {trainable:,} trainable parameters, {device}")
+    if place.main:
+        print(
+            f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs, {trainable:,} trainable parameters, "
+            f"{device}" + (f" x {place.world} processes" if place.world > 1 else "")
+        )
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
-        order = np.random.default_rng(settings.seed * 1000 + epoch).permutation(keep)
+        order = distributed.shard(np.random.default_rng(settings.seed * 1000 + epoch).permutation(keep), place)
         sums = {"loss": 0.0, "focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
         count, began = 0, time.perf_counter()
         steps = range(0, len(order), settings.batch_images)
@@ -213,10 +239,9 @@ def train_stage1(
             ).to(device)
             with autocast:
                 if cached is not None:
-                    embeddings = cached[[position[i] for i in chosen]]
+                    logits, iou_pred = step_model(None, cached[[position[i] for i in chosen]], batch)
                 else:
-                    embeddings = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
-                logits, iou_pred = model(embeddings, batch)
+                    logits, iou_pred = step_model(torch.from_numpy(np.asarray(images[chosen])).to(device), None, batch)
             logits = logits.float()
             focal = focal_loss(logits, target, settings.focal_gamma, settings.focal_alpha)
             dice = dice_loss(logits, target)
@@ -234,15 +259,19 @@ def train_stage1(
             for key, value in (("loss", loss), ("focal", focal), ("dice", dice), ("iou_mse", iou_mse)):
                 sums[key] += value.item() * k
             count += k
+        *summed, count = distributed.total([*sums.values(), count], place, device)  # over all processes
         seconds = time.perf_counter() - began
-        row = {"epoch": epoch, **{key: value / count for key, value in sums.items()}, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples_per_s": count / seconds}
+        row = {"epoch": epoch, **dict(zip(sums, (value / count for value in summed))), "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples_per_s": count / seconds}
         history.append(row)
         scheduler.step()
-        print(f"epoch {epoch}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f}), {row['samples_per_s']:.1f} samples/s")
-        save_epoch(checkpoint, epoch, settings_hash, history, states)
-    save_weights(model, out / WEIGHTS)
-    write_history(history, out / LOSS_CSV)
-    plot_history(history, [("stage 1: training loss", ("loss", "focal", "dice", "iou_mse"), True)], out / LOSS_PNG)
-    atomic.write_text(out / SETTINGS, json.dumps({**spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
-    checkpoint.unlink()
+        if place.main:
+            print(f"epoch {epoch}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f}), {row['samples_per_s']:.1f} samples/s")
+            save_epoch(checkpoint, epoch, settings_hash, history, states)
+    if place.main:
+        save_weights(model, out / WEIGHTS)
+        write_history(history, out / LOSS_CSV)
+        plot_history(history, [("stage 1: training loss", ("loss", "focal", "dice", "iou_mse"), True)], out / LOSS_PNG)
+        atomic.write_text(out / SETTINGS, json.dumps({**spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
+        checkpoint.unlink()
+    distributed.barrier(place)
     return history

@@ -16,6 +16,8 @@ rule candidates:
         ENV
     log:
         "results/logs/candidates/{dataset}.log",
+    benchmark:
+        "results/benchmarks/candidates/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,6 +43,8 @@ rule annotate:
         ENV
     log:
         "results/logs/annotate/{dataset}_{mode}.log",
+    benchmark:
+        "results/benchmarks/annotate/{dataset}_{mode}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -63,7 +67,12 @@ rule align:
         weights="results/align/{dataset}/{align_variant}/model.safetensors",
         settings="results/align/{dataset}/{align_variant}/settings.json",
         curve="results/align/{dataset}/{align_variant}/train_log.csv",
-        plot="results/align/{dataset}/{align_variant}/loss.png",
+        plot=report(
+            "results/align/{dataset}/{align_variant}/loss.png",
+            caption="../report/curve.rst",
+            category="Training curves",
+            labels={"dataset": "{dataset}", "model": "{align_variant}", "stage": "alignment"},
+        ),
     params:
         settings=stage2_settings,
     conda:

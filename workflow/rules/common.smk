@@ -62,7 +62,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: data products, prompt store, box quality and both tables of every dataset."""
+    """Targets of the default target: data products, prompt store, box quality, both tables and the report overlays of every dataset."""
     return [
         path
         for name in DATASETS
@@ -73,6 +73,7 @@ def all_targets():
             f"prompts_cache/{name}",
             f"results/{name}_table.csv",
             f"results/{name}_ablation.csv",
+            f"results/report/{name}/overlays.png",
         )
     ]
 
@@ -149,6 +150,13 @@ def stage1_settings(wildcards):
 def stage1_flags(wildcards):
     """``--with-unlabeled`` for the variants trained on labelled + unlabelled labels (the 20% rows)."""
     return "--with-unlabeled" if config["stage1_variants"][wildcards.variant].get("with_unlabeled") else ""
+
+
+def launcher(wildcards, resources):
+    """How a training command starts: ``samdpo``, or torchrun with one process per GPU when the rule
+    is given several (``--set-resources train_stage1:gpu=4``); the trainer then runs data-parallel."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    return f"torchrun --standalone --nproc_per_node={gpus} -m samdpo.cli" if gpus > 1 else "samdpo"
 
 
 def stage2_settings(wildcards):

@@ -10,6 +10,8 @@ rule synth_dataset:
         ENV
     log:
         "results/logs/synth_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/synth_dataset/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -54,6 +56,8 @@ rule split_cases:
         ENV
     log:
         "results/logs/split_cases/{dataset}.log",
+    benchmark:
+        "results/benchmarks/split_cases/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -73,6 +77,8 @@ rule data_summary:
         ENV
     log:
         "results/logs/data_summary/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data_summary/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

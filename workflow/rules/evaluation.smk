@@ -40,6 +40,8 @@ rule predict_unet:
         ENV
     log:
         "results/logs/predict_unet/{dataset}.log",
+    benchmark:
+        "results/benchmarks/predict_unet/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -81,9 +83,19 @@ rule results_table:
     input:
         table_summaries("main"),
     output:
-        csv="results/{dataset}_table.csv",
+        csv=report(
+            "results/{dataset}_table.csv",
+            caption="../report/table.rst",
+            category="Results tables",
+            labels={"dataset": "{dataset}", "file": "CSV"},
+        ),
         markdown="results/{dataset}_table.md",
-        figure="results/{dataset}_table.png",
+        figure=report(
+            "results/{dataset}_table.png",
+            caption="../report/table.rst",
+            category="Results tables",
+            labels={"dataset": "{dataset}", "file": "figure"},
+        ),
     params:
         methods=table_methods("main"),
         provenance=provenance,
@@ -91,6 +103,8 @@ rule results_table:
         ENV
     log:
         "results/logs/tables/{dataset}_table.log",
+    benchmark:
+        "results/benchmarks/tables/{dataset}_table.tsv"
     threads: 1
     resources:
         mem_mb=1000,
@@ -103,9 +117,19 @@ rule ablation_table:
     input:
         table_summaries("ablation"),
     output:
-        csv="results/{dataset}_ablation.csv",
+        csv=report(
+            "results/{dataset}_ablation.csv",
+            caption="../report/table.rst",
+            category="Ablation tables",
+            labels={"dataset": "{dataset}", "file": "CSV"},
+        ),
         markdown="results/{dataset}_ablation.md",
-        figure="results/{dataset}_ablation.png",
+        figure=report(
+            "results/{dataset}_ablation.png",
+            caption="../report/table.rst",
+            category="Ablation tables",
+            labels={"dataset": "{dataset}", "file": "figure"},
+        ),
     params:
         methods=table_methods("ablation"),
         provenance=provenance,
@@ -113,6 +137,8 @@ rule ablation_table:
         ENV
     log:
         "results/logs/tables/{dataset}_ablation.log",
+    benchmark:
+        "results/benchmarks/tables/{dataset}_ablation.tsv"
     threads: 1
     resources:
         mem_mb=1000,

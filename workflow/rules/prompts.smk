@@ -87,6 +87,8 @@ rule box_quality:
         ENV
     log:
         "results/logs/box_quality/{dataset}.log",
+    benchmark:
+        "results/benchmarks/box_quality/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -16,6 +16,8 @@ rule embed_texts:
         ENV
     log:
         "results/logs/embed_texts/{dataset}.log",
+    benchmark:
+        "results/benchmarks/embed_texts/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
@@ -36,11 +38,17 @@ rule train_stage1:
         weights="results/stage1/{dataset}/{variant}/model.safetensors",
         settings="results/stage1/{dataset}/{variant}/settings.json",
         curve="results/stage1/{dataset}/{variant}/loss.csv",
-        plot="results/stage1/{dataset}/{variant}/loss.png",
+        plot=report(
+            "results/stage1/{dataset}/{variant}/loss.png",
+            caption="../report/curve.rst",
+            category="Training curves",
+            labels={"dataset": "{dataset}", "model": "{variant}", "stage": "stage 1"},
+        ),
     params:
         sam=section_json("sam"),
         settings=stage1_settings,
         flags=stage1_flags,
+        launcher=launcher,
     conda:
         ENV
     log:
@@ -52,7 +60,7 @@ rule train_stage1:
         mem_mb=6000,
         gpu=1,
     shell:
-        "samdpo train stage1 --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
+        "{params.launcher} train stage1 --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
         " --texts {input.texts} --out $(dirname {output.weights}) --sam {params.sam:q} --settings {params.settings:q}"
         " {params.flags} --threads {threads} > {log} 2>&1"
 

@@ -43,6 +43,8 @@ rule llm:
         ENV
     log:
         "results/logs/llm/{dataset}.log",
+    benchmark:
+        "results/benchmarks/llm/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

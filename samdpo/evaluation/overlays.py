@@ -1,0 +1,120 @@
+"""Example overlays for the report: what alignment saw and what it changed, for a few unlabelled pairs.
+
+One row per (image, class) example: the prompts (image, saliency, CRF outline, box, points), the K
+candidate masks with the annotator's grade (or rank), and the prediction before alignment (the
+stage-1 model) and after it (an aligned model). Examples are chosen without ground truth: pairs
+that carry a preference first, then pairs with a non-empty candidate, spread evenly over the
+unlabelled images. Nothing here reads labels; grades come from the annotator's table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samdpo.align.annotator import Annotation
+from samdpo.errors import DataError
+
+_CELL_INCHES = 2.2
+_DPI = 100
+_MASK_RGBA = (1.0, 0.15, 0.15, 0.55)
+
+
+def choose_examples(levels: np.ndarray, annotations: Mapping[tuple[str, int], Annotation], sample_ids: Sequence[str], count: int) -> list[tuple[int, int]]:
+    """Up to ``count`` (image row, class index) pairs of the candidates, chosen without labels.
+
+    Args:
+        levels: (N, T, S, S) uint8 candidate levels (0 = in no candidate).
+        annotations: the annotator's table (see ``read_annotations``).
+        sample_ids: N sample ids of ``levels``' rows.
+        count: examples wanted, >= 1.
+
+    Returns:
+        Pairs with a preference first, then pairs whose loosest candidate is non-empty; each group
+        in image order and thinned evenly, so the examples spread over the images.
+    """
+    nonempty = np.asarray(levels).reshape(levels.shape[0], levels.shape[1], -1).max(axis=2) > 0
+    preferred, others = [], []
+    for i, sample_id in enumerate(sample_ids):
+        for t in range(levels.shape[1]):
+            found = annotations.get((sample_id, t))
+            if found is not None and found.has_preference:
+                preferred.append((i, t))
+            elif nonempty[i, t]:
+                others.append((i, t))
+
+    def spread(pairs: list[tuple[int, int]], wanted: int) -> list[tuple[int, int]]:
+        if wanted <= 0 or not pairs:
+            return []
+        picks = np.unique(np.linspace(0, len(pairs) - 1, num=min(wanted, len(pairs))).round().astype(int))
+        return [pairs[k] for k in picks]
+
+    chosen = spread(preferred, count)
+    return chosen + spread(others, count - len(chosen))
+
+
+def _mask_overlay(ax: Any, image: np.ndarray, mask: np.ndarray, title: str) -> None:
+    """The grey ``image`` (H, W) with ``mask`` (S, S) bool stretched over it in translucent red."""
+    height, width = image.shape
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest", extent=extent)
+    rgba = np.zeros((*mask.shape, 4), np.float32)
+    rgba[mask] = _MASK_RGBA
+    ax.imshow(rgba, interpolation="nearest", extent=extent)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+
+
+def _judgement(annotation: Annotation | None, k: int) -> str:
+    """How the annotator judged candidate ``k``: its grade (score mode) or rank (rank mode)."""
+    if annotation is None:
+        return "not annotated"
+    if annotation.grades is not None:
+        return f"grade {int(annotation.grades[k])}"
+    return f"rank {int(np.flatnonzero(annotation.order == k)[0]) + 1}"
+
+
+def draw_overlays(
+    examples: Sequence[Mapping[str, Any]],
+    thresholds: Sequence[float],
+    before_name: str,
+    after_name: str,
+    out: Path,
+) -> None:
+    """Draw one row per example into the PNG ``out`` (written atomically).
+
+    Args:
+        examples: per example a mapping with ``row`` (the prompt-store row of the class: image,
+            saliency, mask, box, points), ``title``, ``candidates`` (K, S, S) bool, ``annotation``
+            (:class:`Annotation` or None), ``before`` and ``after`` (S, S) bool predictions.
+        thresholds: the K candidate thresholds, for the column titles.
+        before_name / after_name: the two models, for the column titles.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from samdpo.atomic import atomic_path
+    from samdpo.prompts.show import decode, draw_prompt
+
+    if not examples:
+        raise DataError("no example to draw: every candidate is empty and no pair carries a preference")
+    columns = 1 + len(thresholds) + 2
+    fig = Figure(figsize=(columns * _CELL_INCHES, len(examples) * (_CELL_INCHES + 0.3)), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(examples), columns, squeeze=False)
+    for line, example in zip(axes, examples):
+        row = example["row"]
+        draw_prompt(line[0], row)
+        line[0].set_title(example["title"], fontsize=9)
+        image = decode(row, "image")
+        for k, threshold in enumerate(thresholds):
+            _mask_overlay(line[1 + k], image, example["candidates"][k], f"p >= {threshold:g}: {_judgement(example['annotation'], k)}")
+        _mask_overlay(line[-2], image, example["before"], f"before: {before_name}")
+        _mask_overlay(line[-1], image, example["after"], f"after: {after_name}")
+    fig.tight_layout()
+    with atomic_path(Path(out)) as tmp:
+        fig.savefig(tmp, format="png")

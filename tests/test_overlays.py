@@ -1,0 +1,93 @@
+"""The report's example overlays: label-free choice of examples, grades/ranks, and `samdpo overlays`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samdpo.align.annotator import Annotation, write_annotations
+from samdpo.align.candidates import write_candidates
+from samdpo.arrays import write_arrays
+from samdpo.cli import main
+from samdpo.evaluation.overlays import _judgement, choose_examples
+from samdpo.train.predict import PROBS
+from tests.test_show import SIZE, prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
+
+NAMES = ["liver", "spleen"]
+THRESHOLDS = [0.3, 0.4, 0.5, 0.6]
+
+
+def _annotation(grades: list[int]) -> Annotation:
+    grades_array = np.array(grades)
+    return Annotation(np.argsort(-grades_array, kind="stable"), grades_array, grades_array)
+
+
+def test_examples_with_a_preference_come_first_then_non_empty_pairs() -> None:
+    levels = np.zeros((4, 2, 8, 8), np.uint8)
+    levels[0, 0, 2:4, 2:4] = 4  # non-empty, no preference
+    levels[1, 1, 2:4, 2:4] = 2  # non-empty, preference
+    levels[3, 0, 1:3, 1:3] = 1  # non-empty, no annotation
+    ids = ["a", "b", "c", "d"]
+    annotations = {("a", 0): _annotation([4, 4, 4, 4]), ("b", 1): _annotation([3, 2, 1, 1]), ("c", 0): _annotation([1, 1, 1, 1])}
+    assert choose_examples(levels, annotations, ids, 1) == [(1, 1)]
+    assert choose_examples(levels, annotations, ids, 3) == [(1, 1), (0, 0), (3, 0)]
+    assert choose_examples(levels, annotations, ids, 10) == [(1, 1), (0, 0), (3, 0)]  # empty pairs never shown
+
+
+def test_examples_spread_over_the_images() -> None:
+    levels = np.ones((9, 1, 4, 4), np.uint8)
+    assert choose_examples(levels, {}, [str(i) for i in range(9)], 3) == [(0, 0), (4, 0), (8, 0)]
+
+
+def test_judgement_says_grade_or_rank() -> None:
+    assert _judgement(_annotation([1, 3, 4, 2]), 1) == "grade 3"
+    rank = Annotation(np.array([2, 0, 3, 1]), None, np.array([2, 1, 3, 0]))
+    assert [_judgement(rank, k) for k in range(4)] == ["rank 2", "rank 4", "rank 1", "rank 3"]
+    assert _judgement(None, 0) == "not annotated"
+
+
+def _write_inputs(root: Path, after_names: list[str] = NAMES) -> dict[str, Path]:
+    levels = np.zeros((1, 2, SIZE, SIZE), np.uint8)
+    levels[0, 0, 4:16, 14:28] = 1
+    levels[0, 0, 5:15, 16:26] = 4
+    meta = {"dataset": "amos", "sample_ids": ["case01_s005"], "class_names": NAMES, "thresholds": THRESHOLDS, "model": "m", "model_settings_hash": "h"}
+    write_candidates(root / "candidates", levels, meta)
+    rows = [
+        {"sample_id": "case01_s005", "class_index": 0, "order": [1, 2, 3, 0], "grades": [2, 4, 4, 3], "ties": [2, 4, 4, 3], "has_preference": True},
+        {"sample_id": "case01_s005", "class_index": 1, "order": [0, 1, 2, 3], "grades": [4, 4, 4, 4], "ties": [4, 4, 4, 4], "has_preference": False},
+    ]
+    write_annotations(root / "annotations_score.parquet", rows, {"mode": "score"})
+    for name, names in (("before", NAMES), ("after", after_names)):
+        probs = np.zeros((2, 2, SIZE, SIZE), np.uint8)
+        probs[1, 0, 6:14, 17:25] = 255
+        pred_meta = {"dataset": "amos", "sample_ids": ["other", "case01_s005"], "class_names": names, "sample_splits": ["test", "unlabeled"]}
+
+        def fill(out: np.ndarray, probs: np.ndarray = probs) -> None:
+            out[...] = probs
+
+        write_arrays(root / name, PROBS, probs.shape, fill, pred_meta)
+    return {"candidates": root / "candidates", "annotations": root / "annotations_score.parquet", "before": root / "before", "after": root / "after"}
+
+
+def _command(paths: dict[str, Path], prompts: Path, out: Path) -> list[str]:
+    return [
+        "overlays", "--prompts", str(prompts), "--candidates", str(paths["candidates"]), "--annotations", str(paths["annotations"]),
+        "--before", str(paths["before"]), "--after", str(paths["after"]), "--examples", "4", "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_overlays_command_draws_one_row_per_example(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+    out = tmp_path / "report" / "overlays.png"
+    assert main(_command(_write_inputs(tmp_path), prompt_file.parent, out)) == 0
+    width, height = Image.open(out).size
+    assert width == 7 * 220  # prompts, 4 candidates, before, after
+    assert height == 250  # one example: the liver (spleen's candidates are all empty)
+
+
+def test_overlays_of_another_dataset_are_refused_and_nothing_is_written(tmp_path: Path, prompt_file: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    out = tmp_path / "overlays.png"
+    assert main(_command(_write_inputs(tmp_path, ["lungs", "heart"]), prompt_file.parent, out)) == 2
+    assert "class names" in capsys.readouterr().err and not out.exists()
