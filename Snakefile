@@ -20,6 +20,14 @@ if "datasets" not in config:
 include: "workflow/rules/common.smk"
 
 
+# An OpenAI-compatible backend's key: checked at start and passed on to every job (cluster jobs too).
+# The Hugging Face loaders run with HF_HUB_OFFLINE=1 / TRANSFORMERS_OFFLINE=1, set in their rules.
+if API_KEYS:
+
+    envvars:
+        *API_KEYS,
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     clip_name="small|" + "|".join(f"small_{name}" for name in DATASETS),

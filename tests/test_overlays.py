@@ -12,7 +12,11 @@ from samdpo.align.annotator import Annotation, write_annotations
 from samdpo.align.candidates import write_candidates
 from samdpo.arrays import write_arrays
 from samdpo.cli import main
-from samdpo.evaluation.overlays import _judgement, choose_examples
+from samdpo.align.annotator import read_annotations
+from samdpo.align.candidates import read_candidates
+from samdpo.errors import DataError
+from samdpo.evaluation.metrics import read_predictions
+from samdpo.evaluation.overlays import _judgement, build_examples, choose_examples
 from samdpo.train.predict import PROBS
 from tests.test_show import SIZE, prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
 
@@ -44,12 +48,14 @@ def test_examples_spread_over_the_images() -> None:
 
 def test_judgement_says_grade_or_rank() -> None:
     assert _judgement(_annotation([1, 3, 4, 2]), 1) == "grade 3"
-    rank = Annotation(np.array([2, 0, 3, 1]), None, np.array([2, 1, 3, 0]))
+    rank = Annotation(np.array([2, 0, 3, 1]), None, np.array([2, 0, 3, 1]))
     assert [_judgement(rank, k) for k in range(4)] == ["rank 2", "rank 4", "rank 1", "rank 3"]
+    tied = Annotation(np.array([0, 1, 3, 2]), None, np.array([1, 1, 0, 1]))
+    assert [_judgement(tied, k) for k in range(4)] == ["rank 1=", "rank 1=", "rank 2", "rank 1="]
     assert _judgement(None, 0) == "not annotated"
 
 
-def _write_inputs(root: Path, after_names: list[str] = NAMES) -> dict[str, Path]:
+def _write_inputs(root: Path, after_names: list[str] = NAMES, before_hash: str = "h") -> dict[str, Path]:
     levels = np.zeros((1, 2, SIZE, SIZE), np.uint8)
     levels[0, 0, 4:16, 14:28] = 1
     levels[0, 0, 5:15, 16:26] = 4
@@ -60,10 +66,11 @@ def _write_inputs(root: Path, after_names: list[str] = NAMES) -> dict[str, Path]
         {"sample_id": "case01_s005", "class_index": 1, "order": [0, 1, 2, 3], "grades": [4, 4, 4, 4], "ties": [4, 4, 4, 4], "has_preference": False},
     ]
     write_annotations(root / "annotations_score.parquet", rows, {"mode": "score"})
-    for name, names in (("before", NAMES), ("after", after_names)):
-        probs = np.zeros((2, 2, SIZE, SIZE), np.uint8)
-        probs[1, 0, 6:14, 17:25] = 255
-        pred_meta = {"dataset": "amos", "sample_ids": ["other", "case01_s005"], "class_names": names, "sample_splits": ["test", "unlabeled"]}
+    for name, names, model_hash, side in (("before", NAMES, before_hash, 8), ("after", after_names, "aligned", 4)):
+        probs = np.full((2, 2, SIZE, SIZE), 255, np.uint8)  # row 0 is another image: all foreground
+        probs[1] = 0
+        probs[1, 0, 6 : 6 + side, 17 : 17 + side] = 255
+        pred_meta = {"dataset": "amos", "sample_ids": ["other", "case01_s005"], "class_names": names, "sample_splits": ["test", "unlabeled"], "model_settings_hash": model_hash}
 
         def fill(out: np.ndarray, probs: np.ndarray = probs) -> None:
             out[...] = probs
@@ -91,3 +98,27 @@ def test_overlays_of_another_dataset_are_refused_and_nothing_is_written(tmp_path
     out = tmp_path / "overlays.png"
     assert main(_command(_write_inputs(tmp_path, ["lungs", "heart"]), prompt_file.parent, out)) == 2
     assert "class names" in capsys.readouterr().err and not out.exists()
+
+
+def _examples(paths: dict[str, Path], prompts: Path) -> list[dict]:
+    levels, meta = read_candidates(paths["candidates"])
+    before, after = read_predictions(paths["before"]), read_predictions(paths["after"])
+    return build_examples(levels, meta, read_annotations(paths["annotations"]), before, after, prompts, 0.5, 4)
+
+
+def test_examples_hold_the_pair_s_candidates_grades_and_both_predictions(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+    (example,) = _examples(_write_inputs(tmp_path), prompt_file.parent)  # spleen: all candidates empty
+    assert example["row"]["class_name"] == "liver" and example["title"] == "case01_s005\nliver"
+    assert [int(m.sum()) for m in example["candidates"]] == [12 * 14, 100, 100, 100]  # nested, loosest first
+    assert list(example["annotation"].grades) == [2, 4, 4, 3]
+    assert example["before"].sum() == 64 and example["after"].sum() == 16  # the image's row, not row 0
+
+
+def test_a_before_model_other_than_the_candidates_one_is_refused(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+    with pytest.raises(DataError, match="not the candidates' model"):
+        _examples(_write_inputs(tmp_path, before_hash="other"), prompt_file.parent)
+
+
+def test_a_missing_prompt_file_names_the_rule(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+    with pytest.raises(DataError, match="run the prompt_store rule"):
+        _examples(_write_inputs(tmp_path), tmp_path / "nowhere")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -183,3 +184,12 @@ def test_stage1_given_several_gpus_starts_under_torchrun(workdir: Path) -> None:
     assert one.returncode == 0 and four.returncode == 0, one.stderr + four.stderr
     assert "samdpo train stage1" in one.stdout and "torchrun" not in one.stdout
     assert "torchrun --standalone --nproc_per_node=4 -m samdpo.cli train stage1" in four.stdout
+
+
+def test_an_openai_backend_without_its_key_fails_at_start(workdir: Path) -> None:
+    command = [sys.executable, "-m", "snakemake", "-n", "--directory", str(workdir), "--config", "llm={backend: openai}"]
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    missing = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode != 0 and "OPENAI_API_KEY" in missing.stdout + missing.stderr
+    given = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env={**env, "OPENAI_API_KEY": "sk-test"})
+    assert given.returncode == 0, given.stderr

@@ -101,50 +101,17 @@ def _table(args: argparse.Namespace) -> None:
 
 
 def _overlays(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from samdpo.align.annotator import read_annotations
-    from samdpo.align.candidates import level_masks, read_candidates
-    from samdpo.evaluation.metrics import probability_cut, read_predictions
-    from samdpo.evaluation.overlays import choose_examples, draw_overlays
-    from samdpo.prompts.prompt_store import read_prompts
+    from samdpo.align.candidates import read_candidates
+    from samdpo.evaluation.metrics import read_predictions
+    from samdpo.evaluation.overlays import build_examples, draw_overlays
 
     if args.examples < 1:
         raise ConfigError(f"--examples must be >= 1, got {args.examples}")
     levels, meta = read_candidates(Path(args.candidates))
-    annotations = read_annotations(Path(args.annotations))
-    names, thresholds = list(meta["class_names"]), list(meta["thresholds"])
-    cut = probability_cut(args.threshold)
-    models = []
-    for folder in (Path(args.before), Path(args.after)):
-        probs, found = read_predictions(folder)
-        if list(found["class_names"]) != names:
-            raise DataError(f"{folder}: class names {found['class_names']} differ from the candidates' {names}")
-        models.append((probs, {sample_id: i for i, sample_id in enumerate(found["sample_ids"])}, folder))
-    examples = []
-    for i, t in choose_examples(levels, annotations, meta["sample_ids"], args.examples):
-        sample_id = meta["sample_ids"][i]
-        path = Path(args.prompts) / f"{sample_id}.parquet"
-        rows, _ = read_prompts(path)
-        row = next((r for r in rows if r["class_name"] == names[t]), None)
-        if row is None:
-            raise DataError(f"{path}: no row for class {names[t]!r}")
-        predictions = []
-        for probs, position, folder in models:
-            if sample_id not in position:
-                raise DataError(f"{folder}: no prediction for {sample_id}; predict the unlabelled split")
-            predictions.append(np.asarray(probs[position[sample_id], t]) >= cut)
-        examples.append(
-            {
-                "row": row,
-                "title": f"{sample_id}\n{names[t]}",
-                "candidates": level_masks(np.asarray(levels[i, t]), len(thresholds)),
-                "annotation": annotations.get((sample_id, t)),
-                "before": predictions[0],
-                "after": predictions[1],
-            }
-        )
-    draw_overlays(examples, thresholds, Path(args.before).name, Path(args.after).name, Path(args.out))
+    before, after = read_predictions(Path(args.before)), read_predictions(Path(args.after))
+    examples = build_examples(levels, meta, read_annotations(Path(args.annotations)), before, after, Path(args.prompts), args.threshold, args.examples)
+    draw_overlays(examples, meta["thresholds"], Path(args.before).name, Path(args.after).name, Path(args.out))
     print(f"{len(examples)} examples in {args.out}", file=sys.stderr)
 
 

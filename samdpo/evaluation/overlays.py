@@ -2,9 +2,10 @@
 
 One row per (image, class) example: the prompts (image, saliency, CRF outline, box, points), the K
 candidate masks with the annotator's grade (or rank), and the prediction before alignment (the
-stage-1 model) and after it (an aligned model). Examples are chosen without ground truth: pairs
-that carry a preference first, then pairs with a non-empty candidate, spread evenly over the
-unlabelled images. Nothing here reads labels; grades come from the annotator's table.
+stage-1 model) and after it (an aligned model). Nothing here reads labels: examples are chosen
+from the annotator's table (pairs that carry a preference first; those preferences may come from
+the virtual annotator's reference labels, as alignment saw them), then pairs with a non-empty
+candidate, spread evenly over the unlabelled images.
 """
 
 from __future__ import annotations
@@ -70,12 +71,81 @@ def _mask_overlay(ax: Any, image: np.ndarray, mask: np.ndarray, title: str) -> N
 
 
 def _judgement(annotation: Annotation | None, k: int) -> str:
-    """How the annotator judged candidate ``k``: its grade (score mode) or rank (rank mode)."""
+    """How the annotator judged candidate ``k``: its grade (score mode) or rank (rank mode; tied
+    candidates share a rank, marked "=")."""
     if annotation is None:
         return "not annotated"
     if annotation.grades is not None:
         return f"grade {int(annotation.grades[k])}"
-    return f"rank {int(np.flatnonzero(annotation.order == k)[0]) + 1}"
+    ties = np.asarray(annotation.ties)  # tie groups: a larger group is better
+    rank = 1 + len(np.unique(ties[ties > ties[k]]))
+    return f"rank {rank}" + ("=" if (ties == ties[k]).sum() > 1 else "")
+
+
+def build_examples(
+    levels: np.ndarray,
+    meta: Mapping[str, Any],
+    annotations: Mapping[tuple[str, int], Annotation],
+    before: tuple[np.ndarray, Mapping[str, Any]],
+    after: tuple[np.ndarray, Mapping[str, Any]],
+    prompts: Path,
+    threshold: float,
+    count: int,
+) -> list[dict[str, Any]]:
+    """The examples :func:`draw_overlays` draws (see there), chosen by :func:`choose_examples`.
+
+    Args:
+        levels: (N, T, S, S) candidate levels; ``meta`` their metadata (sample_ids, class_names,
+            thresholds, model_settings_hash).
+        annotations: the annotator's table for these candidates.
+        before / after: (probabilities (M, T, S, S) uint8, metadata) of the two models; ``before``
+            must be the candidates' model.
+        prompts: the dataset's prompt store folder.
+        threshold: probability at or above which a pixel is predicted.
+        count: examples wanted.
+
+    Raises:
+        DataError: the inputs describe other classes, another model or other candidates, or a
+            prompt file or prediction is missing.
+    """
+    from samdpo.align.candidates import level_masks
+    from samdpo.evaluation.metrics import probability_cut
+    from samdpo.prompts.prompt_store import read_prompts
+
+    names, thresholds, ids = list(meta["class_names"]), list(meta["thresholds"]), list(meta["sample_ids"])
+    for label, (_, found) in (("before", before), ("after", after)):
+        if list(found.get("class_names", [])) != names:
+            raise DataError(f"{label}: class names {found.get('class_names')} differ from the candidates' {names}")
+    if before[1].get("model_settings_hash") != meta.get("model_settings_hash"):
+        raise DataError(f"before: model {before[1].get('model')} is not the candidates' model {meta.get('model')}")
+    if any(len(a.order) != len(thresholds) for a in annotations.values()):
+        raise DataError(f"the annotations rank another number of candidates than the {len(thresholds)} thresholds")
+    positions = [{sample_id: i for i, sample_id in enumerate(found["sample_ids"])} for _, found in (before, after)]
+    cut = probability_cut(threshold)
+    examples = []
+    for i, t in choose_examples(levels, annotations, ids, count):
+        path = Path(prompts) / f"{ids[i]}.parquet"
+        if not path.is_file():
+            raise DataError(f"{path}: no prompt file for {ids[i]}; run the prompt_store rule")
+        row = next((r for r in read_prompts(path)[0] if r["class_name"] == names[t]), None)
+        if row is None:
+            raise DataError(f"{path}: no row for class {names[t]!r}")
+        masks = []
+        for label, (probs, _), position in zip(("before", "after"), (before, after), positions):
+            if ids[i] not in position:
+                raise DataError(f"{label}: no prediction for {ids[i]}; predict the unlabelled split")
+            masks.append(np.asarray(probs[position[ids[i]], t]) >= cut)
+        examples.append(
+            {
+                "row": row,
+                "title": f"{ids[i]}\n{names[t]}",
+                "candidates": level_masks(np.asarray(levels[i, t]), len(thresholds)),
+                "annotation": annotations.get((ids[i], t)),
+                "before": masks[0],
+                "after": masks[1],
+            }
+        )
+    return examples
 
 
 def draw_overlays(

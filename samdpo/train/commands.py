@@ -14,9 +14,12 @@ from samdpo.jsonarg import json_object
 
 
 def _threads(count: int) -> None:
+    """Torch CPU threads: the job's ``count``, shared by the processes torchrun starts on this machine."""
+    import os
+
     import torch
 
-    torch.set_num_threads(max(1, count))
+    torch.set_num_threads(max(1, count // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))))
 
 
 def _store_prompts(store_dir: str, prompts_dir: str, samples: list[int] | None = None) -> tuple[Any, list, list[int]]:

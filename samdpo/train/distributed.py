@@ -74,7 +74,8 @@ def start(device: torch.device) -> tuple[Place, torch.device]:
 def wrap(module: nn.Module, place: Place, device: torch.device) -> nn.Module:
     """``module`` in ``DistributedDataParallel`` when there are several processes, else itself.
 
-    Unused parameters are allowed: SAM's multimask hypernetworks get no gradient from one mask.
+    Unused parameters are allowed: SAM's mask-prompt downscaling never runs (no mask prompts), and
+    switched-off prompts leave their text projections and embeddings out of the graph.
     """
     if place.world == 1:
         return module

@@ -43,9 +43,10 @@ def plot_history(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, 
         figure.savefig(tmp, format="png")
 
 
-def resume(path: Path, settings_hash: str, states: Mapping[str, Any], device: Any) -> tuple[list[dict[str, Any]], int]:
+def resume(path: Path, settings_hash: str, states: Mapping[str, Any], device: Any, verbose: bool = True) -> tuple[list[dict[str, Any]], int]:
     """Load the ``states`` (name -> object with ``load_state_dict``) from an epoch checkpoint when its
-    settings hash matches; returns the history so far and the first epoch still to run."""
+    settings hash matches; returns the history so far and the first epoch still to run (``verbose``:
+    say so on stdout)."""
     import torch
 
     if not Path(path).is_file():
@@ -55,7 +56,8 @@ def resume(path: Path, settings_hash: str, states: Mapping[str, Any], device: An
         return [], 1
     for name, target in states.items():
         target.load_state_dict(state[name])
-    print(f"resuming from {path} after epoch {state['epoch']}")
+    if verbose:
+        print(f"resuming from {path} after epoch {state['epoch']}")
     return list(state["history"]), int(state["epoch"]) + 1
 
 

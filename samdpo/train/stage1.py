@@ -41,7 +41,7 @@ class Stage1Settings:
     Attributes:
         epochs: passes over the labelled (image, class) pairs.
         lr: Adam learning rate; halved (``lr_gamma``) every ``lr_step`` epochs.
-        batch_images: images per step (each with all its labelled classes).
+        batch_images: images per step and process (each with all its labelled classes).
         focal_weight, dice_weight: loss = focal_weight * focal + dice_weight * dice (+ iou_weight * IoU-head MSE).
         focal_gamma, focal_alpha: focal loss parameters.
         iou_weight: weight of the MSE between SAM's predicted IoU and the mask's IoU (SAM-Med2D: 1).
@@ -198,8 +198,10 @@ def train_stage1(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings_hash = spec_hash(spec)
     place, device = distributed.start(pick_device(settings.device))
+    # N processes take N x batch_images images per step: another recipe, recorded and never resumed across
+    spec = {**spec, "processes": place.world}
+    settings_hash = spec_hash(spec)
     progress = progress and place.main
     trainable = set_trainable(model, settings.train)
     model.to(device)
@@ -213,7 +215,7 @@ def train_stage1(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
     checkpoint = out / CHECKPOINT
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-    history, start_epoch = resume(checkpoint, settings_hash, states, device)
+    history, start_epoch = resume(checkpoint, settings_hash, states, device, verbose=place.main)
     cached = None
     if encoder_frozen(model):  # embeddings do not change: compute them once
         with torch.no_grad():
@@ -274,4 +276,5 @@ def train_stage1(
         atomic.write_text(out / SETTINGS, json.dumps({**spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
         checkpoint.unlink()
     distributed.barrier(place)
+    distributed.finish(place)
     return history

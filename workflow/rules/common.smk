@@ -41,6 +41,12 @@ def _check_paths():
 
 _check_paths()
 
+if config["report"]["after"] not in config["align"]["variants"]:
+    raise WorkflowError(f"report.after: {config['report']['after']!r} is not an align.variants entry ({', '.join(sorted(config['align']['variants']))})")
+
+# Environment variables holding the keys of the OpenAI-compatible backends in use (none offline).
+API_KEYS = sorted({config[step]["openai"]["api_key_env"] for step in ("vqa", "llm") if config[step]["backend"] == "openai"})
+
 
 def dataset_root(wildcards):
     """The dataset folder: the synthetic rule's output, or the user's download."""

@@ -19,7 +19,7 @@ rule pretrain_clip:
     resources:
         mem_mb=4000,
     shell:
-        "samdpo clip pretrain --out $(dirname {output.config}) --settings {params.settings:q}"
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo clip pretrain --out $(dirname {output.config}) --settings {params.settings:q}"
         " --threads {threads} > {log} 2>&1"
 
 
