@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from samdpo.errors import ConfigError, DataError
 
@@ -134,6 +133,10 @@ def evaluate(
         DataError: shapes, class count or sample table inconsistent.
         ConfigError: threshold or tolerance out of range.
     """
+    # imported here: `import monai` takes ~3.7 s, which the readers of predictions in this module
+    # (candidates, overlays) need not pay
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+
     _check_arrays(probs, labels, class_names)
     samples = _check_samples(samples, probs.shape[0])
     if not (math.isfinite(tolerance_mm) and tolerance_mm > 0):
