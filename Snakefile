@@ -1,5 +1,6 @@
 # samdpo: SAM + unsupervised prompts + DPO alignment for semi-supervised medical image segmentation.
-# Run: snakemake --cores 2            (the embedded default: synthetic data, offline)
+# Run: snakemake --cores 8 results/amos_table.csv   (the embedded default: synthetic data, offline)
+#      snakemake --cores 8                            (rule all: every table, ablation and report overlay)
 #      snakemake --cores 8 results/amos_table.csv --configfile workflow/config/amos.yaml
 # Threads: the torch rules take one thread each. On the small default models two one-thread jobs do
 # 1.96x the work of one, a two-thread job 1.41x (benchmarks/stage1_benchmark.py), and one-thread jobs
