@@ -2,7 +2,9 @@
 
 The saliency, CRF, VQA, LLM and prompt-store commands read the sample table and images only:
 changing every label, or deleting labels.npy altogether, changes no saliency map, mask, box,
-point, VQA answer, description or prompt-store file.
+point, VQA answer, description or prompt-store file. Stage 1 reads the labelled split's labels
+only; prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box row read
+none; the oracle row (ground-truth boxes) is refused for any split but test.
 """
 
 from __future__ import annotations
@@ -100,3 +102,11 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     align = ["--candidates", str(tmp_path / "cand"), "--annotations", str(annotations), "--prompts", prompts, "--texts", str(texts)]
     assert main(["align", "train", *common, *align, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "s2"), "--settings", '{"epochs": 1}']) == 0
     assert (tmp_path / "s2" / "model.safetensors").is_file()
+    # the shared image embeddings and the zero-shot row with CRF boxes read no label either
+    sam = ["--sam", '{"name": "small", "image_size": 64}']
+    assert main(["train", "embed-images", *common, *sam, "--out", str(tmp_path / "emb")]) == 0
+    zero = [*common, *sam, "--splits", str(tmp_path / "splits.csv"), "--embeddings", str(tmp_path / "emb")]
+    assert main(["train", "zero-shot", *zero, "--boxes", "cam", "--prompts", prompts, "--out", str(tmp_path / "zs"), "--splits-to-predict", "unlabeled", "test"]) == 0
+    # the oracle row reads test labels, so it predicts the test split alone (never candidates' images)
+    assert main(["train", "zero-shot", *zero, "--boxes", "gt", "--out", str(tmp_path / "gt"), "--splits-to-predict", "unlabeled", "test"]) != 0
+    assert not (tmp_path / "gt" / "probs.npy").exists()

@@ -49,7 +49,7 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     assert (workdir / "results/benchmarks/prepare_samples/amos.tsv").is_file()
     for dataset in ("amos", "busi", "cxr"):
         table = pd.read_csv(workdir / f"results/{dataset}_table.csv")
-        assert list(table["method"]) == ["unet", "sam_box", "ours_prompt_10", "ours_prompt_20", "ours_dpo_10_10"]
+        assert list(table["method"]) == ["unet", "zero_shot_cam_box", "sam_box", "ours_prompt_10", "ours_prompt_20", "ours_dpo_10_10", "oracle_gt_box"]
         main_metric = "mdice" if dataset == "amos" else "dice"
         assert {main_metric, "nsd", "hd95", "data_models"} <= set(table.columns)
         assert table["data_models"].str.contains("synthetic").all()
@@ -67,6 +67,10 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         assert files == sorted(samples["sample_id"])
         probs = json.loads((workdir / f"results/stage1/{dataset}/prompt_10/probs.json").read_text())
         assert probs["splits"] == ["unlabeled", "test"] and len(probs["sample_ids"]) < len(samples)
+        assert json.loads((workdir / f"results/stage1/{dataset}/prompt_20/probs.json").read_text())["splits"] == ["test"]
+        assert json.loads((workdir / f"results/zero_shot/{dataset}/gt_box/probs.json").read_text())["splits"] == ["test"]
+        embedded = json.loads((workdir / f"results/embeddings/{dataset}/embeddings.json").read_text())
+        assert embedded["sample_ids"] == list(samples["sample_id"])
         assert (workdir / f"results/stage1/{dataset}/prompt_10/loss.png").is_file()
     shown = subprocess.run(["samdpo", "prompts", "show", files[0] + ".parquet"], cwd=workdir / "prompts_cache/cxr", capture_output=True, text=True)
     assert shown.returncode == 0 and "lungs" in shown.stdout and "geometry" in shown.stdout, shown.stderr
@@ -78,7 +82,7 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa", "prompt_store", "embed_texts"}, {"crf", "saliency", "llm"}),
         ({"llm.prompt": "Describe the {name}."}, {"llm", "prompt_store"}, {"vqa", "crf"}),
         ({"prompt_store.saliency_size": 32}, {"prompt_store", "train_stage1"}, {"vqa", "llm", "crf"}),
-        ({"stage1.lr": 0.002}, {"train_stage1", "predict_sam", "candidates", "align", "results_table"}, {"embed_texts", "prompt_store", "train_unet"}),
+        ({"stage1.lr": 0.002}, {"train_stage1", "predict_sam", "candidates", "align", "results_table"}, {"embed_texts", "prompt_store", "train_unet", "embed_images", "predict_zero_shot"}),
         ({"align.stage2.beta2": 0.25}, {"align", "predict_sam", "evaluate", "results_table"}, {"train_stage1", "candidates", "annotate"}),
     ):
         changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")

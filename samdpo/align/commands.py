@@ -99,7 +99,7 @@ def _train(args: argparse.Namespace) -> None:
     from samdpo.align.stage2 import Stage2Settings, preference_pairs, train_stage2
     from samdpo.data.store import SampleStore
     from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.train.commands import build_model
+    from samdpo.train.commands import build_model, load_embeddings
     from samdpo.train.prompt_data import load_image_prompts
     from samdpo.train.stage1 import SETTINGS, WEIGHTS
     from samdpo.train.text_embeddings import read_text_embeddings
@@ -119,15 +119,15 @@ def _train(args: argparse.Namespace) -> None:
     prompts = [load_image_prompts(Path(args.prompts), s, store.class_names) for s in meta["sample_ids"]]
     texts, _ = read_text_embeddings(Path(args.texts))
     pairs = preference_pairs(meta["sample_ids"], len(meta["class_names"]), read_annotations(Path(args.annotations)), settings.beta1, settings.beta2)
-    policy = build_model({**spec["sam"], "checkpoint": None}, spec["text_dim"], spec["switches"], 0)
-    reference = build_model({**spec["sam"], "checkpoint": None}, spec["text_dim"], spec["switches"], 0)
+    policy = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
+    reference = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
     load_checkpoint(policy, Path(args.model) / WEIGHTS)
     load_checkpoint(reference, Path(args.reference or args.model) / WEIGHTS)  # another architecture: key mismatch error
     run = {key: spec[key] for key in ("sam", "text_dim", "clip", "point_count", "switches", "stage1", "splits", "data")}
     run |= {"stage1_settings_hash": spec["settings_hash"], "annotations": str(args.annotations)}
     train_stage2(
         policy, reference, store.images()[rows], levels, len(meta["thresholds"]), pairs, prompts, texts, settings, Path(args.out), run,
-        spec["point_count"], progress=not args.no_progress,
+        spec["point_count"], progress=not args.no_progress, embeddings=load_embeddings(args.embeddings, policy, meta["sample_ids"]),
     )
     print(f"stage 2 ({asdict(settings)['objective']}) written to {args.out}", file=sys.stderr)
 
@@ -161,6 +161,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--reference", help="another folder for the reference (must match the policy's architecture)")
     train.add_argument("--out", required=True)
     train.add_argument("--settings", help="stage2 settings as a JSON object")
+    train.add_argument("--embeddings", help="folder of the frozen encoder's image embeddings (embed-images); default: run the encoder")
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_train)

@@ -25,6 +25,7 @@ from samdpo.align.candidates import level_masks
 from samdpo.align.dpo import REDUCTIONS, candidate_logp, weighted_dpo_loss
 from samdpo.errors import ConfigError, DataError
 from samdpo.train.history import plot_history, write_history
+from samdpo.train.image_embeddings import EmbeddingRows
 from samdpo.train.losses import segmentation_loss
 from samdpo.train.model import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
@@ -137,6 +138,7 @@ def train_stage2(
     spec: Mapping[str, Any],
     point_count: int,
     progress: bool = True,
+    embeddings: EmbeddingRows | None = None,
 ) -> list[dict[str, Any]]:
     """Align ``policy`` in place; write ``out/{model.safetensors, settings.json, train_log.csv, loss.png}``.
 
@@ -149,6 +151,7 @@ def train_stage2(
         settings: stage-2 settings; spec: the model spec written to ``settings.json``.
         point_count: point tokens per prompt (the stage-1 run's).
         progress: show progress bars.
+        embeddings: the frozen encoder's embeddings of ``images`` (read instead of running the encoder).
 
     Returns:
         One row per epoch: loss, mean reward margin, share of pairs whose best candidate's
@@ -170,14 +173,20 @@ def train_stage2(
         return history
     with torch.no_grad():
         needed = sorted(set(pairs.image.tolist()))
-        embeddings = torch.zeros((len(images), *policy.embed_images(torch.from_numpy(np.asarray(images[:1])).to(device)).shape[1:]), device=device)
+        image_embeddings = None
         for start in range(0, len(needed), 8):
             chunk = needed[start : start + 8]
-            embeddings[chunk] = policy.embed_images(torch.from_numpy(np.asarray(images[chunk])).to(device))
+            if embeddings is None:
+                embedded = policy.embed_images(torch.from_numpy(np.asarray(images[chunk])).to(device))
+            else:
+                embedded = embeddings.take(chunk, device)
+            if image_embeddings is None:
+                image_embeddings = torch.zeros((len(images), *embedded.shape[1:]), device=device)
+            image_embeddings[chunk] = embedded
         ref_logp = torch.zeros(len(every), candidate_count, device=device)
         for start in range(0, len(every), settings.batch_pairs):
             chunk_images, chunk_classes, order = _batches(pairs, every[start : start + settings.batch_pairs], prompts)
-            logits = _logits(reference, embeddings, prompts, texts, chunk_images, chunk_classes, size, point_count, device)
+            logits = _logits(reference, image_embeddings, prompts, texts, chunk_images, chunk_classes, size, point_count, device)
             masks = torch.from_numpy(level_masks(np.asarray(levels[pairs.image[order], pairs.klass[order]]), candidate_count)).to(device)
             ref_logp[torch.from_numpy(order).to(device)] = candidate_logp(logits, masks, settings.reduction)
     weights = torch.from_numpy(pairs.weights).to(device)
@@ -193,7 +202,7 @@ def train_stage2(
             chunk_images, chunk_classes, order = _batches(pairs, shuffled[start : start + settings.batch_pairs], prompts)
             index = torch.from_numpy(order).to(device)
             masks = torch.from_numpy(level_masks(np.asarray(levels[pairs.image[order], pairs.klass[order]]), candidate_count)).to(device)
-            logits = _logits(policy, embeddings, prompts, texts, chunk_images, chunk_classes, size, point_count, device)
+            logits = _logits(policy, image_embeddings, prompts, texts, chunk_images, chunk_classes, size, point_count, device)
             policy_logp = candidate_logp(logits, masks, settings.reduction)
             dpo, margins = weighted_dpo_loss(policy_logp, ref_logp[index], weights[index])
             if settings.objective == "dpo":

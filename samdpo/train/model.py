@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Input normalisations :meth:`PromptedSam.preprocess` knows.
+NORMALISATIONS = ("imagenet", "minmax")
+
 
 @dataclass(frozen=True)
 class PromptSwitches:
@@ -61,12 +64,17 @@ class PromptedSam(nn.Module):
         sam: from :func:`samdpo.sam.builders.build_sam`.
         text_dim: width of the CLIP text embeddings, D.
         switches: which prompt kinds are used.
+        normalisation: the input normalisation ``sam`` was trained with
+            (:data:`samdpo.sam.builders.NORMALISATION`): ``imagenet`` or ``minmax``.
     """
 
-    def __init__(self, sam: nn.Module, text_dim: int, switches: PromptSwitches = PromptSwitches()) -> None:
+    def __init__(self, sam: nn.Module, text_dim: int, switches: PromptSwitches = PromptSwitches(), normalisation: str = "imagenet") -> None:
         super().__init__()
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         self.sam = sam
         self.switches = switches
+        self.normalisation = normalisation
         width = sam.prompt_encoder.embed_dim
         # one projection per text kind: SAM's decoder is order-free over sparse tokens, so the
         # projections are what tell a VQA token from an LLM token
@@ -77,14 +85,25 @@ class PromptedSam(nn.Module):
         """The image encoder's input side, pixels."""
         return int(self.sam.image_encoder.img_size)
 
-    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, S, S) uint8 images -> (B, C, h, w) image embeddings (resized to the input size, SAM-normalised)."""
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) uint8 images -> (B, 3, s, s) float encoder input at the input side s.
+
+        Bilinear resize (the store's images are square: no padding), grey to 3 channels, then
+        ``imagenet``: SAM's mean / std on [0, 255] values; ``minmax``: each image scaled to [0, 1]
+        by its own minimum and maximum (LiteMedSAM; a constant image becomes 0).
+        """
         x = images.float().unsqueeze(1)
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        x = x.expand(-1, 3, -1, -1)
-        x = (x - self.sam.pixel_mean) / self.sam.pixel_std
-        return self.sam.image_encoder(x)
+        if self.normalisation == "minmax":
+            low = x.amin(dim=(1, 2, 3), keepdim=True)
+            high = x.amax(dim=(1, 2, 3), keepdim=True)
+            return ((x - low) / (high - low).clamp(min=1e-8)).expand(-1, 3, -1, -1)
+        return (x.expand(-1, 3, -1, -1) - self.sam.pixel_mean) / self.sam.pixel_std
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) uint8 images -> (B, C, h, w) image embeddings (see :meth:`preprocess`)."""
+        return self.sam.image_encoder(self.preprocess(images))
 
     def sparse_tokens(self, batch: PromptBatch) -> torch.Tensor:
         """(K, n, C) sparse prompt tokens of a batch (float32: positional encodings of coordinates

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from samdpo.arrays import write_arrays
+from samdpo.train.image_embeddings import EmbeddingRows
 from samdpo.train.model import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.stage1 import make_batch
@@ -33,8 +34,12 @@ def predict_probabilities(
     point_count: int,
     batch_images: int = 8,
     progress: bool = True,
+    embeddings: EmbeddingRows | None = None,
 ) -> np.ndarray:
-    """Fill ``out``, (N, T, S, S) uint8 (e.g. a memory map), with the probabilities x 255 of every class of every image."""
+    """Fill ``out``, (N, T, S, S) uint8 (e.g. a memory map), with the probabilities x 255 of every class of every image.
+
+    ``embeddings``: the frozen encoder's embeddings of ``images`` (read instead of running the encoder).
+    """
     model.eval().to(device)
     count, size = len(prompts), images.shape[-1]
     classes = out.shape[1]
@@ -42,8 +47,11 @@ def predict_probabilities(
         for start in tqdm(range(0, count, batch_images), desc="predict", unit="batch", disable=not progress):
             chosen = list(range(start, min(start + batch_images, count)))
             batch = make_batch([prompts[i] for i in chosen], [range(classes)] * len(chosen), texts, size, point_count).to(device)
-            embeddings = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
-            logits, _ = model(embeddings, batch)
+            if embeddings is None:
+                embedded = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
+            else:
+                embedded = embeddings.take(chosen, device)
+            logits, _ = model(embedded, batch)
             probs = torch.sigmoid(logits.float()).reshape(len(chosen), classes, size, size)
             out[chosen] = torch.round(probs * 255).to(torch.uint8).cpu().numpy()
     return out

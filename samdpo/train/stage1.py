@@ -25,6 +25,7 @@ from tqdm import tqdm
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
 from samdpo.train import distributed
+from samdpo.train.image_embeddings import EmbeddingRows
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss
 from samdpo.train.model import PromptBatch, PromptedSam
@@ -41,7 +42,9 @@ class Stage1Settings:
     Attributes:
         epochs: passes over the labelled (image, class) pairs.
         lr: Adam learning rate; halved (``lr_gamma``) every ``lr_step`` epochs.
-        batch_images: images per step and process (each with all its labelled classes).
+        batch_images: images per step and process.
+        classes_per_image: labelled classes an image contributes to one step, drawn at random
+            (seeded) from those present each epoch; 0 = all (LiteMedSAM trains one label per image per step).
         focal_weight, dice_weight: loss = focal_weight * focal + dice_weight * dice (+ iou_weight * IoU-head MSE).
         focal_gamma, focal_alpha: focal loss parameters.
         iou_weight: weight of the MSE between SAM's predicted IoU and the mask's IoU (SAM-Med2D: 1).
@@ -57,6 +60,7 @@ class Stage1Settings:
     lr_step: int = 10
     lr_gamma: float = 0.5
     batch_images: int = 4
+    classes_per_image: int = 0
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     focal_gamma: float = 2.0
@@ -74,6 +78,8 @@ class Stage1Settings:
             raise ConfigError(f"stage1.train: {unknown or 'nothing'} is not a list of parts among {', '.join(PARTS)}")
         if self.epochs < 1 or self.batch_images < 1 or self.lr_step < 1 or not self.lr > 0:
             raise ConfigError("stage1: epochs, batch_images and lr_step must be >= 1 and lr > 0")
+        if self.classes_per_image < 0:
+            raise ConfigError(f"stage1.classes_per_image must be >= 0 (0 = all), got {self.classes_per_image}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"stage1.device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -147,6 +153,14 @@ def labelled_pairs(labels: np.ndarray, class_count: int) -> list[list[int]]:
     return [[t for t in range(class_count) if (label == t + 1).any()] for label in labels]
 
 
+def sample_classes(present: Sequence[int], count: int, rng: np.random.Generator) -> list[int]:
+    """``count`` of the ``present`` classes drawn without replacement, in class order (all when
+    ``count`` is 0 or at least their number)."""
+    if count == 0 or count >= len(present):
+        return list(present)
+    return sorted(rng.choice(np.asarray(present), size=count, replace=False).tolist())
+
+
 class _TrainingStep(nn.Module):
     """One training forward (image encoder unless embeddings are cached, prompts, decoder) as one
     module, so that DistributedDataParallel sees every trained parameter used."""
@@ -173,6 +187,7 @@ def train_stage1(
     spec: Mapping[str, Any],
     point_count: int,
     progress: bool = True,
+    embeddings: EmbeddingRows | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place and write ``out/{model.safetensors, loss.csv, loss.png, settings.json}``.
 
@@ -190,6 +205,8 @@ def train_stage1(
         spec: everything needed to rebuild the model (SAM settings, text width, switches, CLIP, stage-1
             settings), written to ``settings.json``; its hash keeps a checkpoint of other settings from resuming.
         progress: show progress bars.
+        embeddings: the frozen encoder's embeddings of ``images`` (the embed_images rule), read
+            instead of running the encoder; only for a model whose encoder does not train.
 
     Returns:
         One row per epoch: losses, learning rate, seconds, samples (image-class pairs) per second.
@@ -217,27 +234,36 @@ def train_stage1(
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     history, start_epoch = resume(checkpoint, settings_hash, states, device, verbose=place.main)
     cached = None
-    if encoder_frozen(model):  # embeddings do not change: compute them once
+    if embeddings is not None:
+        if not encoder_frozen(model):
+            raise ConfigError("stage1: precomputed image embeddings were given, but the image encoder trains (stage1.train)")
+        cached = embeddings.take(keep, device)
+        position = {sample: row for row, sample in enumerate(keep)}
+    elif encoder_frozen(model):  # embeddings do not change: compute them once
         with torch.no_grad():
             cached = torch.cat([model.embed_images(torch.from_numpy(np.asarray(images[keep[i : i + 8]])).to(device)) for i in range(0, len(keep), 8)])
         position = {sample: row for row, sample in enumerate(keep)}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=settings.amp and device.type == "cuda")
     if place.main:
         print(
-            f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs, {trainable:,} trainable parameters, "
+            f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs"
+            + (f" ({settings.classes_per_image} class(es) per image per step)" if settings.classes_per_image else "")
+            + f", {trainable:,} trainable parameters, "
             f"{device}" + (f" x {place.world} processes" if place.world > 1 else "")
         )
     for epoch in range(start_epoch, settings.epochs + 1):
         model.train()
-        order = distributed.shard(np.random.default_rng(settings.seed * 1000 + epoch).permutation(keep), place)
+        rng = np.random.default_rng(settings.seed * 1000 + epoch)
+        order = distributed.shard(rng.permutation(keep), place)
+        drawn = {i: sample_classes(pairs[i], settings.classes_per_image, rng) for i in keep}  # the same on every process
         sums = {"loss": 0.0, "focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
         count, began = 0, time.perf_counter()
         steps = range(0, len(order), settings.batch_images)
         for step in tqdm(steps, desc=f"epoch {epoch}/{settings.epochs}", unit="step", disable=not progress):
             chosen = [int(i) for i in order[step : step + settings.batch_images]]
-            batch = make_batch([prompts[i] for i in chosen], [pairs[i] for i in chosen], texts, size, point_count).to(device)
+            batch = make_batch([prompts[i] for i in chosen], [drawn[i] for i in chosen], texts, size, point_count).to(device)
             target = torch.from_numpy(
-                np.concatenate([np.stack([labels[i] == t + 1 for t in pairs[i]]) for i in chosen]).astype(np.float32)
+                np.concatenate([np.stack([labels[i] == t + 1 for t in drawn[i]]) for i in chosen]).astype(np.float32)
             ).to(device)
             with autocast:
                 if cached is not None:

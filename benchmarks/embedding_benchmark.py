@@ -1,0 +1,55 @@
+"""Benchmark: the embed_images rule's writer (``write_image_embeddings``: batches of 4, float16 memory
+map, key hash) against the bare cost it cannot beat, N single-image forwards of LiteMedSAM's
+encoder, side by side in one run; plus one decoder forward per (image, class) prompt, the unit
+that every prediction pays.
+
+LiteMedSAM with its shipped weights, random 128 px images (the cost does not depend on them).
+Run: ``python benchmarks/embedding_benchmark.py [--images 12] [--threads 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from samdpo.train.commands import build_model
+from samdpo.train.image_embeddings import write_image_embeddings
+from samdpo.train.zero_shot import box_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = build_model({"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0).eval()
+    images = np.random.default_rng(0).integers(0, 255, size=(args.images, 128, 128), dtype=np.uint8)
+    with torch.inference_mode():
+        model.embed_images(torch.from_numpy(images[:1]))  # warm-up
+        began = time.perf_counter()
+        for i in range(args.images):
+            embedding = model.embed_images(torch.from_numpy(images[i : i + 1]))
+        bare = time.perf_counter() - began
+        boxes = np.array([[20.0, 20.0, 80.0, 90.0]], np.float32)
+        began = time.perf_counter()
+        for _ in range(10):
+            model(embedding, box_batch(boxes, 128))
+        decoder = (time.perf_counter() - began) / 10
+    with tempfile.TemporaryDirectory() as folder:
+        began = time.perf_counter()
+        write_image_embeddings(Path(folder), model, images, [f"s{i}" for i in range(args.images)], {}, progress=False)
+        rule = time.perf_counter() - began
+    print(f"{args.images} images, {args.threads} thread(s)")
+    print(f"bare encoder forwards: {bare / args.images:.2f} s per image")
+    print(f"write_image_embeddings: {rule / args.images:.2f} s per image ({rule / bare:.2f}x the bare forwards)")
+    print(f"decoder forward: {decoder:.3f} s per (image, class) prompt")
+
+
+if __name__ == "__main__":
+    main()
