@@ -94,3 +94,46 @@ def test_zero_shot_boxes_and_empty_predictions_without_a_box(tmp_path: Path) -> 
     predict_boxes(model, images, boxes, present, torch.device("cpu"), out, progress=False)
     assert not out[1, 1].any() and not out[3, 1].any()  # no box: an empty prediction, not a made-up one
     assert out[0, 0].any() and out[0, 1].any()
+
+
+@pytest.mark.parametrize("name", ["small", "lite_medsam"])
+def test_the_shared_image_decoder_equals_segment_anythings(name: str) -> None:
+    """K prompts on one image through decode_single_mask == MaskDecoder with the image repeated K times, gradients included."""
+    from samdpo.sam.builders import SamSettings, build_sam
+    from samdpo.sam.decoding import decode_single_mask
+
+    torch.manual_seed(0)
+    sam = build_sam(SamSettings(name, 256 if name == "lite_medsam" else 64), load_weights=False)
+    encoder, decoder = sam.prompt_encoder, sam.mask_decoder
+    grid = encoder.image_embedding_size
+    embedding = torch.randn(1, encoder.embed_dim, *grid)
+    sparse = torch.randn(5, 4, encoder.embed_dim)
+    dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *grid)
+    pe = encoder.get_dense_pe()
+    masks, iou = decode_single_mask(decoder, embedding, pe, sparse, dense)
+    (masks.square().mean() + iou.sum()).backward()
+    ours = {n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None}
+    decoder.zero_grad()
+    reference, reference_iou = decoder(embedding, pe, sparse, dense.expand(5, -1, -1, -1), multimask_output=False)
+    (reference.square().mean() + reference_iou.sum()).backward()
+    assert masks.shape == reference.shape == (5, 1, 4 * grid[0], 4 * grid[1]) and iou.shape == reference_iou.shape == (5, 1)
+    assert torch.allclose(masks, reference, atol=1e-4, rtol=1e-4) and torch.allclose(iou, reference_iou, atol=1e-5)
+    for n, p in decoder.named_parameters():  # the other mask tokens' heads do not reach the single-mask output
+        assert torch.allclose(ours[n], p.grad, atol=1e-5, rtol=1e-3) if n in ours else not p.grad.any(), n
+
+
+def test_ground_truth_boxes_replace_a_fraction_of_the_training_boxes(tmp_path: Path) -> None:
+    from samdpo.train.stage1 import jittered_truth_boxes, make_batch
+
+    images, labels, prompts, texts = _data(tmp_path)
+    batch = make_batch(prompts[:2], [[0, 1], [0]], texts, SIZE, 1)
+    masks = np.stack([labels[0] == 1, labels[0] == 2, labels[1] == 1])
+    same = jittered_truth_boxes(batch, masks, 0.0, 2.0, np.random.default_rng(0))
+    assert torch.equal(same.boxes, batch.boxes)
+    exact = jittered_truth_boxes(batch, masks, 1.0, 0.0, np.random.default_rng(0))
+    assert exact.boxes.tolist() == [[4, 5, 10, 12], [18, 20, 29, 27], [4, 5, 10, 12]] and exact.has_box.all()
+    jittered = jittered_truth_boxes(batch, masks, 1.0, 2.0, np.random.default_rng(0))
+    assert (jittered.boxes - exact.boxes).abs().max() <= 2.0 and not torch.equal(jittered.boxes, exact.boxes)
+    assert (jittered.boxes[:, 2] >= jittered.boxes[:, 0]).all() and jittered.boxes.min() >= 0 and jittered.boxes.max() <= SIZE - 1
+    with pytest.raises(ConfigError, match="gt_box_fraction"):
+        replace(SETTINGS, gt_box_fraction=1.5)

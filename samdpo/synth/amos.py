@@ -93,7 +93,9 @@ def _draw_case(rng: np.random.Generator, settings: AmosSynthSettings) -> tuple[n
     half_w, half_d = n * rng.uniform(0.40, 0.46), n * rng.uniform(0.30, 0.35)
     cy, cx = n * rng.uniform(0.48, 0.54), n * rng.uniform(0.48, 0.52)
     u, v = (cols - cx) / half_w, (rows - cy) / half_d
-    w = np.linspace(0.0, 1.0, nz, dtype=np.float32)[:, None, None]
+    # relative height of each slice in the abdomen; a random phase per case, so that a few slices per
+    # volume still sample every organ's height range across cases (as scans start at varying heights)
+    w = ((np.arange(nz, dtype=np.float32) + rng.uniform(0.0, 1.0)) / nz)[:, None, None]
     shape3 = (nz, n, n)
     outline = ellipse_level((u, v), (0.0, 0.0), (1.0, 1.0))[None] * (1 + 0.04 * smooth_field(rng, shape3, (2, 3, 3)))
     body = outline < 1.0

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samdpo.sam.decoding import decode_single_mask
+
 #: Input normalisations :meth:`PromptedSam.preprocess` knows.
 NORMALISATIONS = ("imagenet", "minmax")
 
@@ -140,18 +142,11 @@ class PromptedSam(nn.Module):
         with torch.autocast(embeddings.device.type, enabled=False):
             image_pe = encoder.get_dense_pe()
         logits, ious = [], []
+        height, width = embeddings.shape[-2:]
+        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, height, width)
         for b in torch.unique_consecutive(batch.image_index).tolist():
             chosen = batch.image_index == b
-            k = int(chosen.sum())
-            height, width = embeddings.shape[-2:]
-            dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(k, -1, height, width)
-            masks, iou = decoder(
-                image_embeddings=embeddings[b : b + 1],
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse[chosen],
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            masks, iou = decode_single_mask(decoder, embeddings[b : b + 1], image_pe, sparse[chosen], dense)
             logits.append(masks[:, 0])
             ious.append(iou[:, 0])
         low = torch.cat(logits)

@@ -45,6 +45,10 @@ class Stage1Settings:
         batch_images: images per step and process.
         classes_per_image: labelled classes an image contributes to one step, drawn at random
             (seeded) from those present each epoch; 0 = all (LiteMedSAM trains one label per image per step).
+        gt_box_fraction: share of training prompts whose box is replaced by the labelled image's
+            ground-truth box, jittered by up to ``gt_box_jitter`` pixels per side (LiteMedSAM's own
+            recipe); 0 = the human-free boxes only (the paper). Reads labelled-split labels only.
+        gt_box_jitter: the jitter's bound, store pixels.
         focal_weight, dice_weight: loss = focal_weight * focal + dice_weight * dice (+ iou_weight * IoU-head MSE).
         focal_gamma, focal_alpha: focal loss parameters.
         iou_weight: weight of the MSE between SAM's predicted IoU and the mask's IoU (SAM-Med2D: 1).
@@ -61,6 +65,8 @@ class Stage1Settings:
     lr_gamma: float = 0.5
     batch_images: int = 4
     classes_per_image: int = 0
+    gt_box_fraction: float = 0.0
+    gt_box_jitter: float = 2.0
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     focal_gamma: float = 2.0
@@ -78,6 +84,8 @@ class Stage1Settings:
             raise ConfigError(f"stage1.train: {unknown or 'nothing'} is not a list of parts among {', '.join(PARTS)}")
         if self.epochs < 1 or self.batch_images < 1 or self.lr_step < 1 or not self.lr > 0:
             raise ConfigError("stage1: epochs, batch_images and lr_step must be >= 1 and lr > 0")
+        if not 0.0 <= self.gt_box_fraction <= 1.0 or self.gt_box_jitter < 0:
+            raise ConfigError(f"stage1.gt_box_fraction must be in [0, 1] and gt_box_jitter >= 0, got {self.gt_box_fraction}, {self.gt_box_jitter}")
         if self.classes_per_image < 0:
             raise ConfigError(f"stage1.classes_per_image must be >= 0 (0 = all), got {self.classes_per_image}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -146,6 +154,26 @@ def make_batch(
         llm=torch.from_numpy(np.stack(llm)),
         size=size,
     )
+
+
+def jittered_truth_boxes(
+    batch: PromptBatch, masks: np.ndarray, fraction: float, jitter: float, rng: np.random.Generator
+) -> PromptBatch:
+    """``batch`` with a ``fraction`` of its boxes (drawn by ``rng``) replaced by the bounding boxes of
+    the (K, S, S) ground-truth ``masks`` of a labelled image, each side moved by up to ``jitter`` pixels
+    (uniform) and clipped to the image."""
+    chosen = rng.random(len(masks)) < fraction
+    shifts = rng.uniform(-jitter, jitter, size=(len(masks), 4))
+    if not chosen.any():
+        return batch
+    boxes, has_box = batch.boxes.clone(), batch.has_box.clone()
+    last = masks.shape[-1] - 1
+    for k in np.flatnonzero(chosen):
+        rows, cols = np.nonzero(masks[k])
+        box = np.clip(np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float64) + shifts[k], 0, last)
+        boxes[k] = torch.tensor([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], dtype=boxes.dtype)
+        has_box[k] = True
+    return PromptBatch(**{**vars(batch), "boxes": boxes, "has_box": has_box})
 
 
 def labelled_pairs(labels: np.ndarray, class_count: int) -> list[list[int]]:
@@ -261,10 +289,12 @@ def train_stage1(
         steps = range(0, len(order), settings.batch_images)
         for step in tqdm(steps, desc=f"epoch {epoch}/{settings.epochs}", unit="step", disable=not progress):
             chosen = [int(i) for i in order[step : step + settings.batch_images]]
-            batch = make_batch([prompts[i] for i in chosen], [drawn[i] for i in chosen], texts, size, point_count).to(device)
-            target = torch.from_numpy(
-                np.concatenate([np.stack([labels[i] == t + 1 for t in drawn[i]]) for i in chosen]).astype(np.float32)
-            ).to(device)
+            batch = make_batch([prompts[i] for i in chosen], [drawn[i] for i in chosen], texts, size, point_count)
+            masks = np.concatenate([np.stack([labels[i] == t + 1 for t in drawn[i]]) for i in chosen])
+            if settings.gt_box_fraction > 0:
+                batch = jittered_truth_boxes(batch, masks, settings.gt_box_fraction, settings.gt_box_jitter, rng)
+            batch = batch.to(device)
+            target = torch.from_numpy(masks.astype(np.float32)).to(device)
             with autocast:
                 if cached is not None:
                     logits, iou_pred = step_model(None, cached[[position[i] for i in chosen]], batch)
