@@ -233,13 +233,13 @@ def _zero_shot(args: argparse.Namespace) -> None:
     _threads(args.threads)
     if args.boxes == "gt" and args.splits_to_predict != ["test"]:
         raise ConfigError("--boxes gt reads ground truth: it predicts the test split only (an oracle row for evaluation)")
+    if args.boxes == "cam" and not args.prompts:
+        raise ConfigError("--boxes cam reads the CRF boxes: give --prompts prompts_cache/{dataset}")
     store = SampleStore(Path(args.store))
     chosen = split_indices(store, args.splits, args.splits_to_predict)
     sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
     model = build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0)
     ids = list(store.samples["sample_id"])
-    if args.boxes == "cam" and not args.prompts:
-        raise ConfigError("--boxes cam reads the CRF boxes: give --prompts prompts_cache/{dataset}")
     if args.boxes == "gt":
         boxes, has_box = ground_truth_boxes(store.labels()[chosen], len(store.class_names))  # the oracle reads test labels
     else:

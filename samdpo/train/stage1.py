@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
+from samdpo.prompts.boxes import mask_box
 from samdpo.train import distributed
 from samdpo.train.image_embeddings import EmbeddingRows
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
@@ -169,8 +170,7 @@ def jittered_truth_boxes(
     boxes, has_box = batch.boxes.clone(), batch.has_box.clone()
     last = masks.shape[-1] - 1
     for k in np.flatnonzero(chosen):
-        rows, cols = np.nonzero(masks[k])
-        box = np.clip(np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float64) + shifts[k], 0, last)
+        box = np.clip(np.array(mask_box(masks[k]), np.float64) + shifts[k], 0, last)
         boxes[k] = torch.tensor([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], dtype=boxes.dtype)
         has_box[k] = True
     return PromptBatch(**{**vars(batch), "boxes": boxes, "has_box": has_box})
