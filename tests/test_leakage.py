@@ -2,8 +2,9 @@
 
 The saliency, CRF, VQA, LLM and prompt-store commands read the sample table and images only:
 changing every label, or deleting labels.npy altogether, changes no saliency map, mask, box,
-point, VQA answer, description or prompt-store file. Stage 1 reads the labelled split's labels
-only; prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box row read
+point, VQA answer, description or prompt-store file. The anatomical prior reads the labelled
+split's labels only, and the CRF weighted by it and the SAM box refinement read none. Stage 1 reads
+the labelled split's labels only; prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box row read
 none; the oracle row (ground-truth boxes) is refused for any split but test.
 """
 
@@ -83,6 +84,28 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
         return (tmp_path / name / "model.safetensors").read_bytes(), (tmp_path / name / "probs.npy").read_bytes()
 
     weights_a, probs_a = train_and_predict("a")
+    sam = ["--sam", '{"name": "small", "image_size": 64}']
+    assert main(["train", "embed-images", *common, *sam, "--out", str(tmp_path / "emb")]) == 0
+
+    def prior_and_refined(name: str) -> tuple[dict, object]:
+        """The labelled split's prior, then CRF boxes weighted by it and refined by SAM."""
+        out = tmp_path / name
+        out.mkdir()
+        prior = ["--splits", str(tmp_path / "splits.csv"), "--settings", '{"saliency_power": 0.5}']
+        if (store / "labels.npy").exists():
+            assert main(["prompts", "anatomy-prior", "--store", str(store), *prior, "--out", str(out / "prior.npz")]) == 0
+        else:
+            shutil.copy(tmp_path / "prior_b" / "prior.npz", out / "prior.npz")
+        visual = [*common, "--saliency", str(tmp_path / "p")]
+        assert main(["prompts", "crf", *visual, "--prior", str(out / "prior.npz"), "--out", str(out / "crf.parquet")]) == 0
+        refine = [*visual, *sam, "--crf", str(out / "crf.parquet"), "--embeddings", str(tmp_path / "emb"), "--settings", '{"iterations": 2}']
+        assert main(["prompts", "refine", *refine, "--out", str(out / "refined.parquet")]) == 0
+        with np.load(out / "prior.npz") as data:
+            maps = {key: data[key] for key in ("maps", "counts")}
+        return maps, pq.read_table(out / "refined.parquet")
+
+    prior_a, refined_a = prior_and_refined("prior_a")
+    assert prior_a["counts"].sum() > 0 and any(refined_a.column("has_box").to_pylist())
     splits = read_splits(tmp_path / "splits.csv")
     cases = pq.read_table(store / "samples.parquet").column("case_id").to_pylist()
     labels = np.load(store / "labels.npy")
@@ -90,7 +113,11 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     labels[hidden] = np.random.default_rng(1).integers(0, 2, size=labels[hidden].shape, dtype=np.uint8)
     np.save(store / "labels.npy", labels)  # unlabelled and test labels changed
     assert main(["train", "stage1", *run, "--out", str(tmp_path / "b"), "--settings", settings]) == 0
+    prior_b, refined_b = prior_and_refined("prior_b")
     (store / "labels.npy").unlink()  # prediction runs with no labels on disk
+    _, refined_c = prior_and_refined("prior_c")  # the CRF with the prior and the refinement read no labels
+    assert all(np.array_equal(prior_a[key], prior_b[key]) for key in prior_a)
+    assert refined_a.equals(refined_b) and refined_a.equals(refined_c)
     assert main(["train", "predict", *run, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == weights_a
     assert (tmp_path / "b" / "probs.npy").read_bytes() == probs_a
@@ -102,9 +129,7 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     align = ["--candidates", str(tmp_path / "cand"), "--annotations", str(annotations), "--prompts", prompts, "--texts", str(texts)]
     assert main(["align", "train", *common, *align, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "s2"), "--settings", '{"epochs": 1}']) == 0
     assert (tmp_path / "s2" / "model.safetensors").is_file()
-    # the shared image embeddings and the zero-shot row with CRF boxes read no label either
-    sam = ["--sam", '{"name": "small", "image_size": 64}']
-    assert main(["train", "embed-images", *common, *sam, "--out", str(tmp_path / "emb")]) == 0
+    # the shared image embeddings (made above) and the zero-shot row with CRF boxes read no label either
     zero = [*common, *sam, "--splits", str(tmp_path / "splits.csv"), "--embeddings", str(tmp_path / "emb")]
     assert main(["train", "zero-shot", *zero, "--boxes", "cam", "--prompts", prompts, "--out", str(tmp_path / "zs"), "--splits-to-predict", "unlabeled", "test"]) == 0
     # the oracle row reads test labels, so it predicts the test split alone (never candidates' images)

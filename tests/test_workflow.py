@@ -60,7 +60,10 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     assert {"liver", "spleen", "mdice_3d"} <= set(pd.read_csv(workdir / "results/amos_table.csv").columns)
     for dataset in ("amos", "busi", "cxr"):
         quality = pd.read_csv(workdir / f"results/prompts/{dataset}/box_quality.csv")
-        assert {"class", "crf_box", "full_image_box", "mean_labeled_box"} <= set(quality.columns)
+        assert {"class", "crf_box", "refined_box", "full_image_box", "mean_labeled_box"} <= set(quality.columns)
+        check = pd.read_csv(workdir / f"results/prompts/{dataset}/saliency_check.csv")
+        assert {"class", "mean_correlation"} <= set(check.columns)
+        assert (workdir / f"results/prompts/{dataset}/anatomy_prior.npz").is_file()
     for dataset in ("amos", "busi", "cxr"):
         samples = pd.read_parquet(workdir / f"results/data/prepared/{dataset}/samples.parquet")
         files = sorted(p.stem for p in (workdir / "prompts_cache" / dataset).glob("*.parquet"))
@@ -78,7 +81,9 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     # a changed setting reruns its rule and what depends on it, nothing upstream or beside it
     for change, rerun_rules, kept in (
-        ({"crf.iterations": 2}, {"crf", "box_quality", "vqa", "prompt_store", "train_stage1", "align"}, {"saliency", "pretrain_clip", "llm", "train_unet"}),
+        ({"crf.iterations": 2}, {"crf", "refine_boxes", "box_quality", "vqa", "prompt_store", "train_stage1", "align"}, {"saliency", "anatomy_prior", "pretrain_clip", "llm", "train_unet"}),
+        ({"refine.margin": 3}, {"refine_boxes", "box_quality", "vqa", "prompt_store", "predict_zero_shot"}, {"crf", "anatomy_prior", "saliency", "embed_images", "train_unet"}),
+        ({"anatomy.smoothing": 2.0}, {"anatomy_prior", "crf", "refine_boxes", "box_quality"}, {"saliency", "embed_images", "train_unet"}),
         ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa", "prompt_store", "embed_texts"}, {"crf", "saliency", "llm"}),
         ({"llm.prompt": "Describe the {name}."}, {"llm", "prompt_store"}, {"vqa", "crf"}),
         ({"prompt_store.saliency_size": 32}, {"prompt_store", "train_stage1"}, {"vqa", "llm", "crf"}),

@@ -85,8 +85,15 @@ def _crf(args: argparse.Namespace) -> None:
     box_values = json_object(args.boxes, "--boxes")
     by_class = box_values.pop("by_class", {}) or {}  # shared by all datasets: names of other datasets' classes are fine
     boxes = {name: _settings(BoxSettings, {**box_values, **by_class.get(name, {})}, "boxes") for name in store.class_names}
+    prior, prior_meta = (None, None)
+    if args.prior:
+        from samdpo.prompts.anatomy import read_prior
+
+        prior, prior_meta = read_prior(Path(args.prior))
+        if list(prior.class_names) != list(meta["class_names"]):
+            raise ConfigError(f"{args.prior}: the prior's classes {list(prior.class_names)} are not the saliency's {meta['class_names']}")
     table = crf_table(
-        store.images(), maps, meta["sample_ids"], meta["class_names"], crf, boxes, workers=args.threads, progress=not args.no_progress
+        store.images(), maps, meta["sample_ids"], meta["class_names"], crf, boxes, prior=prior, workers=args.threads, progress=not args.no_progress
     )
     provenance = {
         "dataset": store.kind,
@@ -94,10 +101,84 @@ def _crf(args: argparse.Namespace) -> None:
         "clip": meta["clip"],
         "crf": vars(crf),
         "boxes": {name: vars(b) for name, b in boxes.items()},
-        "settings_hash": settings_hash(meta["settings_hash"], vars(crf), {n: vars(b) for n, b in boxes.items()}),
+        "anatomy_prior": prior_meta,
+        "settings_hash": settings_hash(meta["settings_hash"], vars(crf), {n: vars(b) for n, b in boxes.items()}, prior_meta),
     }
     write_table(table, Path(args.out), provenance)
     print(f"CRF prompts: {table.num_rows} rows, {sum(table.column('has_box').to_pylist())} with a box, in {args.out}", file=sys.stderr)
+
+
+def _anatomy_prior(args: argparse.Namespace) -> None:
+    from samdpo.data.splits import read_splits
+    from samdpo.data.store import SampleStore
+    from samdpo.prompts.anatomy import AnatomySettings, fit_prior, write_prior
+
+    store = SampleStore(Path(args.store))
+    settings = _settings(AnatomySettings, json_object(args.settings, "--settings"), "anatomy")
+    splits = read_splits(Path(args.splits))
+    labelled = store.samples.loc[store.samples["case_id"].map(splits) == "labeled", "index"].to_numpy()
+    if labelled.size == 0:
+        raise DataError(f"{args.splits}: no labelled case of {args.store}; the anatomical prior is fitted on the labelled split")
+    prior = fit_prior(store.images()[labelled], store.labels()[labelled], store.class_names, settings)  # labelled split only
+    meta = {"dataset": store.kind, "labelled_images": int(labelled.size), "settings_hash": settings_hash(vars(settings), sorted(store.samples["sample_id"].iloc[labelled]))}
+    write_prior(prior, Path(args.out), meta)
+    print(f"anatomical prior of {len(store.class_names)} classes from {labelled.size} labelled images in {args.out}", file=sys.stderr)
+
+
+def _refine(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from samdpo.data.store import SampleStore
+    from samdpo.prompts.boxes import BoxSettings
+    from samdpo.prompts.prompt_store import table_meta
+    from samdpo.prompts.refine import RefineSettings, refine_table
+    from samdpo.prompts.visual import read_saliency, write_table
+    from samdpo.train.commands import build_model, load_embeddings, resolve_sam
+
+    _threads(args.threads)
+    store = SampleStore(Path(args.store))
+    settings = _settings(RefineSettings, json_object(args.settings, "--settings"), "refine")
+    maps, meta = read_saliency(Path(args.saliency))
+    ids = list(store.samples["sample_id"])
+    if meta["sample_ids"] != ids:
+        raise ConfigError(f"{args.saliency}: saliency maps were made for other samples than {args.store}")
+    if not Path(args.crf).is_file():
+        raise DataError(f"{args.crf}: no CRF prompt table; run the crf rule first")
+    box_values = json_object(args.boxes, "--boxes")
+    by_class = box_values.pop("by_class", {}) or {}
+    boxes = {name: _settings(BoxSettings, {**box_values, **by_class.get(name, {})}, "boxes") for name in store.class_names}
+    sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
+    model = build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0)
+    embeddings = load_embeddings(args.embeddings, model, ids)
+    crf_meta = table_meta(Path(args.crf))
+    table, summary = refine_table(pq.read_table(args.crf), maps, ids, model, embeddings, boxes, settings, store.image_size, progress=not args.no_progress)
+    provenance = {
+        **crf_meta,
+        "refine": {"settings": vars(settings), "sam": sam, **summary},
+        "settings_hash": settings_hash(crf_meta["settings_hash"], vars(settings), sam),
+    }
+    write_table(table, Path(args.out), provenance)
+    print(
+        f"refined prompts: {summary['refined']} of {summary['boxed']} boxes moved by {sam['name']} "
+        f"({summary['mean_rounds']:.2f} rounds on average) in {args.out}",
+        file=sys.stderr,
+    )
+
+
+def _saliency_check(args: argparse.Namespace) -> None:
+    from samdpo import atomic
+    from samdpo.prompts.saliency_check import class_sensitivity
+    from samdpo.prompts.visual import read_saliency
+
+    maps, meta = read_saliency(Path(args.saliency))
+    report = class_sensitivity(maps, list(meta["class_names"]))
+    report.insert(0, "dataset", meta["dataset"])
+    if args.out:
+        atomic.write_text(args.out, report.to_csv(index=False, float_format="%.4f"))
+    print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    overall = float(report["mean_correlation"].iloc[-1])
+    print(f"mean correlation between two classes' saliency maps of one image: {overall:.3f} "
+          f"({'the class text steers the map' if overall < 0.5 else 'the maps look alike whatever the class: check the CLIP and the prompts'})")
 
 
 def _box_quality(args: argparse.Namespace) -> None:
@@ -109,11 +190,16 @@ def _box_quality(args: argparse.Namespace) -> None:
     from samdpo.prompts.box_quality import box_quality
 
     store = SampleStore(Path(args.store))
-    if not Path(args.crf).is_file():
-        raise DataError(f"{args.crf}: no CRF prompt table; run the crf rule first")
-    table = pq.read_table(args.crf, columns=["sample_id", "class_index", "box"]).to_pandas()
-    table["box"] = [None if b is None else tuple(b) for b in table["box"]]
-    report = box_quality(store.labels(), store.samples, read_splits(Path(args.splits)), table, list(store.class_names))
+    tables = {}
+    for column, path, rule in (("crf_box", args.crf, "crf"), ("refined_box", args.refined, "refine_boxes")):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no prompt table; run the {rule} rule first")
+        table = pq.read_table(path, columns=["sample_id", "class_index", "box"]).to_pandas()
+        table["box"] = [None if b is None else tuple(b) for b in table["box"]]
+        tables[column] = table
+    report = box_quality(store.labels(), store.samples, read_splits(Path(args.splits)), tables, list(store.class_names))
     report.insert(0, "dataset", store.kind)
     if args.out:
         atomic.write_text(args.out, report.to_csv(index=False, float_format="%.4f"))
@@ -252,14 +338,41 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     crf.add_argument("--out", required=True, help="crf.parquet to write")
     crf.add_argument("--crf", help="CRF settings as a JSON object")
     crf.add_argument("--boxes", help='box settings as a JSON object, with optional "by_class": {name: {...}}')
+    crf.add_argument("--prior", help="anatomy_prior.npz: multiply each saliency map by the class's prior first")
     crf.add_argument("--threads", type=int, default=1, help="worker processes")
     crf.add_argument("--no-progress", action="store_true")
     crf.set_defaults(func=_crf)
 
-    quality = prompts.add_parser("box-quality", help="median IoU of CRF boxes with ground-truth boxes (test split)")
+    anatomy = prompts.add_parser("anatomy-prior", help="fit where each class lies in the body outline's frame, on the labelled split")
+    anatomy.add_argument("--store", required=True)
+    anatomy.add_argument("--splits", required=True, help="split table (case_id,split): only labelled cases are read")
+    anatomy.add_argument("--settings", help="anatomy settings as a JSON object")
+    anatomy.add_argument("--out", required=True, help="anatomy_prior.npz to write")
+    anatomy.set_defaults(func=_anatomy_prior)
+
+    refine = prompts.add_parser("refine", help="refine the CRF boxes with the pretrained SAM (box -> mask -> box), no labels")
+    refine.add_argument("--store", required=True)
+    refine.add_argument("--saliency", required=True, help="folder written by `prompts saliency` (point placement)")
+    refine.add_argument("--crf", required=True, help="crf.parquet")
+    refine.add_argument("--embeddings", required=True, help="folder of the SAM encoder's image embeddings (embed-images)")
+    refine.add_argument("--sam", help="sam settings as a JSON object")
+    refine.add_argument("--boxes", help="box settings as a JSON object (as for `prompts crf`)")
+    refine.add_argument("--settings", help="refine settings as a JSON object")
+    refine.add_argument("--out", required=True, help="refined.parquet to write")
+    refine.add_argument("--threads", type=int, default=1)
+    refine.add_argument("--no-progress", action="store_true")
+    refine.set_defaults(func=_refine)
+
+    check = prompts.add_parser("saliency-check", help="prompt sanity: mean correlation between classes' saliency maps of an image")
+    check.add_argument("--saliency", required=True, help="folder written by `prompts saliency`")
+    check.add_argument("--out", help="also write the table as CSV")
+    check.set_defaults(func=_saliency_check)
+
+    quality = prompts.add_parser("box-quality", help="median IoU of the CRF (and refined) boxes with ground-truth boxes (test split)")
     quality.add_argument("--store", required=True)
     quality.add_argument("--splits", required=True)
     quality.add_argument("--crf", required=True, help="crf.parquet")
+    quality.add_argument("--refined", help="refined.parquet (SAM-refined boxes), reported beside the CRF's")
     quality.add_argument("--out", help="also write the table as CSV")
     quality.set_defaults(func=_box_quality)
 

@@ -5,7 +5,8 @@ The table (``crf.parquet``) has one row per (image, class): ``sample_id``, ``cla
 ``points`` (list of [x, y]), ``point_labels`` (1 = foreground, 0 = background), ``mask``
 (``np.packbits`` of the kept CRF components, row-major) and ``mask_shape`` ([H, W]).
 Saliency files (``saliency.npy`` + ``saliency.json``) are written by the saliency rule; this step
-reads them and the images only.
+reads them and the images only, and, when given, the anatomical prior fitted on the labelled split
+(:mod:`samdpo.prompts.anatomy`), which multiplies each saliency map before the CRF.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.arrays import read_arrays, write_arrays
+from samdpo.prompts.anatomy import AnatomyPrior
 from samdpo.prompts.boxes import BoxSettings, mask_to_prompt
 from samdpo.prompts.crf import CrfSettings, crf_mask
 
@@ -42,12 +44,33 @@ def read_saliency(folder: Path) -> tuple[np.ndarray, dict]:
     return read_arrays(Path(folder), SALIENCY, "saliency")
 
 
-def _image_rows(sample_id: str, image: np.ndarray, maps: np.ndarray, class_names: list[str], crf: CrfSettings, boxes: Mapping[str, BoxSettings]) -> list[dict]:
-    """Table rows of one image: CRF + box extraction for each of its T saliency maps."""
+def weighted_saliency(saliency: np.ndarray, prior: np.ndarray, power: float) -> np.ndarray:
+    """``prior x saliency ** power``, rescaled so that its maximum is the saliency's: (H, W) float32 in [0, 1].
+
+    ``power`` weighs the saliency against the prior (0: the prior alone, shaped by the CRF). An
+    all-zero saliency (a constant image) stays all zero whatever the power, as does a product that
+    the prior rules out everywhere.
+    """
+    peak_saliency = float(saliency.max())
+    product = prior * saliency**power if power > 0 else prior.astype(np.float32)
+    peak = float(product.max())
+    if peak_saliency <= 0 or peak <= 0:
+        return np.zeros_like(saliency, np.float32)
+    return (product * (peak_saliency / peak)).astype(np.float32)
+
+
+def _image_rows(
+    sample_id: str, image: np.ndarray, maps: np.ndarray, class_names: list[str], crf: CrfSettings, boxes: Mapping[str, BoxSettings],
+    prior: AnatomyPrior | None,
+) -> list[dict]:
+    """Table rows of one image: (prior x) saliency -> CRF -> box extraction for each of its T maps."""
     pixels = image.astype(np.float32) / 255.0
+    priors = prior.image_maps(image) if prior is not None else None
     rows = []
     for t, name in enumerate(class_names):
         saliency = maps[t].astype(np.float32) / 255.0
+        if priors is not None:
+            saliency = weighted_saliency(saliency, priors[t], prior.settings.saliency_power)
         prompt = mask_to_prompt(crf_mask(pixels, saliency, crf), saliency, boxes[name])
         rows.append(
             {
@@ -87,6 +110,7 @@ def crf_table(
     class_names: list[str],
     crf: CrfSettings,
     boxes: Mapping[str, BoxSettings],
+    prior: AnatomyPrior | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> pa.Table:
@@ -98,13 +122,14 @@ def crf_table(
         sample_ids: N ids; class_names: T names.
         crf: CRF settings.
         boxes: class name -> box settings (``all`` mode for paired organs such as lungs).
+        prior: the anatomical prior (its classes in ``class_names`` order), or None for saliency alone.
         workers: processes (the CRF is single-threaded C++; images are independent).
         progress: show a progress bar.
 
     Returns:
         The prompt table (:data:`SCHEMA`), rows in image order then class order.
     """
-    jobs = [(sample_ids[i], images[i], np.asarray(maps[i]), class_names, crf, boxes) for i in range(len(sample_ids))]
+    jobs = [(sample_ids[i], images[i], np.asarray(maps[i]), class_names, crf, boxes, prior) for i in range(len(sample_ids))]
     bar = tqdm(total=len(jobs), desc="crf", unit="image", disable=not progress)
     rows: list[dict] = []
     if workers <= 1:

@@ -69,7 +69,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: data products, prompt store, box quality, both tables and the report overlays of every dataset."""
+    """Targets of the default target: data products, prompt store, box quality, saliency check, both tables and the report overlays of every dataset."""
     return [
         path
         for name in DATASETS
@@ -77,6 +77,7 @@ def all_targets():
             f"results/data/{name}_summary.json",
             f"results/data/splits/{name}.csv",
             f"results/prompts/{name}/box_quality.csv",
+            f"results/prompts/{name}/saliency_check.csv",
             f"prompts_cache/{name}",
             f"results/{name}_table.csv",
             f"results/{name}_ablation.csv",
@@ -136,9 +137,30 @@ def modality(wildcards):
     return config["datasets"][wildcards.dataset]["prompts"]["modality"]
 
 
+def anatomy_settings(wildcards):
+    """The anatomy section with the dataset's own overrides merged, as JSON."""
+    return json.dumps({**config["anatomy"], **config["datasets"][wildcards.dataset]["anatomy"]}, sort_keys=True)
+
+
+def anatomy_prior_input(wildcards):
+    """The labelled split's anatomical prior, which the CRF rule weighs the saliency with; nothing when disabled."""
+    return f"results/prompts/{wildcards.dataset}/anatomy_prior.npz" if json.loads(anatomy_settings(wildcards))["enabled"] else []
+
+
+def refined_table(wildcards):
+    """The SAM-refined prompt table; nothing when refine.iterations is 0."""
+    return f"results/prompts/{wildcards.dataset}/refined.parquet" if config["refine"]["iterations"] > 0 else []
+
+
+def visual_table(wildcards):
+    """The visual prompt table every later step reads: the SAM-refined one, or the CRF's when
+    refine.iterations is 0."""
+    return refined_table(wildcards) or f"results/prompts/{wildcards.dataset}/crf.parquet"
+
+
 def vqa_crf_table(wildcards):
-    """The CRF table, which the geometry VQA backend reads; model backends read images only."""
-    return f"results/prompts/{wildcards.dataset}/crf.parquet" if config["vqa"]["backend"] == "geometry" else []
+    """The visual prompt table, whose masks the geometry VQA backend reads; model backends read images only."""
+    return visual_table(wildcards) if config["vqa"]["backend"] == "geometry" else []
 
 
 STAGE1_VARIANTS = sorted(config["stage1_variants"])

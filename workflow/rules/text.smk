@@ -59,7 +59,7 @@ rule prompt_store:
         images="results/data/prepared/{dataset}/images.npy",
         maps="results/prompts/{dataset}/saliency.npy",
         meta="results/prompts/{dataset}/saliency.json",
-        crf="results/prompts/{dataset}/crf.parquet",
+        crf=visual_table,
         vqa="results/prompts/{dataset}/vqa.parquet",
         llm="results/prompts/{dataset}/llm.parquet",
     output:
