@@ -75,6 +75,24 @@ def test_engine_maps_shapes_and_odd_images(tiny_clip) -> None:
     assert stack.shape == (3, 2, 64, 64) and stack.dtype == np.uint8
 
 
+def test_class_contrast_removes_what_the_classes_share(tiny_clip) -> None:
+    from samdpo.prompts.saliency import contrast_classes
+    from samdpo.prompts.saliency_check import pair_correlations
+
+    shared = torch.zeros(8, 8)
+    shared[2:6, 2:6] = 1.0
+    maps = torch.stack([shared.clone(), shared.clone(), shared.clone()])
+    maps[0, 0, 0] = maps[1, 7, 7] = 1.0  # each class adds its own pixel (the third adds none)
+    contrasted = contrast_classes(maps)
+    assert contrasted[0, 0, 0] == 1.0 and contrasted[1, 7, 7] == 1.0 and not contrasted[:, 2:6, 2:6].any()
+    assert not contrasted[2].any()
+    plain = SaliencyEngine(tiny_clip, PROMPTS[:2], PROMPTS[2:], SaliencySettings(top_k=8)).maps(_image())
+    contrast = SaliencyEngine(tiny_clip, PROMPTS[:2], PROMPTS[2:], SaliencySettings(top_k=8, class_contrast=True)).maps(_image())
+    assert contrast.shape == plain.shape and contrast.max() <= 1.0
+    corr = pair_correlations(contrast)[0, 1]
+    assert not corr > pair_correlations(plain)[0, 1]  # NaN (a map emptied) or lower
+
+
 def test_engine_rejects_bad_settings(tiny_clip) -> None:
     with pytest.raises(ConfigError, match="must not be empty"):
         SaliencyEngine(tiny_clip, ["", PROMPTS[1]], [], SaliencySettings())

@@ -40,6 +40,9 @@ class SaliencySettings:
             ``contrastive`` (class logit minus the mean of the other prompts) or ``raw`` (the logit).
         normalize_activations: weight the normalised channel maps rather than raw activations
             (false reproduces ScoreCAM's sum exactly).
+        class_contrast: subtract, per image, the mean of all classes' maps from each class's map
+            (ReLU, then rescaled to a maximum of 1): what every class's map shares (the body
+            outline, the modality) goes, what sets the class apart stays. No effect with one class.
     """
 
     top_k: int | None = 32
@@ -47,6 +50,7 @@ class SaliencySettings:
     target_layer: str = "visual.trunk.layer4"
     target: str = "contrastive"
     normalize_activations: bool = False
+    class_contrast: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -103,6 +107,14 @@ def _tokens_to_grid(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], side, side, tensor.shape[2]).permute(0, 3, 1, 2)
 
 
+def contrast_classes(maps: torch.Tensor) -> torch.Tensor:
+    """(T, h, w) maps of one image -> ReLU(map - mean over the T maps), each rescaled to a maximum of 1
+    (a map that falls to zero everywhere stays zero)."""
+    contrasted = torch.relu(maps - maps.mean(dim=0, keepdim=True))
+    peaks = contrasted.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peaks > 0, contrasted / peaks.clamp(min=1e-12), contrasted)
+
+
 class SaliencyEngine:
     """Computes (T, S, S) maps for images of one dataset, T = number of classes."""
 
@@ -140,6 +152,8 @@ class SaliencyEngine:
         if float(image.max() - image.min()) < 1e-6:
             return np.zeros((len(self.targets), height, width), dtype=np.float32)
         maps = torch.from_numpy(self.cam.maps_for_targets(self._input(image), self.targets))
+        if self.settings.class_contrast and len(maps) > 1:
+            maps = contrast_classes(maps)
         maps = F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         return maps.clamp(0.0, 1.0).numpy()
 
