@@ -101,6 +101,8 @@ def test_pair_correlations_and_class_sensitivity() -> None:
     assert report["mean_correlation"].iloc[-1] == pytest.approx((1.0 + corr[0, 2] + corr[1, 2]) / 3)
     with pytest.raises(ValueError, match="T = 2"):
         class_sensitivity(same[None, :3], ["a", "b"])
+    single = class_sensitivity(same[None, :1], ["lungs"])  # one class: no pair, NaN rather than an error
+    assert list(single["class"]) == ["lungs", "all"] and single["mean_correlation"].isna().all()
 
 
 def test_refine_settings_and_helpers() -> None:

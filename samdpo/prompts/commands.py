@@ -177,8 +177,11 @@ def _saliency_check(args: argparse.Namespace) -> None:
         atomic.write_text(args.out, report.to_csv(index=False, float_format="%.4f"))
     print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     overall = float(report["mean_correlation"].iloc[-1])
-    print(f"mean correlation between two classes' saliency maps of one image: {overall:.3f} "
-          f"({'the class text steers the map' if overall < 0.5 else 'the maps look alike whatever the class: check the CLIP and the prompts'})")
+    if len(meta["class_names"]) < 2:
+        print("one class: no two classes' maps to compare")
+    else:
+        verdict = "the class text steers the map" if overall < 0.5 else "the maps look alike whatever the class: check the CLIP and the prompts"
+        print(f"mean correlation between two classes' saliency maps of one image: {overall:.3f} ({verdict})")
 
 
 def _box_quality(args: argparse.Namespace) -> None:

@@ -28,16 +28,17 @@ def class_sensitivity(maps: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     """Mean correlation of each class's map with the other classes' maps of the same image.
 
     Args:
-        maps: (N, T, H, W) saliency (any numeric type), T >= 2.
+        maps: (N, T, H, W) saliency (any numeric type).
         class_names: T names.
 
     Returns:
         One row per class (``class``, ``mean_correlation``, ``images``: images where the class's map
-        is not constant) and a last row ``all``: the mean over every class pair of every image.
+        is not constant) and a last row ``all``: the mean over every class pair of every image. With
+        one class there is no pair: the correlations are NaN.
     """
     count = len(class_names)
-    if maps.ndim != 4 or maps.shape[1] != count or count < 2:
-        raise ValueError(f"class_sensitivity needs (N, T, H, W) maps with T = {count} >= 2 classes, got {maps.shape}")
+    if maps.ndim != 4 or maps.shape[1] != count:
+        raise ValueError(f"class_sensitivity needs (N, T, H, W) maps with T = {count} classes, got {maps.shape}")
     sums, seen, pair_values = np.zeros(count), np.zeros(count, np.int64), []
     upper = np.triu_indices(count, 1)
     for image_maps in maps:
