@@ -234,7 +234,7 @@ def _zero_shot(args: argparse.Namespace) -> None:
     if args.boxes == "gt" and args.splits_to_predict != ["test"]:
         raise ConfigError("--boxes gt reads ground truth: it predicts the test split only (an oracle row for evaluation)")
     if args.boxes == "cam" and not args.prompts:
-        raise ConfigError("--boxes cam reads the CRF boxes: give --prompts prompts_cache/{dataset}")
+        raise ConfigError("--boxes cam reads the prompt store's human-free boxes: give --prompts prompts_cache/{dataset}")
     store = SampleStore(Path(args.store))
     chosen = split_indices(store, args.splits, args.splits_to_predict)
     sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
@@ -253,7 +253,7 @@ def _zero_shot(args: argparse.Namespace) -> None:
     def fill(out: Any) -> None:
         predict_boxes(model, images, boxes, has_box, device, out, embeddings=embeddings, progress=not args.no_progress)
 
-    source = f"zero-shot {sam['name']} with {'ground-truth (oracle)' if args.boxes == 'gt' else 'CRF'} boxes"
+    source = f"zero-shot {sam['name']} with {'ground-truth (oracle)' if args.boxes == 'gt' else 'human-free (prompt store)'} boxes"
     write_predictions(Path(args.out), store, chosen, Path(args.splits), args.splits_to_predict, Path(source), settings_hash, fill)
     print(f"{source}: {int(has_box.sum())} boxed (image, class) pairs of {has_box.size} in {args.out}", file=sys.stderr)
 
@@ -297,12 +297,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--splits-to-predict", nargs="+", default=["unlabeled", "test"])
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=_predict)
-    zero = train.add_parser("zero-shot", help="the pretrained SAM with box prompts alone (CRF boxes, or the test labels' boxes as an oracle)")
+    zero = train.add_parser("zero-shot", help="the pretrained SAM with box prompts alone (the prompt store's human-free boxes, or the test labels' boxes as an oracle)")
     zero.add_argument("--store", required=True)
     zero.add_argument("--splits", required=True, help="split table (case_id,split)")
     zero.add_argument("--prompts", help="prompts_cache/{dataset} (for --boxes cam)")
     zero.add_argument("--sam", help="sam settings as a JSON object")
-    zero.add_argument("--boxes", choices=["cam", "gt"], required=True, help="cam: the CRF boxes; gt: the test labels' boxes (oracle)")
+    zero.add_argument("--boxes", choices=["cam", "gt"], required=True, help="cam: the prompt store's human-free boxes (CRF, SAM-refined); gt: the test labels' boxes (oracle)")
     zero.add_argument("--embeddings", help="folder of the frozen encoder's image embeddings (embed-images); default: run the encoder")
     zero.add_argument("--splits-to-predict", nargs="+", default=["test"])
     zero.add_argument("--out", required=True, help="output folder")

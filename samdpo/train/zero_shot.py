@@ -1,6 +1,6 @@
 """Zero-shot rows: the pretrained SAM with box prompts alone, nothing trained.
 
-- ``cam``: the human-free CRF boxes of the prompt store. A class whose CRF mask was empty ("no
+- ``cam``: the human-free boxes of the prompt store (CRF, refined by SAM). A class whose mask was empty ("no
   box") gets an empty prediction: SAM is given no prompt for it.
 - ``gt``: boxes of the **test labels**: an oracle ceiling that reads ground truth, never a
   competitor. Only the test split may be predicted this way, and its predictions feed evaluation
@@ -28,7 +28,7 @@ BOX_SOURCES = ("cam", "gt")
 
 
 def prompt_boxes(prompts: Sequence[ImagePrompts]) -> tuple[np.ndarray, np.ndarray]:
-    """The CRF boxes of N images: (N, T, 4) float32 XYXY and (N, T) bool ``has_box``."""
+    """The prompt-store boxes of N images: (N, T, 4) float32 XYXY and (N, T) bool ``has_box``."""
     return np.stack([p.boxes for p in prompts]), np.stack([p.has_box for p in prompts])
 
 

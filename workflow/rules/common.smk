@@ -147,14 +147,20 @@ def anatomy_prior_input(wildcards):
     return f"results/prompts/{wildcards.dataset}/anatomy_prior.npz" if json.loads(anatomy_settings(wildcards))["enabled"] else []
 
 
+def refine_settings(wildcards):
+    """The refine section with the dataset's own overrides merged, as JSON."""
+    return json.dumps({**config["refine"], **config["datasets"][wildcards.dataset]["refine"]}, sort_keys=True)
+
+
 def refined_table(wildcards):
-    """The SAM-refined prompt table; nothing when refine.iterations is 0."""
-    return f"results/prompts/{wildcards.dataset}/refined.parquet" if config["refine"]["iterations"] > 0 else []
+    """The SAM-refined prompt table; nothing when the dataset's refine.iterations is 0."""
+    iterations = json.loads(refine_settings(wildcards))["iterations"]
+    return f"results/prompts/{wildcards.dataset}/refined.parquet" if iterations > 0 else []
 
 
 def visual_table(wildcards):
-    """The visual prompt table every later step reads: the SAM-refined one, or the CRF's when
-    refine.iterations is 0."""
+    """The visual prompt table every later step reads: the SAM-refined one, or the CRF's when the
+    dataset's refine.iterations is 0."""
     return refined_table(wildcards) or f"results/prompts/{wildcards.dataset}/crf.parquet"
 
 
@@ -223,7 +229,7 @@ def embeddings_input(wildcards):
 
 
 def zero_shot_boxes_input(wildcards):
-    """Where a zero-shot row's boxes come from: the prompt store (CRF boxes) or the labels (the oracle)."""
+    """Where a zero-shot row's boxes come from: the prompt store (human-free boxes) or the labels (the oracle)."""
     if wildcards.boxes == "cam":
         return f"prompts_cache/{wildcards.dataset}"
     return f"results/data/prepared/{wildcards.dataset}/labels.npy"

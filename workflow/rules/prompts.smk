@@ -115,7 +115,7 @@ rule refine_boxes:
     params:
         sam=section_json("sam"),
         boxes=section_json("boxes"),
-        settings=section_json("refine"),
+        settings=refine_settings,
     conda:
         ENV
     log:

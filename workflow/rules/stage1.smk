@@ -1,7 +1,7 @@
 # Stage 1: CLIP text embeddings of the text prompts, the frozen SAM encoder's image embeddings
 # (computed once, read by every model), SAM with fused prompts trained on the labelled split (one
 # model per stage1_variants entry), the probability maps of any SAM model (stage 1 or aligned), and
-# the zero-shot rows (the pretrained SAM with CRF boxes, or with the test labels' boxes as an oracle).
+# the zero-shot rows (the pretrained SAM with the human-free boxes, or with the test labels' boxes as an oracle).
 
 
 rule embed_images:
