@@ -297,3 +297,51 @@ def test_eval_command_refuses_predictions_of_other_classes_or_without_test_image
     with pytest.raises(DataError, match="test split"):
         _run([*base, "--out", str(evaluated / "x.csv")])
     assert not (evaluated / "x.csv").exists()
+
+
+def _per_image(rng: np.random.Generator, cases: int = 6, shift: float = 0.0) -> pd.DataFrame:
+    rows = [
+        {"sample_id": f"c{c}_z{z}", "case_id": f"c{c}", "class_name": name, "dice": float(rng.uniform(20, 90)) + shift}
+        for c in range(cases)
+        for z in range(3)
+        for name in ("liver", "spleen")
+        if not (name == "spleen" and z == 0)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_is_the_table_metric_with_a_case_bootstrap() -> None:
+    from samdpo.evaluation.paired import paired_difference
+
+    reference = _per_image(np.random.default_rng(0))
+    same = paired_difference(reference, reference.copy(), draws=200)
+    assert same.difference == 0.0 and same.low == 0.0 and same.high == 0.0 and (same.cases, same.images) == (6, 18)
+    shifted = reference.assign(dice=reference["dice"] + 5.0).sample(frac=1.0, random_state=1)  # row order does not matter
+    result = paired_difference(reference, shifted, draws=200)
+    expected = reference.groupby("class_name")["dice"].mean().mean()
+    assert result.reference == pytest.approx(expected) and result.model == pytest.approx(expected + 5.0)
+    assert result.difference == pytest.approx(5.0) and result.low == pytest.approx(5.0) and result.high == pytest.approx(5.0)
+    noisy = reference.assign(dice=reference["dice"] + np.random.default_rng(2).normal(2.0, 10.0, len(reference)))
+    spread = paired_difference(reference, noisy, draws=500, seed=3)
+    assert spread.low < spread.difference < spread.high and spread.high - spread.low > 1.0
+    assert paired_difference(reference, noisy, draws=500, seed=3) == spread  # seeded
+    with pytest.raises(DataError, match="different \\(image, class\\) rows"):
+        paired_difference(reference, reference.iloc[1:], draws=10)
+    with pytest.raises(DataError, match="lacks the columns"):
+        paired_difference(reference, reference.drop(columns="case_id"), draws=10)
+
+
+def test_dpo_effect_command_writes_csv_and_markdown(tmp_path: Path) -> None:
+    from samdpo.cli import main
+
+    rng = np.random.default_rng(0)
+    reference = _per_image(rng)
+    reference.to_csv(tmp_path / "prompt_10.csv", index=False)
+    reference.assign(dice=reference["dice"] - 1.0).to_csv(tmp_path / "dpo_score.csv", index=False)
+    out = tmp_path / "amos_dpo_effect.csv"
+    assert main(["dpo-effect", "--eval", str(tmp_path), "--reference", "prompt_10", "--models", "dpo_score", "--out", str(out), "--draws", "50"]) == 0
+    effect = pd.read_csv(out)
+    assert list(effect["model"]) == ["dpo_score"] and effect["difference"].iloc[0] == pytest.approx(-1.0)
+    assert "| dpo_score |" in out.with_suffix(".md").read_text()
+    assert main(["dpo-effect", "--eval", str(tmp_path), "--reference", "prompt_10", "--models", "dpo_rank", "--out", str(tmp_path / "x.csv")]) != 0
+    assert not (tmp_path / "x.csv").exists()

@@ -55,6 +55,9 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         assert table["data_models"].str.contains("synthetic").all()
         ablation = pd.read_csv(workdir / f"results/{dataset}_ablation.csv")
         assert list(ablation["method"]) == ["ours_prompt_10", "ours_dpo_score", "ours_dpo_rank", "ours_dpo_best"]
+        effect = pd.read_csv(workdir / f"results/{dataset}_dpo_effect.csv")
+        assert sorted(effect["model"]) == ["dpo_best", "dpo_rank", "dpo_score"] and (effect["reference_model"] == "prompt_10").all()
+        assert (effect["low"] <= effect["difference"]).all() and (effect["difference"] <= effect["high"]).all()
         for suffix in (".md", ".png"):
             assert (workdir / f"results/{dataset}_table{suffix}").is_file()
     assert {"liver", "spleen", "mdice_3d"} <= set(pd.read_csv(workdir / "results/amos_table.csv").columns)

@@ -100,6 +100,43 @@ def _table(args: argparse.Namespace) -> None:
     print(f"{len(rows)} methods in {', '.join(map(str, written))}", file=sys.stderr)
 
 
+def _dpo_effect(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from samdpo import atomic
+    from samdpo.evaluation.paired import paired_difference
+
+    def read(model: str) -> Any:
+        path = Path(args.eval) / f"{model}.csv"
+        if not path.is_file():
+            raise DataError(f"{path}: no per-image evaluation of {model}; run the evaluate rule first")
+        return pd.read_csv(path)
+
+    reference = read(args.reference)
+    rows = []
+    for model in args.models:
+        r = paired_difference(reference, read(model), draws=args.draws, seed=args.seed)
+        rows.append(
+            {
+                "model": model, "reference_model": args.reference, "mdice_reference": r.reference, "mdice_model": r.model,
+                "difference": r.difference, "low": r.low, "high": r.high, "confidence": r.confidence,
+                "cases": r.cases, "images": r.images, "draws": r.draws,
+            }
+        )
+    atomic.write_text(args.out, pd.DataFrame(rows).to_csv(index=False, float_format="%.4f"))
+    lines = [
+        f"| model | {args.reference} mDice | model mDice | difference | 95% interval (case bootstrap) | cases | images |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    lines += [
+        f"| {row['model']} | {row['mdice_reference']:.2f} | {row['mdice_model']:.2f} | {row['difference']:+.2f} | "
+        f"[{row['low']:+.2f}, {row['high']:+.2f}] | {row['cases']} | {row['images']} |"
+        for row in rows
+    ]
+    atomic.write_text(Path(args.out).with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _overlays(args: argparse.Namespace) -> None:
     from samdpo.align.annotator import read_annotations
     from samdpo.align.candidates import read_candidates
@@ -116,7 +153,7 @@ def _overlays(args: argparse.Namespace) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``eval``, ``table`` and ``overlays`` on the ``samdpo`` parser."""
+    """Register ``eval``, ``table``, ``dpo-effect`` and ``overlays`` on the ``samdpo`` parser."""
     evaluate = commands.add_parser("eval", help="Dice / NSD / HD95 of a model's predictions on the test split")
     evaluate.add_argument("--store", required=True, help="prepared sample store folder")
     evaluate.add_argument("--splits", required=True, help="split table CSV (case_id,split)")
@@ -137,6 +174,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     table.add_argument("--provenance", required=True, help="which data and models produced the rows (the data_models column)")
     table.add_argument("--out", required=True, help="CSV to write; .md and .png are written next to it")
     table.set_defaults(func=_table)
+
+    effect = commands.add_parser("dpo-effect", help="each aligned model against the stage-1 model it started from: paired mDice difference, case-bootstrap 95% interval")
+    effect.add_argument("--eval", required=True, help="folder of per-image evaluations (results/eval/DATASET)")
+    effect.add_argument("--reference", required=True, help="the stage-1 model the aligned ones started from (e.g. prompt_10)")
+    effect.add_argument("--models", nargs="+", required=True, help="the aligned models")
+    effect.add_argument("--out", required=True, help="CSV to write; the .md goes next to it")
+    effect.add_argument("--draws", type=int, default=2000, help="bootstrap resamples of the test cases")
+    effect.add_argument("--seed", type=int, default=0)
+    effect.set_defaults(func=_dpo_effect)
 
     overlays = commands.add_parser("overlays", help="report figure: prompts, graded candidates and predictions before/after alignment")
     overlays.add_argument("--prompts", required=True, help="the dataset's prompt store folder (prompts_cache/DATASET)")

@@ -69,7 +69,7 @@ def synth_args(wildcards):
 
 
 def all_targets():
-    """Targets of the default target: data products, prompt store, box quality, saliency check, both tables and the report overlays of every dataset."""
+    """Targets of the default target: data products, prompt store, box quality, saliency check, both tables, the DPO effect and the report overlays of every dataset."""
     return [
         path
         for name in DATASETS
@@ -81,6 +81,7 @@ def all_targets():
             f"prompts_cache/{name}",
             f"results/{name}_table.csv",
             f"results/{name}_ablation.csv",
+            f"results/{name}_dpo_effect.csv",
             f"results/report/{name}/overlays.png",
         )
     ]
@@ -267,6 +268,11 @@ def model_folder(dataset, model):
 def model_file(name):
     """Input function: a file of the model named by the ``model`` wildcard."""
     return lambda wildcards: os.path.join(model_folder(wildcards.dataset, wildcards.model), name)
+
+
+def aligned_evaluations(wildcards):
+    """Per-image evaluations of every alignment variant (each starts from the prompt_10 model)."""
+    return [f"results/eval/{wildcards.dataset}/{variant}.csv" for variant in ALIGN_VARIANTS]
 
 
 def table_summaries(kind):

@@ -145,3 +145,26 @@ rule ablation_table:
     shell:
         "samdpo table --dataset {wildcards.dataset} --summaries {input} --methods {params.methods}"
         " --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
+
+
+rule dpo_effect:
+    input:
+        reference="results/eval/{dataset}/prompt_10.csv",
+        aligned=aligned_evaluations,
+    output:
+        csv="results/{dataset}_dpo_effect.csv",
+        md="results/{dataset}_dpo_effect.md",
+    params:
+        models=" ".join(ALIGN_VARIANTS),
+    conda:
+        ENV
+    log:
+        "results/logs/dpo_effect/{dataset}.log",
+    benchmark:
+        "results/benchmarks/dpo_effect/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "samdpo dpo-effect --eval $(dirname {input.reference}) --reference prompt_10 --models {params.models}"
+        " --out {output.csv} > {log} 2>&1"
