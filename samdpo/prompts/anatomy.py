@@ -1,7 +1,7 @@
 """Anatomical priors learned from the labelled split: where each class lies relative to the body.
 
 Each image gets a body frame: the bounding box of its body outline (the largest connected region
-brighter than ``body_threshold``, holes filled). Coordinates ``u = (x - cx) / half_width`` and
+brighter than ``body_threshold``; dark holes inside it do not change its box). Coordinates ``u = (x - cx) / half_width`` and
 ``v = (y - cy) / half_height`` then put every image on one grid, whatever the patient's size and
 position. The prior of class t is, on a ``grid x grid`` lattice over ``[-extent, extent]^2``, the
 share of labelled images showing t in which (u, v) lies inside t, smoothed by a Gaussian (a few
@@ -80,8 +80,8 @@ class BodyFrame:
 def body_frame(image: np.ndarray, threshold: float) -> BodyFrame:
     """The body frame of one (H, W) uint8 image; the whole image when nothing exceeds ``threshold``.
 
-    The body is the largest 8-connected region above ``threshold * 255``, its holes filled (air in
-    the bowel or lungs stays part of the body).
+    The body is the largest 8-connected region above ``threshold * 255``; dark holes inside it (air
+    in the bowel or lungs) do not change its bounding box.
     """
     if image.ndim != 2:
         raise ValueError(f"body_frame needs an (H, W) image, got shape {image.shape}")
@@ -89,9 +89,9 @@ def body_frame(image: np.ndarray, threshold: float) -> BodyFrame:
     labels, count = ndimage.label(np.asarray(image) > threshold * 255.0, structure=np.ones((3, 3), bool))
     if count == 0:
         return BodyFrame((height - 1) / 2, (width - 1) / 2, height / 2, width / 2)
-    largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    rows = np.flatnonzero((labels == largest).any(axis=1))
-    cols = np.flatnonzero((labels == largest).any(axis=0))
+    body = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    rows = np.flatnonzero(body.any(axis=1))
+    cols = np.flatnonzero(body.any(axis=0))
     return BodyFrame(
         (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2, (rows[-1] - rows[0] + 1) / 2, (cols[-1] - cols[0] + 1) / 2
     )

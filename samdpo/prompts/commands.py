@@ -71,20 +71,34 @@ def _saliency(args: argparse.Namespace) -> None:
     print(f"saliency for {len(images)} {store.kind} images x {len(classes)} classes in {args.out}", file=sys.stderr)
 
 
-def _crf(args: argparse.Namespace) -> None:
+def _store_and_saliency(args: argparse.Namespace) -> tuple[Any, Any, dict]:
+    """The sample store of ``--store`` and the saliency of ``--saliency``, checked to be of the same samples."""
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.boxes import BoxSettings
-    from samdpo.prompts.crf import CrfSettings
-    from samdpo.prompts.visual import crf_table, read_saliency, write_table
+    from samdpo.prompts.visual import read_saliency
 
     store = SampleStore(Path(args.store))
     maps, meta = read_saliency(Path(args.saliency))
     if meta["sample_ids"] != list(store.samples["sample_id"]):
         raise ConfigError(f"{args.saliency}: saliency maps were made for other samples than {args.store}")
+    return store, maps, meta
+
+
+def _box_settings(text: str | None, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """``--boxes`` JSON -> class name -> BoxSettings, each class's ``by_class`` entry merged over the rest."""
+    from samdpo.prompts.boxes import BoxSettings
+
+    values = json_object(text, "--boxes")
+    by_class = values.pop("by_class", {}) or {}  # shared by all datasets: names of other datasets' classes are fine
+    return {name: _settings(BoxSettings, {**values, **by_class.get(name, {})}, "boxes") for name in class_names}
+
+
+def _crf(args: argparse.Namespace) -> None:
+    from samdpo.prompts.crf import CrfSettings
+    from samdpo.prompts.visual import crf_table, write_table
+
+    store, maps, meta = _store_and_saliency(args)
     crf = _settings(CrfSettings, json_object(args.crf, "--crf"), "crf")
-    box_values = json_object(args.boxes, "--boxes")
-    by_class = box_values.pop("by_class", {}) or {}  # shared by all datasets: names of other datasets' classes are fine
-    boxes = {name: _settings(BoxSettings, {**box_values, **by_class.get(name, {})}, "boxes") for name in store.class_names}
+    boxes = _box_settings(args.boxes, store.class_names)
     prior, prior_meta = (None, None)
     if args.prior:
         from samdpo.prompts.anatomy import read_prior
@@ -128,25 +142,18 @@ def _anatomy_prior(args: argparse.Namespace) -> None:
 def _refine(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
-    from samdpo.data.store import SampleStore
-    from samdpo.prompts.boxes import BoxSettings
     from samdpo.prompts.prompt_store import table_meta
     from samdpo.prompts.refine import RefineSettings, refine_table
-    from samdpo.prompts.visual import read_saliency, write_table
+    from samdpo.prompts.visual import write_table
     from samdpo.train.commands import build_model, load_embeddings, resolve_sam
 
     _threads(args.threads)
-    store = SampleStore(Path(args.store))
+    store, maps, _ = _store_and_saliency(args)
     settings = _settings(RefineSettings, json_object(args.settings, "--settings"), "refine")
-    maps, meta = read_saliency(Path(args.saliency))
     ids = list(store.samples["sample_id"])
-    if meta["sample_ids"] != ids:
-        raise ConfigError(f"{args.saliency}: saliency maps were made for other samples than {args.store}")
     if not Path(args.crf).is_file():
         raise DataError(f"{args.crf}: no CRF prompt table; run the crf rule first")
-    box_values = json_object(args.boxes, "--boxes")
-    by_class = box_values.pop("by_class", {}) or {}
-    boxes = {name: _settings(BoxSettings, {**box_values, **by_class.get(name, {})}, "boxes") for name in store.class_names}
+    boxes = _box_settings(args.boxes, store.class_names)
     sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
     model = build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0)
     embeddings = load_embeddings(args.embeddings, model, ids)
