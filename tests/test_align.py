@@ -3,6 +3,7 @@ candidates, and stage 2 (what trains, bad input)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from samdpo.align import dpo_loss, grade
-from samdpo.align.annotator import Annotation, annotate, mask_iou, preference_weights
+from samdpo.align.annotator import IDENTICAL, NOT_GRADED, Annotation, add_noise, annotate, annotate_all, kendall_tau, mask_iou, not_graded, preference_weights
 from samdpo.align.candidates import candidate_levels, check_thresholds, level_masks
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
-from samdpo.align.stage2 import Stage2Settings, preference_pairs, train_stage2
+from samdpo.align.stage2 import LabelledSet, Stage2Settings, disagreement_pixels, preference_pairs, train_stage2
+from samdpo.align.uncertainty import UncertaintySettings, consensus_masks, jitter_boxes
 from samdpo.errors import ConfigError, DataError
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import load_checkpoint, save_weights
@@ -173,3 +175,93 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
         load_checkpoint(_small(), tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="objective"):
         Stage2Settings(objective="ppo")
+
+
+def test_annotate_all_grades_present_classes_only_and_says_why_not() -> None:
+    truth = np.zeros((2, 10, 10), bool)
+    truth[0, 2:8, 2:8] = True  # class 0 present, class 1 absent
+    probs = np.zeros((1, 2, 10, 10), np.uint8)
+    probs[0, 0, 2:8, 2:8] = 200
+    probs[0, 0, 1:9, 1:9] = np.maximum(probs[0, 0, 1:9, 1:9], 90)
+    probs[0, 1, 0:3, 0:3] = 200
+    levels = candidate_levels(probs, [0.3, 0.4, 0.5, 0.6])
+    every = annotate_all(levels, 4, lambda n: truth, "rank")
+    present = annotate_all(levels, 4, lambda n: truth, "rank", graded=truth.any(axis=(1, 2))[None])
+    assert every[0][0].has_preference and every[0][1].reason == IDENTICAL  # four equal candidates: nothing to choose
+    assert present[0][0].ties.tolist() == every[0][0].ties.tolist()
+    assert present[0][1].reason == NOT_GRADED and not present[0][1].has_preference
+
+
+def test_rating_noise_flips_the_share_asked_for_seeded() -> None:
+    scored = Annotation(order=np.array([3, 2, 1, 0]), grades=np.array([1, 2, 3, 4]), ties=np.array([1, 2, 3, 4]))
+    rng = np.random.default_rng(0)
+    noisy = [add_noise(scored, 0.3, rng) for _ in range(2000)]
+    flipped = np.mean([g != o for a in noisy for g, o in zip(a.grades, scored.grades)])
+    assert flipped == pytest.approx(0.3, abs=0.02)
+    assert all(set(a.grades.tolist()) <= {1, 2, 3, 4} for a in noisy)
+    again = [add_noise(scored, 0.3, np.random.default_rng(0)) for _ in range(3)]
+    assert all(np.array_equal(a.grades, again[0].grades) for a in again)  # seeded
+    assert add_noise(scored, 0.0, rng) is scored
+    ranked = Annotation(order=np.array([1, 0, 2, 3]), grades=None, ties=np.array([2, 3, 1, 0]))
+    assert add_noise(ranked, 1.0, np.random.default_rng(1)).grades is None
+    skipped = not_graded(4, "score")
+    assert add_noise(skipped, 1.0, rng) is skipped
+    with pytest.raises(ConfigError, match="noise"):
+        add_noise(scored, 1.5, rng)
+
+
+def test_kendall_tau_of_two_annotators() -> None:
+    first = Annotation(order=np.array([0, 1, 2, 3]), grades=None, ties=np.array([3, 2, 1, 0]))
+    same = Annotation(order=np.array([0, 1, 2, 3]), grades=None, ties=np.array([30, 20, 10, 0]))
+    reverse = Annotation(order=np.array([3, 2, 1, 0]), grades=None, ties=np.array([0, 1, 2, 3]))
+    assert kendall_tau(first, same) == pytest.approx(1.0) and kendall_tau(first, reverse) == pytest.approx(-1.0)
+    assert math.isnan(kendall_tau(first, not_graded(4, "rank")))
+
+
+def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
+    images, levels, prompts, texts, ids, annotations = _stage2_inputs(tmp_path)
+    pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
+    _, labels, _, _ = _data(tmp_path)
+    labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
+    logs = {}
+    for name, settings in (
+        ("plain", Stage2Settings(epochs=2, batch_pairs=8)),
+        ("best", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0)),
+        ("labeled", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0, anchor_on="labeled")),
+    ):
+        logs[name] = train_stage2(_small(), _small(), images, levels, 4, pairs, prompts, texts, settings, tmp_path / name, {}, 1, progress=False, labelled=labelled)
+    assert logs["plain"][0]["anchor_loss"] == 0 and logs["best"][0]["anchor_loss"] > 0 and logs["labeled"][0]["anchor_loss"] > 0
+    assert logs["best"][0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy = reference at the first step
+    assert logs["plain"][0]["at_ln2"] == 1.0  # every pair starts at ln 2
+    written = json.loads((tmp_path / "plain" / "settings.json").read_text())
+    assert written["pairs"] == len(pairs.image) and written["median_disagreement_px"] > 0
+    assert set(written) >= {"why_no_preference", "at_ln2", "mean_margin", "best_rose", "dpo_loss"}
+    header = (tmp_path / "plain" / "train_log.csv").read_text().splitlines()[0]
+    assert header.split(",") == ["epoch", "loss", "dpo_loss", "anchor_loss", "at_ln2", "mean_margin", "best_rose", "lr", "seconds"]
+    with pytest.raises(ConfigError, match="labelled split"):
+        train_stage2(_small(), _small(), images, levels, 4, pairs, prompts, texts, Stage2Settings(anchor_weight=1.0, anchor_on="labeled"), tmp_path / "x", {}, 1, progress=False)
+    with pytest.raises(ConfigError, match="anchor"):
+        Stage2Settings(anchor_on="test")
+    assert disagreement_pixels(np.array([[[0, 1, 4], [2, 4, 0]]], np.uint8), 4).tolist() == [2]
+
+
+def test_uncertainty_consensus_jitters_boxes_and_agrees_with_itself(tmp_path: Path) -> None:
+    images, _, prompts, texts = _data(tmp_path)
+    model = _small()
+    from samdpo.train.image_embeddings import EmbeddingRows
+    from samdpo.train.stage1 import make_batch
+
+    with torch.no_grad():
+        rows = EmbeddingRows(model.embed_images(torch.from_numpy(images)).numpy(), list(range(len(images))))
+    batch = make_batch(prompts[:1], [[0, 1]], texts, SIZE, 1)
+    moved = jitter_boxes(batch, 0.1, np.random.default_rng(0))
+    width = (batch.boxes[:, 2] - batch.boxes[:, 0] + 1).numpy()
+    shift = (moved.boxes - batch.boxes).abs().numpy()
+    assert (shift[:, [0, 2]] <= 0.1 * width[:, None] + 1e-5).all() and shift.max() > 0
+    assert (moved.boxes[:, 2] >= moved.boxes[:, 0]).all()
+    settings = UncertaintySettings(augmentations=2, jitter=0.1, seed=3)
+    first = consensus_masks(model, rows, prompts, texts, 2, SIZE, 1, settings, torch.device("cpu"), progress=False)
+    again = consensus_masks(model, rows, prompts, texts, 2, SIZE, 1, settings, torch.device("cpu"), progress=False)
+    assert first.shape == (len(images), 2, SIZE, SIZE) and first.dtype == bool and np.array_equal(first, again)
+    with pytest.raises(ConfigError, match="augmentations"):
+        UncertaintySettings(augmentations=1)

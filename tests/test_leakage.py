@@ -126,6 +126,13 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     annotations = tmp_path / "annotations.parquet"
     prompts = str(tmp_path / "p" / "store")
     assert main(["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "cand"), "--out", str(annotations), "--reference", "prompt", "--prompts", prompts]) == 0
+    # the uncertainty annotator (the model's consensus under box jitter) reads no label either; `present` needs them
+    consensus = ["--reference", "uncertainty", "--prompts", prompts, "--model", str(tmp_path / "b"), "--texts", str(texts)]
+    annotate = ["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "cand"), "--no-progress"]
+    assert main([*annotate, "--out", str(tmp_path / "uncertain.parquet"), *consensus, "--uncertainty", '{"augmentations": 2}']) == 0
+    assert pq.read_table(tmp_path / "uncertain.parquet").num_rows > 0
+    assert main([*annotate, "--out", str(tmp_path / "present.parquet"), "--reference", "prompt", "--prompts", prompts, "--classes", "present"]) != 0
+    assert not (tmp_path / "present.parquet").exists()
     align = ["--candidates", str(tmp_path / "cand"), "--annotations", str(annotations), "--prompts", prompts, "--texts", str(texts)]
     assert main(["align", "train", *common, *align, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "s2"), "--settings", '{"epochs": 1}']) == 0
     assert (tmp_path / "s2" / "model.safetensors").is_file()

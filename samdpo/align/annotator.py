@@ -3,7 +3,14 @@
 - the virtual annotator (``reference="ground_truth"``): IoU of each candidate with the ground
   truth, the paper's oracle for a human;
 - ``reference="prompt"``: IoU with the CRF mask of the visual prompt, an annotator that needs no
-  ground truth (the candidates that agree with the unsupervised prompt win).
+  ground truth (the candidates that agree with the unsupervised prompt win);
+- ``reference="uncertainty"``: IoU with the model's own consensus under test-time augmentation
+  (:mod:`samdpo.align.uncertainty`), needing no ground truth either.
+
+Which pairs are graded: ``classes="present"`` grades an organ's candidates only on the images that
+show it (what a person grading them would do; needs the ground truth, so the virtual annotator
+only), ``all`` grades every class of every image. Rating noise (:func:`add_noise`) flips a share
+of the grades to a random other grade, seeded, to reproduce the paper's robustness figure.
 
 Modes: ``score`` gives each candidate a grade (:func:`grade`); ``rank`` orders them by IoU. Both
 become preference weights per candidate: the positions best to worst get (b1, b2, -b2, -b1), and
@@ -14,7 +21,7 @@ candidates get all-zero weights (no preference).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,10 @@ from samdpo.errors import ConfigError, DataError
 #: Grade boundaries on IoU: < 0.40 -> 1, [0.40, 0.55) -> 2, [0.55, 0.70) -> 3, >= 0.70 -> 4.
 GRADE_EDGES = (0.40, 0.55, 0.70)
 MODES = ("score", "rank")
-REFERENCES = ("ground_truth", "prompt")
+REFERENCES = ("ground_truth", "prompt", "uncertainty")
+CLASSES = ("present", "all")
+#: Why an (image, class) pair carries no preference.
+NOT_GRADED, IDENTICAL, EQUAL = "class absent, not graded", "identical candidates", "equal grades"
 
 
 def grade(iou: float | np.ndarray) -> int | np.ndarray:
@@ -52,12 +62,15 @@ class Annotation:
     Attributes:
         order: (K,) candidate indices, best first (ties keep candidate order).
         grades: (K,) grades 1..4 per candidate (``score`` mode), or None (``rank`` mode).
-        ties: (K,) tie group of each candidate (equal values = tied).
+        ties: (K,) tie group of each candidate (equal values = tied, a higher value is better).
+        reason: why the pair carries no preference (:data:`NOT_GRADED`, :data:`IDENTICAL`,
+            :data:`EQUAL`); empty when it carries one.
     """
 
     order: np.ndarray
     grades: np.ndarray | None
     ties: np.ndarray
+    reason: str = ""
 
     @property
     def has_preference(self) -> bool:
@@ -65,16 +78,100 @@ class Annotation:
         return len(np.unique(self.ties)) > 1
 
 
+def _from_values(values: np.ndarray, scored: bool, identical: bool = False) -> Annotation:
+    """The annotation of (K,) per-candidate values, higher = better (grades, or dense IoU ranks)."""
+    values = np.asarray(values, dtype=np.int64)
+    tied = len(np.unique(values)) == 1
+    reason = "" if not tied else IDENTICAL if identical else EQUAL
+    return Annotation(order=np.argsort(-values, kind="stable"), grades=values if scored else None, ties=values, reason=reason)
+
+
 def annotate(candidates: np.ndarray, reference: np.ndarray, mode: str) -> Annotation:
     """Grade (``score``) or order (``rank``) K candidates against a reference mask."""
     if mode not in MODES:
         raise ConfigError(f"annotator.mode must be one of {MODES}, got {mode!r}")
     iou = mask_iou(candidates, reference)
+    identical = bool((candidates == candidates[:1]).all())
     if mode == "score":
-        grades = np.asarray(grade(iou), dtype=np.int64)
-        return Annotation(order=np.argsort(-grades, kind="stable"), grades=grades, ties=grades)
+        return _from_values(grade(iou), True, identical)
     rounded = np.round(iou, 9)  # equal IoUs (e.g. identical candidates) are ties
-    return Annotation(order=np.argsort(-rounded, kind="stable"), grades=None, ties=np.unique(rounded, return_inverse=True)[1])
+    return _from_values(np.unique(rounded, return_inverse=True)[1], False, identical)
+
+
+def not_graded(count: int, mode: str) -> Annotation:
+    """The annotation of a pair the annotator skips (``classes="present"`` and the class is absent)."""
+    return Annotation(order=np.arange(count), grades=np.ones(count, np.int64) if mode == "score" else None, ties=np.zeros(count, np.int64), reason=NOT_GRADED)
+
+
+def add_noise(annotation: Annotation, noise: float, rng: np.random.Generator) -> Annotation:
+    """Each candidate's grade (``score``: 1..4; ``rank``: its position 0..K-1, best highest) replaced,
+    with probability ``noise``, by a uniformly drawn other grade. Pairs not graded stay so, and so do
+    pairs of identical candidates: whatever their grades, their DPO margin is 0 (no signal, no cost)."""
+    if not 0.0 <= noise <= 1.0:
+        raise ConfigError(f"align.noise must be in [0, 1], got {noise}")
+    count = len(annotation.order)
+    flips = rng.random(count) < noise
+    if annotation.reason in (NOT_GRADED, IDENTICAL) or not flips.any():
+        return annotation
+    scored = annotation.grades is not None
+    levels = np.arange(1, 5) if scored else np.arange(count)
+    values = annotation.ties.copy() if scored else _dense_positions(annotation.ties)
+    for k in np.flatnonzero(flips):
+        values[k] = rng.choice(levels[levels != values[k]])
+    return _from_values(values, scored)
+
+
+def _dense_positions(ties: np.ndarray) -> np.ndarray:
+    """Tie groups -> positions 0..K-1 on the same scale for every pair (best = K-1, ties share)."""
+    groups = np.unique(ties, return_inverse=True)[1]
+    return groups + (len(ties) - 1 - groups.max())
+
+
+def kendall_tau(first: Annotation, second: Annotation) -> float:
+    """Kendall's tau-b between two annotators' verdicts on the same candidates; NaN when either has no preference."""
+    from scipy.stats import kendalltau
+
+    if not (first.has_preference and second.has_preference):
+        return float("nan")
+    return float(kendalltau(first.ties, second.ties).statistic)
+
+
+def annotate_all(
+    levels: np.ndarray,
+    count: int,
+    references: Callable[[int], np.ndarray],
+    mode: str,
+    graded: np.ndarray | None = None,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> list[list[Annotation]]:
+    """Annotate every (image, class) pair of a candidate set.
+
+    Args:
+        levels: (N, T, S, S) uint8 candidate levels (:mod:`samdpo.align.candidates`).
+        count: K candidates per pair.
+        references: image index -> (T, S, S) bool reference masks (read once per image).
+        mode: ``score`` or ``rank``.
+        graded: (N, T) bool, the pairs the annotator grades (None: all).
+        noise: share of grades flipped (:func:`add_noise`), seeded by ``seed``.
+
+    Returns:
+        N lists of T annotations.
+    """
+    from samdpo.align.candidates import level_masks
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in range(len(levels)):
+        masks, reference = level_masks(np.asarray(levels[n]), count), references(n)
+        row = []
+        for t in range(levels.shape[1]):
+            if graded is not None and not graded[n, t]:
+                row.append(not_graded(count, mode))
+                continue
+            row.append(add_noise(annotate(masks[t], reference[t], mode), noise, rng) if noise > 0 else annotate(masks[t], reference[t], mode))
+        out.append(row)
+    return out
 
 
 def preference_weights(annotation: Annotation, beta1: float = 1.0, beta2: float = 0.5) -> np.ndarray:
@@ -92,7 +189,7 @@ def preference_weights(annotation: Annotation, beta1: float = 1.0, beta2: float 
 
 
 def write_annotations(path: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
-    """Write one row per (image, class): order, grades (or null), tie groups, has_preference."""
+    """Write one row per (image, class): order, grades (or null), tie groups, has_preference, reason."""
     schema = pa.schema(
         [
             ("sample_id", pa.string()),
@@ -101,6 +198,7 @@ def write_annotations(path: Path, rows: list[dict[str, Any]], meta: Mapping[str,
             ("grades", pa.list_(pa.int8())),
             ("ties", pa.list_(pa.int8())),
             ("has_preference", pa.bool_()),
+            ("reason", pa.string()),
         ]
     )
     table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata({"samdpo": json.dumps(dict(meta), sort_keys=True)})
@@ -115,5 +213,5 @@ def read_annotations(path: Path) -> dict[tuple[str, int], Annotation]:
     out = {}
     for row in pq.read_table(path).to_pylist():
         grades = None if row["grades"] is None else np.asarray(row["grades"])
-        out[(row["sample_id"], row["class_index"])] = Annotation(np.asarray(row["order"]), grades, np.asarray(row["ties"]))
+        out[(row["sample_id"], row["class_index"])] = Annotation(np.asarray(row["order"]), grades, np.asarray(row["ties"]), row.get("reason") or "")
     return out

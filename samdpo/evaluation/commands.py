@@ -113,16 +113,21 @@ def _dpo_effect(args: argparse.Namespace) -> None:
         return pd.read_csv(path)
 
     reference = read(args.reference)
+    if args.diagnostics and len(args.diagnostics) != len(args.models):
+        raise ConfigError(f"--diagnostics: one settings.json per model ({len(args.models)}), got {len(args.diagnostics)}")
     rows = []
-    for model in args.models:
+    for k, model in enumerate(args.models):
         r = paired_difference(reference, read(model), draws=args.draws, seed=args.seed)
-        rows.append(
-            {
-                "model": model, "reference_model": args.reference, "mdice_reference": r.reference, "mdice_model": r.model,
-                "difference": r.difference, "low": r.low, "high": r.high, "confidence": r.confidence,
-                "cases": r.cases, "images": r.images, "draws": r.draws,
-            }
-        )
+        row = {
+            "model": model, "reference_model": args.reference, "mdice_reference": r.reference, "mdice_model": r.model,
+            "difference": r.difference, "low": r.low, "high": r.high, "confidence": r.confidence,
+            "cases": r.cases, "images": r.images, "draws": r.draws,
+        }
+        if args.diagnostics:
+            written = _read_json(Path(args.diagnostics[k]))
+            row |= {key: written.get(key) for key in DIAGNOSTICS}
+            row["why_no_preference"] = "; ".join(f"{why}: {n}" for why, n in sorted((written.get("why_no_preference") or {}).items()))
+        rows.append(row)
     atomic.write_text(args.out, pd.DataFrame(rows).to_csv(index=False, float_format="%.4f"))
     lines = [
         f"| model | {args.reference} mDice | model mDice | difference | 95% interval (case bootstrap) | cases | images |",
@@ -133,8 +138,28 @@ def _dpo_effect(args: argparse.Namespace) -> None:
         f"[{row['low']:+.2f}, {row['high']:+.2f}] | {row['cases']} | {row['images']} |"
         for row in rows
     ]
+    if args.diagnostics:
+        lines += [
+            "", "Alignment diagnostics (last epoch; margin: sum_k w_k (log pi - log pi_ref) of a pair):", "",
+            "| model | pairs with a preference | without (why) | median disagreement px | share at ln 2 | mean margin | best candidate rose |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {row['model']} | {row['pairs']} | {row['pairs_without_preference']} ({row['why_no_preference'] or '-'}) | {_shown(row['median_disagreement_px'], '.0f')} | "
+            f"{_shown(row['at_ln2'], '.2f')} | {_shown(row['mean_margin'], '.2f')} | {_shown(row['best_rose'], '.2f')} |"
+            for row in rows
+        ]
     atomic.write_text(Path(args.out).with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+#: What an aligned model's settings.json records about its run (see samdpo.align.stage2).
+DIAGNOSTICS = ("pairs", "pairs_without_preference", "median_disagreement_px", "at_ln2", "mean_margin", "best_rose")
+
+
+def _shown(value: Any, spec: str) -> str:
+    """A number formatted, or ``-`` where the run recorded none (no pair to train on)."""
+    return "-" if value is None else format(value, spec)
 
 
 def _overlays(args: argparse.Namespace) -> None:
@@ -182,6 +207,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     effect.add_argument("--out", required=True, help="CSV to write; the .md goes next to it")
     effect.add_argument("--draws", type=int, default=2000, help="bootstrap resamples of the test cases")
     effect.add_argument("--seed", type=int, default=0)
+    effect.add_argument("--diagnostics", nargs="+", help="each model's settings.json (its alignment diagnostics), in --models order")
     effect.set_defaults(func=_dpo_effect)
 
     overlays = commands.add_parser("overlays", help="report figure: prompts, graded candidates and predictions before/after alignment")

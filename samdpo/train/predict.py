@@ -35,25 +35,31 @@ def predict_probabilities(
     batch_images: int = 8,
     progress: bool = True,
     embeddings: EmbeddingRows | None = None,
+    classes: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Fill ``out``, (N, T, S, S) uint8 (e.g. a memory map), with the probabilities x 255 of every class of every image.
 
     ``embeddings``: the frozen encoder's embeddings of ``images`` (read instead of running the encoder).
+    ``classes``: per image, the only classes to predict (the others' rows of ``out`` are left as they are).
     """
     model.eval().to(device)
     count, size = len(prompts), images.shape[-1]
-    classes = out.shape[1]
+    wanted = [list(range(out.shape[1]))] * count if classes is None else [sorted(c) for c in classes]
     with torch.inference_mode():
         for start in tqdm(range(0, count, batch_images), desc="predict", unit="batch", disable=not progress):
-            chosen = list(range(start, min(start + batch_images, count)))
-            batch = make_batch([prompts[i] for i in chosen], [range(classes)] * len(chosen), texts, size, point_count).to(device)
+            chosen = [i for i in range(start, min(start + batch_images, count)) if wanted[i]]
+            if not chosen:
+                continue
+            batch = make_batch([prompts[i] for i in chosen], [wanted[i] for i in chosen], texts, size, point_count).to(device)
             if embeddings is None:
                 embedded = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
             else:
                 embedded = embeddings.take(chosen, device)
             logits, _ = model(embedded, batch)
-            probs = torch.sigmoid(logits.float()).reshape(len(chosen), classes, size, size)
-            out[chosen] = torch.round(probs * 255).to(torch.uint8).cpu().numpy()
+            probs = torch.round(torch.sigmoid(logits.float()) * 255).to(torch.uint8).cpu().numpy()
+            rows = [(i, t) for i in chosen for t in wanted[i]]
+            for (i, t), prob in zip(rows, probs):
+                out[i, t] = prob
     return out
 
 
