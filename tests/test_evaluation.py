@@ -194,12 +194,13 @@ def _summary(names: list[str], offset: float) -> dict:
 def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
     rows = [{"method": m, "summary": _summary(AMOS_NAMES, k), "provenance": "amos test split; stage1"} for k, m in enumerate(["a", "b"])]
     table = tables.build_table(rows, AMOS_NAMES, "amos")
-    assert list(table.columns) == ["method", "mdice", *AMOS_NAMES, "mdice_3d", "nsd", "hd95", "data_models"]
+    assert list(table.columns) == ["method", "mdice", "mdice_sd", *AMOS_NAMES, "mdice_3d", "nsd", "hd95", "seeds", "data_models"]
     assert table.loc[0, "mdice"] == 57.0 and table.loc[1, "organ15"] == 65.0
+    assert table.loc[0, "seeds"] == 1 and math.isnan(table.loc[0, "mdice_sd"])
     assert table.loc[0, "mdice_3d"] == 61.23 and table.loc[0, "hd95"] == 3.46
     written = tables.write_table(table, tmp_path / "amos_table.csv")
     assert [p.name for p in written] == ["amos_table.csv", "amos_table.md", "amos_table.png"]
-    assert pd.read_csv(written[0]).shape == (2, 21)
+    assert pd.read_csv(written[0]).shape == (2, 23)
     markdown = written[1].read_text()
     assert markdown.startswith("| method") and "organ15" in markdown and markdown.count("\n") == 4
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -209,12 +210,22 @@ def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
 def test_table_columns_of_a_one_class_dataset(tmp_path: Path) -> None:
     summary = {**_summary(["tumor"], 0), "mdice_3d": None, "hd95": None}
     table = tables.build_table([{"method": "ours", "summary": summary, "provenance": "busi"}], ["tumor"], "busi")
-    assert list(table.columns) == ["method", "dice", "nsd", "hd95", "data_models"]
+    assert list(table.columns) == ["method", "dice", "dice_sd", "nsd", "hd95", "seeds", "data_models"]
     assert table.loc[0, "dice"] == 50.0 and math.isnan(table.loc[0, "hd95"])
     tables.write_table(table, tmp_path / "busi_table.csv")
     assert (tmp_path / "busi_table.png").stat().st_size > 0
     markdown = (tmp_path / "busi_table.md").read_text()
     assert "| ours" in markdown and "nan" not in markdown  # missing values are empty cells
+
+
+def test_a_method_trained_with_several_seeds_shows_their_mean_and_spread() -> None:
+    rows = [{"method": m, "summary": _summary(["tumor"], offset), "provenance": f"seed {offset}"} for m, offset in (("ours", 0.0), ("ours", 2.0), ("ours", 4.0), ("unet", 1.0))]
+    table = tables.build_table(rows, ["tumor"], "busi")
+    assert list(table["method"]) == ["ours", "unet"] and list(table["seeds"]) == [3, 1]
+    assert table.loc[0, "dice"] == 52.0 and table.loc[0, "dice_sd"] == 2.0 and math.isnan(table.loc[1, "dice_sd"])
+    assert table.loc[0, "data_models"] == "seed 0.0; seed 2.0; seed 4.0"
+    with pytest.raises(ConfigError, match="next to each other"):
+        tables.build_table([rows[0], rows[3], rows[1]], ["tumor"], "busi")
 
 
 def test_table_refuses_summaries_of_other_classes() -> None:
@@ -278,7 +289,7 @@ def test_table_command(evaluated: Path) -> None:
     _run(["table", "--dataset", "amos", "--summaries", str(summary), str(summary), "--methods", "a", "b"]
          + ["--provenance", "synthetic AMOS", "--out", str(out)])
     table = pd.read_csv(out)
-    assert list(table.columns) == ["method", "mdice", "liver", "spleen", "mdice_3d", "nsd", "hd95", "data_models"]
+    assert list(table.columns) == ["method", "mdice", "mdice_sd", "liver", "spleen", "mdice_3d", "nsd", "hd95", "seeds", "data_models"]
     assert table["data_models"][0].startswith("synthetic AMOS; model results/stage1/m")
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
     with pytest.raises(ConfigError, match="one name per summary"):

@@ -1,9 +1,12 @@
 """Results tables: one row per method from its evaluation summary, written as CSV, Markdown and a figure.
 
 Columns: ``method``; for multi-class datasets (AMOS) ``mdice``, one column per class (mean 2D Dice of
-that organ) and ``mdice_3d``, for one-class datasets ``dice``; then ``nsd``, ``hd95`` and
-``data_models`` (which data and models produced the row). Dice and NSD are percentages, HD95 is in
-the store's spacing unit; values are rounded to 2 decimals and missing values are empty cells.
+that organ) and ``mdice_3d``, for one-class datasets ``dice``; then ``nsd``, ``hd95``, ``seeds`` (how
+many models the row averages), ``{metric}_sd`` (their sample standard deviation of the main metric;
+empty for one model) and ``data_models`` (which data and models produced the row). A method given
+several summaries (one per training seed) gets the mean of each value over them. Dice and NSD are
+percentages, HD95 is in the store's spacing unit; values are rounded to 2 decimals and missing
+values are empty cells.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pandas as pd
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
 
-FIXED_COLUMNS = ("method", "mdice", "dice", "mdice_3d", "nsd", "hd95", "data_models")
+FIXED_COLUMNS = ("method", "mdice", "dice", "mdice_sd", "dice_sd", "mdice_3d", "nsd", "hd95", "seeds", "data_models")
 
 
 def _value(value: Any) -> float:
@@ -36,7 +39,8 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
     """One row per method.
 
     Args:
-        rows: ``{"method": str, "summary": summarize() dict, "provenance": str}`` each, in table order.
+        rows: ``{"method": str, "summary": summarize() dict, "provenance": str}`` each, in table order;
+            the summaries of one method (its seeds) next to each other.
         class_names: the dataset's class names (the per-organ columns, in this order).
         dataset: dataset name; a summary naming another ``dataset`` is refused.
 
@@ -44,41 +48,53 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
         The table (see the module docstring for its columns), values rounded to 2 decimals.
 
     Raises:
-        ConfigError: no rows, repeated method names, or a class name that collides with a fixed column.
+        ConfigError: no rows, a method's summaries apart, or a class name that collides with a fixed column.
         DataError: a summary made for other classes or another dataset.
     """
     if not rows:
         raise ConfigError("a results table needs at least one method")
-    methods = [str(row["method"]) for row in rows]
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"method names repeat: {methods}")
+    methods = list(dict.fromkeys(str(row["method"]) for row in rows))
+    if [str(row["method"]) for row in rows] != [m for m in methods for row in rows if str(row["method"]) == m]:
+        raise ConfigError(f"the summaries of one method must be given next to each other: {[row['method'] for row in rows]}")
     names = list(class_names)
     multi = len(names) > 1
     if multi and set(names) & set(FIXED_COLUMNS):
         raise ConfigError(f"class names {sorted(set(names) & set(FIXED_COLUMNS))} collide with the table's columns")
+    metric = main_metric(names)
     records = []
-    for row in rows:
-        summary, method = row["summary"], str(row["method"])
-        if list(summary.get("class_names", names)) != names:
-            raise DataError(f"method {method}: summary of classes {summary['class_names']} but the {dataset} table has {names}")
-        if summary.get("dataset") not in (None, dataset):
-            raise DataError(f"method {method}: summary of dataset {summary['dataset']!r}, not {dataset!r}")
-        record: dict[str, Any] = {"method": method}
-        if multi:
-            record["mdice"] = _value(summary.get("mdice"))
-            per_class = summary.get("dice_per_class", {})
-            record.update({name: _value(per_class.get(name)) for name in names})
-            record["mdice_3d"] = _value(summary.get("mdice_3d"))
-        else:
-            record["dice"] = _value(summary.get("mdice"))
-        record["nsd"] = _value(summary.get("nsd"))
-        record["hd95"] = _value(summary.get("hd95"))
-        record["data_models"] = str(row.get("provenance", ""))
+    for method in methods:
+        group = [row for row in rows if str(row["method"]) == method]
+        values = pd.DataFrame([_record(row, names, dataset) for row in group])
+        record: dict[str, Any] = {"method": method, **values.mean(numeric_only=True).to_dict()}
+        record[f"{metric}_sd"] = float(values[metric].std(ddof=1)) if len(group) > 1 else math.nan
+        record["seeds"] = len(group)
+        record["data_models"] = "; ".join(dict.fromkeys(str(row.get("provenance", "")) for row in group))
         records.append(record)
-    table = pd.DataFrame(records)
-    numeric = [c for c in table.columns if c not in ("method", "data_models")]
+    order = ["method", metric, f"{metric}_sd", *(names + ["mdice_3d"] if multi else []), "nsd", "hd95", "seeds", "data_models"]
+    table = pd.DataFrame(records)[order]
+    numeric = [c for c in table.columns if c not in ("method", "data_models", "seeds")]
     table[numeric] = table[numeric].astype(float).round(2)
     return table
+
+
+def _record(row: Mapping[str, Any], names: list[str], dataset: str) -> dict[str, float]:
+    """The numbers of one summary (one model)."""
+    summary, method = row["summary"], str(row["method"])
+    if list(summary.get("class_names", names)) != names:
+        raise DataError(f"method {method}: summary of classes {summary['class_names']} but the {dataset} table has {names}")
+    if summary.get("dataset") not in (None, dataset):
+        raise DataError(f"method {method}: summary of dataset {summary['dataset']!r}, not {dataset!r}")
+    record: dict[str, float] = {}
+    if len(names) > 1:
+        record["mdice"] = _value(summary.get("mdice"))
+        per_class = summary.get("dice_per_class", {})
+        record.update({name: _value(per_class.get(name)) for name in names})
+        record["mdice_3d"] = _value(summary.get("mdice_3d"))
+    else:
+        record["dice"] = _value(summary.get("mdice"))
+    record["nsd"] = _value(summary.get("nsd"))
+    record["hd95"] = _value(summary.get("hd95"))
+    return record
 
 
 def to_markdown(table: pd.DataFrame) -> str:
