@@ -56,6 +56,8 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         ablation = pd.read_csv(workdir / f"results/{dataset}_ablation.csv")
         assert list(ablation["method"]) == ["ours_prompt_10", "ours_dpo_score", "ours_dpo_rank", "ours_dpo_best"]
         effect = pd.read_csv(workdir / f"results/{dataset}_dpo_effect.csv")
+        assert {"pairs", "median_disagreement_px", "at_ln2", "mean_margin", "best_rose", "why_no_preference"} <= set(effect.columns)
+        assert "Alignment diagnostics" in (workdir / f"results/{dataset}_dpo_effect.md").read_text()
         assert sorted(effect["model"]) == ["dpo_best", "dpo_rank", "dpo_score"] and (effect["reference_model"] == "prompt_10").all()
         assert (effect["low"] <= effect["difference"]).all() and (effect["difference"] <= effect["high"]).all()
         for suffix in (".md", ".png"):
@@ -92,10 +94,26 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         ({"prompt_store.saliency_size": 32}, {"prompt_store", "train_stage1"}, {"vqa", "llm", "crf"}),
         ({"stage1.lr": 0.002}, {"train_stage1", "predict_sam", "candidates", "align", "results_table"}, {"embed_texts", "prompt_store", "train_unet", "embed_images", "predict_zero_shot"}),
         ({"align.stage2.beta2": 0.25}, {"align", "predict_sam", "evaluate", "results_table"}, {"train_stage1", "candidates", "annotate"}),
+        ({"align.classes": "present"}, {"annotate", "align", "dpo_effect"}, {"train_stage1", "candidates"}),
+        ({"align.noise": 0.3}, {"annotate", "align"}, {"train_stage1", "candidates"}),
+        ({"align.stage2.anchor_weight": 1.0}, {"align", "dpo_effect"}, {"candidates", "annotate"}),
+        # three stage-1 seeds: two more models per stage-1 row, averaged by the tables; alignment keeps its start
+        ({"seeds": [0, 1, 2]}, {"train_stage1", "predict_sam", "evaluate", "results_table", "ablation_table"}, {"candidates", "annotate", "align"}),
     ):
         changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
         jobs = set(_planned_jobs(changed.stdout))
         assert rerun_rules <= jobs and not kept & jobs, (change, jobs)
+    seeded = _planned_jobs(snakemake(workdir, "--configfile", str(_config(workdir, {"seeds": [0, 1, 2]})), "-n").stdout)
+    assert seeded["train_stage1"] == 3 * 2 * 3, seeded  # 3 datasets x 2 more seeds x 3 stage-1 variants
+    # the alignment study (not in rule all): a small grid on BUSI, one row per run, against prompt_10
+    study = {"factorial": {"reduction": ["sum", "disagreement_mean"]}, "variations": [{"unlabeled": 0.3}, {"reference": "uncertainty", "classes": "all"}]}
+    studied = snakemake(workdir, "results/busi_alignment_study.csv", "--configfile", str(_config(workdir, {"study": study})))
+    assert studied.returncode == 0, studied.stderr
+    rows = pd.read_csv(workdir / "results/busi_alignment_study.csv")
+    assert list(rows["run"]) == ["reduction=sum", "default", "unlabeled=0.3", "reference=uncertainty"]
+    assert {"pairs_with_preference", "at_ln2", "difference", "low", "high", "tau_vs_virtual"} <= set(rows.columns)
+    assert rows["unlabeled_images"].iloc[2] > rows["unlabeled_images"].iloc[0] and rows["test_images"].nunique() == 1
+    assert (workdir / "results/busi_alignment_study.md").read_text().startswith("# Alignment study (synthetic")
     forced = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n", "--forcerun", "candidates")
     jobs = _planned_jobs(forced.stdout)
     assert jobs["candidates"] == 3 and "train_stage1" not in jobs and {"annotate", "align"} <= set(jobs), jobs

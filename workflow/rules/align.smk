@@ -33,12 +33,14 @@ rule annotate:
         prompts="prompts_cache/{dataset}",
         levels="results/align/{dataset}/candidates/candidates.npy",
         meta="results/align/{dataset}/candidates/candidates.json",
+        uncertainty=uncertainty_inputs,
     output:
         "results/align/{dataset}/annotations_{mode}.parquet",
     wildcard_constraints:
         mode="score|rank",
     params:
-        reference=config["align"]["reference"],
+        settings=annotator_settings,
+        flags=annotator_flags,
     conda:
         ENV
     log:
@@ -50,13 +52,15 @@ rule annotate:
         mem_mb=2000,
     shell:
         "samdpo align annotate --store $(dirname {input.table}) --candidates $(dirname {input.levels})"
-        " --out {output} --mode {wildcards.mode} --reference {params.reference} --prompts {input.prompts} > {log} 2>&1"
+        " --out {output} --mode {wildcards.mode} {params.flags} --prompts {input.prompts} > {log} 2>&1"
 
 
 rule align:
     input:
         table="results/data/prepared/{dataset}/samples.parquet",
         images="results/data/prepared/{dataset}/images.npy",
+        labels="results/data/prepared/{dataset}/labels.npy",
+        splits="results/data/splits/{dataset}.csv",
         prompts="prompts_cache/{dataset}",
         texts="results/prompts/{dataset}/text_embeddings.parquet",
         levels="results/align/{dataset}/candidates/candidates.npy",
@@ -91,4 +95,43 @@ rule align:
         "samdpo align train --store $(dirname {input.table}) --candidates $(dirname {input.levels})"
         " --annotations {input.annotations} --prompts {input.prompts} --texts {input.texts}"
         " --model $(dirname {input.model}) --out $(dirname {output.weights}) --settings {params.settings:q}"
-        " {params.embeddings} --threads {threads} > {log} 2>&1"
+        " --splits {input.splits} {params.embeddings} --threads {threads} > {log} 2>&1"
+
+
+rule alignment_study:
+    input:
+        table="results/data/prepared/{dataset}/samples.parquet",
+        images="results/data/prepared/{dataset}/images.npy",
+        labels="results/data/prepared/{dataset}/labels.npy",
+        splits="results/data/splits/{dataset}.csv",
+        prompts="prompts_cache/{dataset}",
+        texts="results/prompts/{dataset}/text_embeddings.parquet",
+        model="results/stage1/{dataset}/prompt_10/model.safetensors",
+        probs="results/stage1/{dataset}/prompt_10/probs.npy",
+        embeddings="results/embeddings/{dataset}/embeddings.npy",
+    output:
+        csv="results/{dataset}_alignment_study.csv",
+        md="results/{dataset}_alignment_study.md",
+    params:
+        study=study_settings,
+        splits=lambda w: json.dumps(config["splits"], sort_keys=True),
+        seeds=lambda w: " ".join(str(s) for s in {**config["study"], **config["datasets"][w.dataset]["study"]}["seeds"]),
+        uncertainty=lambda w: json.dumps(config["align"]["uncertainty"], sort_keys=True),
+        evaluation=config["evaluation"],
+        provenance=provenance,
+    conda:
+        ENV
+    log:
+        "results/logs/alignment_study/{dataset}.log",
+    benchmark:
+        "results/benchmarks/alignment_study/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+    shell:
+        "samdpo align study --store $(dirname {input.table}) --splits {input.splits} --split-settings {params.splits:q}"
+        " --prompts {input.prompts} --texts {input.texts} --embeddings $(dirname {input.embeddings}) --model $(dirname {input.model})"
+        " --study {params.study:q} --seeds {params.seeds} --uncertainty {params.uncertainty:q}"
+        " --threshold {params.evaluation[threshold]} --tolerance-mm {params.evaluation[tolerance_mm]}"
+        " --provenance {params.provenance:q} --out {output.csv} --threads {threads} > {log} 2>&1"

@@ -170,22 +170,48 @@ def vqa_crf_table(wildcards):
     return visual_table(wildcards) if config["vqa"]["backend"] == "geometry" else []
 
 
-STAGE1_VARIANTS = sorted(config["stage1_variants"])
 ALIGN_VARIANTS = sorted(config["align"]["variants"])
 
 
+def seeded(variant, seed):
+    """The model name of a stage-1 variant trained with another seed than stage1.seed (``prompt_10_seed1``)."""
+    return variant if seed == config["stage1"]["seed"] else f"{variant}_seed{seed}"
+
+
+def dataset_seeds(dataset):
+    """The stage-1 seeds of one dataset: its own ``datasets.NAME.seeds`` or the top-level ``seeds``."""
+    return config["datasets"][dataset].get("seeds") or config["seeds"]
+
+
+def seed_models(variant, dataset):
+    """The model names of a stage-1 variant, one per seed of the dataset (alignment starts from stage1.seed's ``prompt_10``)."""
+    return [seeded(variant, seed) for seed in dataset_seeds(dataset)]
+
+
+STAGE1_VARIANTS = sorted({name for variant in config["stage1_variants"] for dataset in DATASETS for name in [variant, *seed_models(variant, dataset)]})
+
+
+def stage1_variant(name):
+    """(stage1_variants entry, seed) of a stage-1 model name."""
+    base, _, seed = name.rpartition("_seed")
+    if base in config["stage1_variants"] and seed.isdigit():
+        return base, int(seed)
+    return name, config["stage1"]["seed"]
+
+
 def stage1_settings(wildcards):
-    """The stage1 section with one variant's overrides merged (prompt switches merged key by key)."""
-    variant = dict(config["stage1_variants"][wildcards.variant])
+    """The stage1 section with one variant's overrides merged (prompt switches merged key by key), and its seed."""
+    name, seed = stage1_variant(wildcards.variant)
+    variant = dict(config["stage1_variants"][name])
     variant.pop("with_unlabeled", None)
-    settings = {**config["stage1"], **{k: v for k, v in variant.items() if k != "prompts"}}
+    settings = {**config["stage1"], **{k: v for k, v in variant.items() if k != "prompts"}, "seed": seed}
     settings["prompts"] = {**config["stage1"]["prompts"], **variant.get("prompts", {})}
     return json.dumps(settings, sort_keys=True)
 
 
 def stage1_flags(wildcards):
     """``--with-unlabeled`` for the variants trained on labelled + unlabelled labels (the 20% rows)."""
-    return "--with-unlabeled" if config["stage1_variants"][wildcards.variant].get("with_unlabeled") else ""
+    return "--with-unlabeled" if config["stage1_variants"][stage1_variant(wildcards.variant)[0]].get("with_unlabeled") else ""
 
 
 def launcher(wildcards, resources):
@@ -204,6 +230,44 @@ def stage2_settings(wildcards):
 def annotation_mode(wildcards):
     """``score`` or ``rank``: how the variant's annotator reports."""
     return config["align"]["variants"][wildcards.align_variant]["mode"]
+
+
+def annotator_settings(wildcards):
+    """Which classes the annotator grades, its rating noise and (uncertainty reference) its augmentation, as JSON."""
+    align = config["align"]
+    return json.dumps({key: align[key] for key in ("classes", "noise", "noise_seed", "uncertainty")}, sort_keys=True)
+
+
+def uncertainty_inputs(wildcards):
+    """The stage-1 model and texts the uncertainty annotator predicts with (and the shared embeddings when
+    prompt_10's encoder is frozen); nothing for the other references."""
+    if config["align"]["reference"] != "uncertainty":
+        return []
+    files = [f"results/stage1/{wildcards.dataset}/prompt_10/model.safetensors", f"results/prompts/{wildcards.dataset}/text_embeddings.parquet"]
+    return files + ([f"results/embeddings/{wildcards.dataset}/embeddings.npy"] if encoder_frozen("prompt_10") else [])
+
+
+def annotator_flags(wildcards, input):
+    """``samdpo align annotate`` options of the configured annotator."""
+    align = config["align"]
+    flags = f"--reference {align['reference']} --classes {align['classes']} --noise {align['noise']} --noise-seed {align['noise_seed']}"
+    if not input.uncertainty:
+        return flags
+    model, texts, *embeddings = input.uncertainty
+    settings = json.dumps(align["uncertainty"], sort_keys=True)
+    cached = f" --embeddings {os.path.dirname(embeddings[0])}" if embeddings else ""
+    return f"{flags} --model {os.path.dirname(model)} --texts {texts}{cached} --uncertainty '{settings}' --no-progress"
+
+
+def study_settings(wildcards):
+    """The study's base run (the study.variant's objective and mode over align and align.stage2), factorial and
+    variations, as JSON; a dataset's own study settings are merged over the top-level ones."""
+    align, study = config["align"], {**config["study"], **config["datasets"][wildcards.dataset]["study"]}
+    if study["variant"] not in align["variants"]:
+        raise WorkflowError(f"study.variant: {study['variant']!r} is not an align.variants entry ({', '.join(sorted(align['variants']))})")
+    base = {**align["stage2"], **align["variants"][study["variant"]], "reference": align["reference"], "classes": align["classes"],
+            "noise": align["noise"], "unlabeled": config["splits"]["unlabeled"], "thresholds": align["thresholds"]}
+    return json.dumps({"base": base, "factorial": study["factorial"], "variations": study["variations"]}, sort_keys=True)
 
 
 #: The zero-shot rows (the pretrained SAM with box prompts alone) and where their boxes come from.
@@ -258,7 +322,7 @@ def model_folder(dataset, model):
         return f"results/baselines/{dataset}/unet"
     if model in ZERO_SHOT:
         return f"results/zero_shot/{dataset}/{ZERO_SHOT[model]}_box"
-    if model in config["stage1_variants"]:
+    if model in STAGE1_VARIANTS:
         return f"results/stage1/{dataset}/{model}"
     if model in config["align"]["variants"]:
         return f"results/align/{dataset}/{model}"
@@ -275,14 +339,26 @@ def aligned_evaluations(wildcards):
     return [f"results/eval/{wildcards.dataset}/{variant}.csv" for variant in ALIGN_VARIANTS]
 
 
+def aligned_settings(wildcards):
+    """The settings.json of every alignment variant (with its run's diagnostics), in ALIGN_VARIANTS order."""
+    return [f"results/align/{wildcards.dataset}/{variant}/settings.json" for variant in ALIGN_VARIANTS]
+
+
+def row_models(model, dataset):
+    """The models of one table row: a stage-1 variant's model per seed, any other model alone."""
+    return seed_models(model, dataset) if model in config["stage1_variants"] else [model]
+
+
 def table_summaries(kind):
-    """Input function: the evaluation summaries of the rows of a table (``main`` or ``ablation``)."""
-    return lambda wildcards: [f"results/eval/{wildcards.dataset}/{model}.json" for model in config["tables"][kind].values()]
+    """Input function: the evaluation summaries of the rows of a table (``main`` or ``ablation``), every seed of a stage-1 row."""
+    return lambda wildcards: [
+        f"results/eval/{wildcards.dataset}/{m}.json" for model in config["tables"][kind].values() for m in row_models(model, wildcards.dataset)
+    ]
 
 
 def table_methods(kind):
-    """The method names of a table's rows, in order."""
-    return lambda wildcards: " ".join(config["tables"][kind])
+    """The method name of each summary of a table, in order (a stage-1 row's name once per seed: the table averages them)."""
+    return lambda wildcards: " ".join(method for method, model in config["tables"][kind].items() for _ in row_models(model, wildcards.dataset))
 
 
 def sam_provenance(sam):

@@ -151,6 +151,7 @@ rule dpo_effect:
     input:
         reference="results/eval/{dataset}/prompt_10.csv",
         aligned=aligned_evaluations,
+        diagnostics=aligned_settings,
     output:
         csv="results/{dataset}_dpo_effect.csv",
         md="results/{dataset}_dpo_effect.md",
@@ -167,4 +168,4 @@ rule dpo_effect:
         mem_mb=1000,
     shell:
         "samdpo dpo-effect --eval $(dirname {input.reference}) --reference prompt_10 --models {params.models}"
-        " --out {output.csv} > {log} 2>&1"
+        " --diagnostics {input.diagnostics} --out {output.csv} > {log} 2>&1"
