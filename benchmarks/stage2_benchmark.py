@@ -2,8 +2,9 @@
 cached (what the trainer does) against recomputing both every step, side by side in one run.
 
 Random weights and images (the cost does not depend on them), 3 classes per image, 4 candidates,
-batches of 16 (image, class) pairs; best of two epochs after a warm-up one. For ``small`` at 128 px and ``sam_med2d`` at 256 px (the
-latter on few pairs: its encoder dominates). Run: ``python benchmarks/stage2_benchmark.py [--threads 2]``.
+batches of 16 (image, class) pairs; best of two epochs after a warm-up one. For ``small`` at 128 px,
+``lite_medsam`` (the embedded default's SAM, 256 px) and ``sam_med2d`` at 256 px (the latter two on
+few pairs: their encoders dominate). Run: ``python benchmarks/stage2_benchmark.py [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--skip-sam-med2d", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [("small 128 px", SamSettings(name="small", image_size=128), 32)]
+    cases = [("small 128 px", SamSettings(name="small", image_size=128), 32), ("lite_medsam 256 px", SamSettings(name="lite_medsam", image_size=256), 4)]
     if not args.skip_sam_med2d:
         cases.append(("sam_med2d 256 px", SamSettings(name="sam_med2d", image_size=256), 4))
     print(f"stage-2 epoch, CPU, {args.threads} threads, {CLASSES} classes per image, batches of {BATCH} pairs")
