@@ -25,6 +25,7 @@ from tqdm import tqdm
 from samdpo import atomic
 from samdpo.data.splits import SPLITS
 from samdpo.errors import ConfigError, DataError
+from samdpo.fingerprint import fingerprint
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
 from samdpo.train.stage1 import pick_device, spec_hash
@@ -152,7 +153,7 @@ def train_unet(
         settings: training settings.
         out: folder of the checkpoint and the outputs.
         spec: provenance (dataset, class names, ...), written to ``settings.json`` together with the
-            settings, T and S; the hash of the whole keeps a checkpoint of other settings from resuming.
+            settings, T and S. A checkpoint resumes only with the same spec, images, labels and initial weights.
         progress: show progress bars.
 
     Returns:
@@ -182,7 +183,9 @@ def train_unet(
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     checkpoint = out / CHECKPOINT
     states = {"model": model, "optimizer": optimizer}
-    history, start_epoch = resume(checkpoint, settings_hash, states, device)
+    # the checkpoint is resumed only by a run of the same settings, image and label bytes and initial weights
+    resume_key = fingerprint({"spec": full_spec, "images": images, "labels": labels, "initial": model.state_dict()})
+    history, start_epoch = resume(checkpoint, resume_key, states, device)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"U-Net baseline: {len(images)} training images of {size}x{size}, {class_count} classes, {parameters:,} parameters, {device}")
     for epoch in range(start_epoch, settings.epochs + 1):
@@ -211,7 +214,7 @@ def train_unet(
         if progress or epoch == settings.epochs:
             losses = f"loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f})"
             print(f"epoch {epoch}: {losses}, {row['images_per_s']:.1f} images/s")
-        save_epoch(checkpoint, epoch, settings_hash, history, states)
+        save_epoch(checkpoint, epoch, resume_key, history, states)
     save_weights(model, out / WEIGHTS)
     write_history(history, out / LOSS_CSV)
     plot_history(history, [("U-Net baseline: training loss", ("loss", "focal", "dice"), True)], out / LOSS_PNG)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,29 +45,50 @@ def plot_history(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, 
         figure.savefig(tmp, format="png")
 
 
-def resume(path: Path, settings_hash: str, states: Mapping[str, Any], device: Any, verbose: bool = True) -> tuple[list[dict[str, Any]], int]:
-    """Load the ``states`` (name -> object with ``load_state_dict``) from an epoch checkpoint when its
-    settings hash matches; returns the history so far and the first epoch still to run (``verbose``:
-    say so on stdout)."""
+def resume(path: Path, key: str, states: Mapping[str, Any], device: Any, verbose: bool = True) -> tuple[list[dict[str, Any]], int]:
+    """Load the ``states`` (name -> object with ``load_state_dict``) from an epoch checkpoint written
+    with the same ``key`` (the :func:`samdpo.fingerprint.fingerprint` of the settings, data and initial
+    weights); returns the history so far and the first epoch still to run (``verbose``: say so on stdout).
+
+    A checkpoint of another key is ignored (training restarts and overwrites it). A damaged one (empty,
+    truncated, not a checkpoint) is reported, moved aside to ``<name>.damaged`` and training restarts.
+    Temporary files that a killed save left beside ``path`` are removed.
+    """
     import torch
 
-    if not Path(path).is_file():
+    path = Path(path)
+    atomic.remove_temporaries(path)
+    if not path.is_file():
         return [], 1
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("settings_hash") != settings_hash:
+    try:  # read everything before loading anything, so that a damaged file changes no state
+        state = torch.load(path, map_location=device, weights_only=True)
+        matches = state.get("resume_key") == key
+        if matches:
+            saved = {name: state[name] for name in states}
+            history, epoch = list(state["history"]), int(state["epoch"])
+    except Exception as exc:  # noqa: BLE001 - whatever the damage, the file is set aside, never trusted
+        aside = path.with_name(path.name + ".damaged")
+        with contextlib.suppress(FileNotFoundError):  # another process of the same run moved it already
+            path.replace(aside)
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        print(f"{path}: damaged checkpoint ({type(exc).__name__}: {detail}); moved to {aside}, training starts over", file=sys.stderr)
+        return [], 1
+    if not matches:
+        if verbose:
+            print(f"{path}: written for other settings, data or initial weights; training starts over", file=sys.stderr)
         return [], 1
     for name, target in states.items():
-        target.load_state_dict(state[name])
+        target.load_state_dict(saved[name])
     if verbose:
-        print(f"resuming from {path} after epoch {state['epoch']}")
-    return list(state["history"]), int(state["epoch"]) + 1
+        print(f"resuming from {path} after epoch {epoch}")
+    return history, epoch + 1
 
 
-def save_epoch(path: Path, epoch: int, settings_hash: str, history: Sequence[Mapping[str, Any]], states: Mapping[str, Any]) -> None:
-    """Write an epoch checkpoint atomically: the ``states``' state dicts, the history and the settings hash."""
+def save_epoch(path: Path, epoch: int, key: str, history: Sequence[Mapping[str, Any]], states: Mapping[str, Any]) -> None:
+    """Write an epoch checkpoint atomically (fsynced): the ``states``' state dicts, the history and the resume key."""
     import torch
 
     state = {name: target.state_dict() for name, target in states.items()}
-    state.update(epoch=epoch, history=list(history), settings_hash=settings_hash)
+    state.update(epoch=epoch, history=list(history), resume_key=key)
     with atomic.atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -3,7 +3,8 @@
 One training example is an (image, class) pair of a labelled image whose ground truth contains the
 class; an image's classes share one image embedding per step. Which parts train is a setting; when
 the image encoder is frozen its embeddings are computed once and reused every epoch. A checkpoint
-is written atomically after every epoch and a rerun with the same settings resumes from it.
+is written atomically after every epoch and a rerun with the same settings, data and initial weights
+resumes from it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from samdpo.errors import ConfigError, DataError
 from samdpo.prompts.boxes import mask_box
 from samdpo.train import distributed
 from samdpo.train.image_embeddings import EmbeddingRows
+from samdpo.fingerprint import fingerprint
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss
 from samdpo.train.model import PromptBatch, PromptedSam
@@ -231,7 +233,8 @@ def train_stage1(
         point_count: point tokens per prompt (see :func:`make_batch`).
         out: folder of the checkpoint and the outputs.
         spec: everything needed to rebuild the model (SAM settings, text width, switches, CLIP, stage-1
-            settings), written to ``settings.json``; its hash keeps a checkpoint of other settings from resuming.
+            settings), written to ``settings.json``. A checkpoint resumes only with the same spec, data
+            (images, labels, prompts, texts) and initial weights.
         progress: show progress bars.
         embeddings: the frozen encoder's embeddings of ``images`` (the embed_images rule), read
             instead of running the encoder; only for a model whose encoder does not train.
@@ -260,7 +263,11 @@ def train_stage1(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
     checkpoint = out / CHECKPOINT
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-    history, start_epoch = resume(checkpoint, settings_hash, states, device, verbose=place.main)
+    # the checkpoint is resumed only by a run of the same spec and settings, image, label and prompt contents, text
+    # embeddings and initial weights (a label fixed on disk or another split starts over)
+    data = {"images": images, "labels": labels, "prompts": list(prompts), "texts": texts}
+    resume_key = fingerprint({"spec": spec, "settings": settings, "data": data, "initial": model.state_dict()})
+    history, start_epoch = resume(checkpoint, resume_key, states, device, verbose=place.main)
     cached = None
     if embeddings is not None:
         if not encoder_frozen(model):
@@ -324,7 +331,7 @@ def train_stage1(
         scheduler.step()
         if place.main:
             print(f"epoch {epoch}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f}), {row['samples_per_s']:.1f} samples/s")
-            save_epoch(checkpoint, epoch, settings_hash, history, states)
+            save_epoch(checkpoint, epoch, resume_key, history, states)
     if place.main:
         save_weights(model, out / WEIGHTS)
         write_history(history, out / LOSS_CSV)

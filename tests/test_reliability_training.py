@@ -1,0 +1,217 @@
+"""Reliability of the resumable trainers (stage 1, the U-Net baseline) and of atomic writes.
+
+A checkpoint resumes only a run of the same settings, data contents and initial weights; a damaged
+one is set aside and training starts over; a killed run leaves no temporary file behind for good;
+a renamed file was flushed to disk first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from samdpo import atomic
+from samdpo.baselines import unet as unet_module
+from samdpo.baselines.unet import WEIGHTS as UNET_WEIGHTS
+from samdpo.baselines.unet import train_unet
+from samdpo.cli import main
+from samdpo.train import stage1 as stage1_module
+from samdpo.train.stage1 import WEIGHTS, train_stage1
+from tests.test_stage1 import SETTINGS as STAGE1
+from tests.test_stage1 import _data, _small
+from tests.test_unet_baseline import FAST, SPLIT, _train_images
+from tests.test_unet_baseline import data as data  # noqa: F401  (the module-scoped store fixture)
+
+UNET = replace(FAST, epochs=3)
+
+
+def _interrupted(monkeypatch: pytest.MonkeyPatch, module: object, name: str, call: int) -> dict[str, int]:
+    """Make ``module.name`` raise KeyboardInterrupt on its ``call``-th call (restored by the caller)."""
+    real, calls = getattr(module, name), {"n": 0}
+
+    def interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupt)
+    return calls
+
+
+def _stage1_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path) -> tuple:
+    """Train stage 1 into ``out`` until the first step of epoch 3 (checkpoint after epoch 2); returns the data."""
+    images, labels, prompts, texts = _data(tmp_path)
+    real = stage1_module.make_batch
+    _interrupted(monkeypatch, stage1_module, "make_batch", 5)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage1(_small(), images, labels, prompts, texts, STAGE1, out, {}, 1, progress=False)
+    monkeypatch.setattr(stage1_module, "make_batch", real)
+    assert (out / "checkpoint.pt").is_file()
+    return images, labels, prompts, texts
+
+
+def _changed(what: str, images, labels, prompts, texts):
+    """The stage-1 inputs with one of them changed in content only (same shapes, same count)."""
+    images, labels, texts = images.copy(), labels.copy(), dict(texts)
+    model, settings = _small(), STAGE1
+    if what == "image":
+        images[0, 0, 0] ^= 1
+    elif what == "label":  # a mask fixed on disk after the interruption
+        labels[1, 5, 4] = 0
+    elif what == "prompt":
+        prompts = [replace(prompts[0], boxes=prompts[0].boxes + 1.0), *prompts[1:]]
+    elif what == "text":
+        key = next(iter(texts))
+        texts[key] = texts[key] + 0.5
+    elif what == "initial weights":  # e.g. another SAM checkpoint under the same path
+        model = _small(seed=99)
+    elif what == "settings":
+        settings = replace(STAGE1, lr=2e-3)
+    return model, images, labels, prompts, texts, settings
+
+
+@pytest.mark.parametrize("what", ["image", "label", "prompt", "text", "initial weights", "settings"])
+def test_stage1_resume_restarts_when_any_input_content_changes(
+    what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut = tmp_path / "cut"
+    inputs = _stage1_cut(tmp_path, monkeypatch, cut)
+    model, images, labels, prompts, texts, settings = _changed(what, *inputs)
+    capsys.readouterr()
+    history = train_stage1(model, images, labels, prompts, texts, settings, cut, {}, 1, progress=False)
+    out = capsys.readouterr()
+    assert "training starts over" in out.err and "resuming" not in out.out
+    fresh_model, *_ = _changed(what, *inputs)
+    train_stage1(fresh_model, images, labels, prompts, texts, settings, tmp_path / "fresh", {}, 1, progress=False)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert (cut / WEIGHTS).read_bytes() == (tmp_path / "fresh" / WEIGHTS).read_bytes()
+
+
+def test_stage1_resumes_when_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cut = tmp_path / "cut"
+    images, labels, prompts, texts = _stage1_cut(tmp_path, monkeypatch, cut)
+    capsys.readouterr()
+    train_stage1(_small(), images, labels, prompts, texts, STAGE1, cut, {}, 1, progress=False)
+    assert "resuming from" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("what", ["split", "label", "settings"])
+def test_unet_resume_restarts_when_its_training_set_changes(
+    what: str, data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reproduction of the issue: interrupt, change ``splits.seed`` (same image count, other images), rerun."""
+    images, labels = _train_images(data[0])
+    real = unet_module.segmentation_loss
+    _interrupted(monkeypatch, unet_module, "segmentation_loss", 7)  # the first step of epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        train_unet(images, labels, 2, UNET, tmp_path / "cut", {}, progress=False)
+    monkeypatch.setattr(unet_module, "segmentation_loss", real)
+    settings = UNET
+    if what == "split":  # as many images as before, two of them now from another split
+        others = _train_images(data[0], ("test",))
+        images, labels = np.concatenate([images[:-2], others[0][:2]]), np.concatenate([labels[:-2], labels[:2]])
+    elif what == "label":
+        labels = labels.copy()
+        labels[0, 0, 0] = 1 - min(labels[0, 0, 0], 1)
+    else:
+        settings = replace(UNET, lr=2e-2)
+    assert len(images) == sum(s != "test" for s in SPLIT.values())
+    capsys.readouterr()
+    history = train_unet(images, labels, 2, settings, tmp_path / "cut", {}, progress=False)
+    assert "training starts over" in capsys.readouterr().err
+    train_unet(images, labels, 2, settings, tmp_path / "fresh", {}, progress=False)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert (tmp_path / "cut" / UNET_WEIGHTS).read_bytes() == (tmp_path / "fresh" / UNET_WEIGHTS).read_bytes()
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif how == "not a checkpoint":
+        torch.save(torch.zeros(3), path)
+    elif how == "missing entries":
+        state = torch.load(path, weights_only=True)
+        del state["optimizer"]
+        torch.save(state, path)
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "random bytes", "not a checkpoint", "missing entries"])
+def test_a_damaged_checkpoint_is_set_aside_and_training_restarts(
+    how: str, data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, labels = _train_images(data[0])
+    real = unet_module.segmentation_loss
+    _interrupted(monkeypatch, unet_module, "segmentation_loss", 7)
+    with pytest.raises(KeyboardInterrupt):
+        train_unet(images, labels, 2, UNET, tmp_path / "cut", {}, progress=False)
+    monkeypatch.setattr(unet_module, "segmentation_loss", real)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    _damage(checkpoint, how)
+    damaged = checkpoint.read_bytes()
+    capsys.readouterr()
+    history = train_unet(images, labels, 2, UNET, tmp_path / "cut", {}, progress=False)
+    err = capsys.readouterr().err
+    assert f"{checkpoint}: damaged checkpoint" in err and "moved to" in err and "training starts over" in err
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert (tmp_path / "cut" / "checkpoint.pt.damaged").read_bytes() == damaged
+    train_unet(images, labels, 2, UNET, tmp_path / "fresh", {}, progress=False)
+    assert (tmp_path / "cut" / UNET_WEIGHTS).read_bytes() == (tmp_path / "fresh" / UNET_WEIGHTS).read_bytes()
+
+
+def test_a_killed_training_resumes_and_leaves_no_temporary_file(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL of `samdpo unet train` mid-run: the rerun resumes, ends bit-identical and removes the killed write's temporaries."""
+    store, splits = data
+    settings = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1, "epochs": 12, "lr": 0.01, "batch_size": 4, "device": "cpu"}
+    argv = ["unet", "train", "--store", str(store), "--splits", str(splits), "--settings", json.dumps(settings), "--no-progress"]
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "samdpo.cli", *argv, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not (out / UNET_WEIGHTS).exists()
+    stale = out / ".checkpoint.pt.k1ll3d.tmp"  # what a kill inside torch.save leaves
+    stale.write_bytes(b"partial")
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert (out / UNET_WEIGHTS).read_bytes() == (tmp_path / "whole" / UNET_WEIGHTS).read_bytes()
+    assert not list(out.glob(".*.tmp")) and not (out / "checkpoint.pt").exists()
+
+
+def test_atomic_writes_are_flushed_before_the_rename_and_clean_up_after_a_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"replace {Path(b).name}"), real_replace(a, b))[1])
+    (tmp_path / ".out.txt.abc.tmp").write_text("left by a killed write")
+    (tmp_path / ".other.txt.abc.tmp").write_text("another output's")
+    atomic.write_text(tmp_path / "out.txt", "done")
+    assert events == ["fsync", "replace out.txt", "fsync"]  # the file, the rename, the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.txt.abc.tmp", "out.txt"]
+    events.clear()
+    with atomic.atomic_dir(tmp_path / "folder") as folder:
+        (folder / "a.bin").write_bytes(b"1")
+    assert events == ["fsync", "replace folder", "fsync"]
+    with pytest.raises(RuntimeError), atomic.atomic_path(tmp_path / "crash.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert not (tmp_path / "crash.txt").exists() and not list(tmp_path.glob(".crash.txt.*"))
