@@ -34,7 +34,7 @@ def test_a_failing_reader_leaves_no_store_files(amos_root: Path, tmp_path: Path)
 
     with pytest.raises(DataError, match="disk went away"):
         write_store(broken(), tmp_path / "store", "amos", 32, progress=False)
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == []
+    assert not (tmp_path / "store").exists()  # a failed first write leaves no folder
     with pytest.raises(DataError, match="no prepared sample table"):
         SampleStore(tmp_path / "store")
 
@@ -101,4 +101,4 @@ def test_nan_pixels_are_named_and_nothing_is_written(amos_root: Path, tmp_path: 
 
     with pytest.raises(DataError, match="NaN or infinite pixels"):
         write_store(with_nan(), tmp_path / "store", "amos", 32, progress=False)
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == []
+    assert not (tmp_path / "store").exists()  # a failed first write leaves no folder

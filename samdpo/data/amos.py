@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from samdpo.data import files
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
 from samdpo.data.transforms import resize_image, resize_label, window_ct
@@ -42,6 +43,9 @@ _NAME_FIXES = {"arota": "aorta"}
 _CASE_ID = re.compile(r"^amos_(\d+)$")
 #: AMOS numbers CT scans up to 500 and MRI scans above.
 LAST_CT_ID = 500
+_NIFTI = (".nii.gz",)
+#: Relative difference up to which image and label voxel sizes count as equal.
+SPACING_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class AmosSettings:
     slices: str = "foreground"
 
     def __post_init__(self) -> None:
+        for name in ("window_level", "window_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"amos.{name} must be a number, got {value!r}")
+        if isinstance(self.subsets, str):
+            raise ConfigError(f"amos.subsets must be a list such as ['Tr', 'Va'], got {self.subsets!r}")
         object.__setattr__(self, "subsets", tuple(self.subsets))
         bad = [s for s in self.subsets if s not in ("Tr", "Va")]
         if bad or not self.subsets:
@@ -114,26 +124,33 @@ def _modality_ok(case_id: str, modality: str, path: Path) -> bool:
 
 
 def list_cases(root: Path, settings: AmosSettings) -> list[AmosCase]:
-    """Pair ``images{subset}/X.nii.gz`` with ``labels{subset}/X.nii.gz`` by name, sorted by id."""
+    """Pair ``images{subset}/X.nii.gz`` with ``labels{subset}/X.nii.gz`` by name, sorted by id.
+
+    Hidden files (``._X.nii.gz``) are skipped and suffixes match in any letter case; a label file
+    without its image, or two files giving one case id, stop the reader.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: AMOS folder does not exist")
     cases: list[AmosCase] = []
     for subset in settings.subsets:
         image_dir, label_dir = root / f"images{subset}", root / f"labels{subset}"
-        if not image_dir.is_dir():
-            continue
-        for image in sorted(image_dir.glob("*.nii.gz")):
-            case_id = image.name[: -len(".nii.gz")]
+        images = files.by_stem(image_dir, _NIFTI) if image_dir.is_dir() else {}
+        labels = files.by_stem(label_dir, _NIFTI) if label_dir.is_dir() else {}
+        for stem, image in sorted(images.items()):
+            case_id = files.case_id(stem, image)
             if not _modality_ok(case_id, settings.modality, image):
                 continue
-            label = label_dir / image.name
-            if not label.is_file():
-                raise DataError(f"{image}: no label file {label}")
-            cases.append(AmosCase(case_id, subset, image, label))
+            if stem not in labels:
+                raise DataError(f"{image}: no label file {label_dir / image.name}")
+            cases.append(AmosCase(case_id, subset, image, labels[stem]))
+        orphans = sorted(set(labels) - set(images))
+        if orphans:
+            raise DataError(f"{labels[orphans[0]]}: label without an image {image_dir / orphans[0]}.nii.gz")
     if not cases:
         folders = ", ".join(f"images{s}/" for s in settings.subsets)
         raise DataError(f"{root}: no {settings.modality.upper()} volumes amos_XXXX.nii.gz found in {folders}")
+    files.check_unique((case.case_id, case.image) for case in cases)
     return cases
 
 
@@ -170,14 +187,23 @@ def to_display(volume: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(volume[::-1, ::-1, :], (2, 1, 0)))
 
 
+def _mm(zooms: tuple[float, ...]) -> str:
+    return " x ".join(f"{z:g}" for z in zooms)
+
+
 def load_case(case: AmosCase, n_classes: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Load one case as display-oriented (Z, H, W) HU image and uint8 labels plus (z, row, col) mm."""
     image, zooms, image_codes = _load(case.image, is_label=False)
-    label, _, label_codes = _label_volume(case.label, n_classes)
+    label, label_zooms, label_codes = _label_volume(case.label, n_classes)
     if image.shape != label.shape or image_codes != label_codes:
         raise DataError(
             f"{case.label}: shape {label.shape} / orientation {''.join(label_codes)} does not match "
             f"the image {case.image} ({image.shape} / {''.join(image_codes)})"
+        )
+    if not np.allclose(zooms, label_zooms, rtol=SPACING_TOLERANCE, atol=0.0):
+        raise DataError(
+            f"{case.label}: voxel size {_mm(label_zooms)} mm does not match the image {case.image} "
+            f"({_mm(zooms)} mm); the label must be drawn on the image's grid"
         )
     spacing = (zooms[2], zooms[1], zooms[0])
     return to_display(image), to_display(label), spacing

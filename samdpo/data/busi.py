@@ -1,7 +1,9 @@
 """BUSI reader: ``{benign,malignant,normal}/NAME.png`` with ``NAME_mask.png`` and ``NAME_mask_N.png``.
 
 Every mask file of an image is merged into one target (several BUSI images have a second or third
-lesion in ``_mask_1.png`` / ``_mask_2.png``, which common loaders drop).
+lesion in ``_mask_1.png`` / ``_mask_2.png``, which common loaders drop). Files are read by their real
+pixel type (:mod:`samdpo.data.pngio`); a mask drawn in the alpha channel of an RGBA file over
+constant colour is read from its alpha channel.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from samdpo.data import flat
+from samdpo.data import files, flat
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
-from samdpo.errors import DataError
+from samdpo.errors import ConfigError, DataError
 
 CLASS_NAME = "tumor"
 GROUPS = ("benign", "malignant", "normal")
@@ -23,14 +25,19 @@ _RELEASE_FOLDER = "Dataset_BUSI_with_GT"
 
 
 @dataclass(frozen=True)
-class BusiSettings:
-    """Reader settings.
+class BusiSettings(flat.ImageFileSettings):
+    """Reader settings (and ``max_image_pixels``, see :class:`flat.ImageFileSettings`).
 
     Attributes:
         include_normal: read the ``normal`` folder too (images without a lesion, empty masks).
     """
 
     include_normal: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.include_normal, bool):
+            raise ConfigError(f"busi.include_normal must be true or false, got {self.include_normal!r}")
 
 
 def resolve_root(root: Path) -> Path:
@@ -53,20 +60,20 @@ def list_cases(root: Path, settings: BusiSettings) -> list[flat.FlatCase]:
             continue
         images: dict[str, Path] = {}
         masks: dict[str, list[tuple[int, Path]]] = {}
-        for path in folder.glob("*.png"):
-            match = _MASK.match(path.stem)
+        for name, path in files.by_stem(folder, (".png",)).items():
+            match = _MASK.match(name)
             if match:
                 masks.setdefault(match["stem"], []).append((int(match["n"] or 0), path))
             else:
-                images[path.stem] = path
+                images[name] = path
         orphans = sorted(set(masks) - set(images))
         if orphans:
-            raise DataError(f"{folder / (orphans[0] + '_mask.png')}: mask without an image {orphans[0]}.png")
+            raise DataError(f"{min(masks[orphans[0]])[1]}: mask without an image {orphans[0]}.png beside it")
         for stem in sorted(images, key=_natural_key):
             found = [p for _, p in sorted(masks.get(stem, []))]
             if not found:
                 raise DataError(f"{images[stem]}: no mask file {stem}_mask.png beside it")
-            cases.append(flat.FlatCase(flat.safe_id(f"{stem}"), group, images[stem], tuple(found)))
+            cases.append(flat.FlatCase(files.case_id(stem, images[stem]), group, images[stem], tuple(found)))
     if not cases:
         raise DataError(f"{root}: no BUSI images found in {', '.join(g + '/' for g in groups)}")
     flat.check_unique(cases, root)
@@ -80,9 +87,10 @@ def _natural_key(stem: str) -> tuple[str, int]:
 
 def iter_samples(root: Path, image_size: int, settings: BusiSettings) -> Iterator[Sample]:
     """Yield one Sample per image (class ``tumor``), resized to ``image_size``."""
-    return flat.iter_samples(list_cases(root, settings), resolve_root(root), image_size, CLASS_NAME)
+    cases = list_cases(root, settings)
+    return flat.iter_samples(cases, resolve_root(root), image_size, CLASS_NAME, settings.max_image_pixels)
 
 
 def summarize(root: Path, settings: BusiSettings) -> DatasetSummary:
     """Images and tumour pixels at original size."""
-    return flat.summarize("busi", list_cases(root, settings), CLASS_NAME)
+    return flat.summarize("busi", list_cases(root, settings), CLASS_NAME, settings.max_image_pixels)

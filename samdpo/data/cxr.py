@@ -3,6 +3,10 @@
 - ``montgomery``: ``CXR_png/X.png`` with ``ManualMask/leftMask/X.png`` and ``ManualMask/rightMask/X.png``
   (both lungs merged into one target).
 - ``paired``: ``images/X.png`` (or Shenzhen's ``CXR_png/X.png``) with ``masks/X.png`` or ``masks/X_mask.png``.
+
+Images and masks may be PNG, JPEG, BMP or TIFF (any letter case, read by their real pixel type: see
+:mod:`samdpo.data.pngio`); an image without its mask(s), a mask without its image, and an image with
+both ``X`` and ``X_mask`` masks stop the reader.
 """
 
 from __future__ import annotations
@@ -11,19 +15,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from samdpo.data import flat
+from samdpo.data import files, flat
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
 from samdpo.errors import ConfigError, DataError
 
 CLASS_NAME = "lungs"
 LAYOUTS = ("auto", "montgomery", "paired")
+#: Image and mask file suffixes, matched in any letter case.
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
-class CxrSettings:
-    """Reader settings.
+class CxrSettings(flat.ImageFileSettings):
+    """Reader settings (and ``max_image_pixels``, see :class:`flat.ImageFileSettings`).
 
     Attributes:
         layout: ``montgomery``, ``paired`` or ``auto`` (Montgomery when ``ManualMask/`` exists).
@@ -32,6 +37,7 @@ class CxrSettings:
     layout: str = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.layout not in LAYOUTS:
             raise ConfigError(f"cxr.layout must be one of {LAYOUTS}, got {self.layout!r}")
 
@@ -45,21 +51,29 @@ def resolve_root(root: Path) -> Path:
     return nested if nested.is_dir() and not (root / "CXR_png").is_dir() else root
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+def _check_orphans(masks: dict[str, Path], claimed: set[str], image_dir: Path) -> None:
+    """Fail on a mask file (stem -> path) whose stem no image claims."""
+    orphans = sorted(set(masks) - claimed)
+    if orphans:
+        raise DataError(f"{masks[orphans[0]]}: mask without an image {orphans[0]}.* in {image_dir}")
 
 
 def _montgomery(root: Path) -> list[flat.FlatCase]:
     image_dir, mask_dir = root / "CXR_png", root / "ManualMask"
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: missing; the Montgomery layout is CXR_png/ + ManualMask/{{left,right}}Mask/")
+    images = files.by_stem(image_dir, _IMAGE_SUFFIXES)
+    sides = {side: mask_dir / side for side in ("leftMask", "rightMask")}
+    masks = {side: files.by_stem(folder, _IMAGE_SUFFIXES) if folder.is_dir() else {} for side, folder in sides.items()}
     cases = []
-    for image in _images(image_dir):
-        masks = tuple(mask_dir / side / image.name for side in ("leftMask", "rightMask"))
-        for mask in masks:
-            if not mask.is_file():
-                raise DataError(f"{image}: no lung mask {mask}")
-        cases.append(flat.FlatCase(flat.safe_id(image.stem), "montgomery", image, masks))
+    for stem, image in sorted(images.items()):
+        for side, found in masks.items():
+            if stem not in found:
+                raise DataError(f"{image}: no lung mask {sides[side] / image.name}")
+        pair = tuple(found[stem] for found in masks.values())
+        cases.append(flat.FlatCase(files.case_id(stem, image), "montgomery", image, pair))
+    for found in masks.values():
+        _check_orphans(found, set(images), image_dir)
     return cases
 
 
@@ -68,13 +82,16 @@ def _paired(root: Path) -> list[flat.FlatCase]:
     mask_dir = root / "masks"
     if image_dir is None or not mask_dir.is_dir():
         raise DataError(f"{root}: the paired layout needs images/ (or CXR_png/) and masks/ folders")
-    by_name = {p.stem: p for p in _images(mask_dir)}
+    images, masks = files.by_stem(image_dir, _IMAGE_SUFFIXES), files.by_stem(mask_dir, _IMAGE_SUFFIXES)
     cases = []
-    for image in _images(image_dir):
-        mask = by_name.get(image.stem) or by_name.get(f"{image.stem}_mask")
-        if mask is None:
-            raise DataError(f"{image}: no mask {mask_dir / image.stem}.png or {mask_dir / image.stem}_mask.png")
-        cases.append(flat.FlatCase(flat.safe_id(image.stem), "paired", image, (mask,)))
+    for stem, image in sorted(images.items()):
+        found = [masks[name] for name in (stem, f"{stem}_mask") if name in masks]
+        if not found:
+            raise DataError(f"{image}: no mask {mask_dir / stem}.png or {mask_dir / stem}_mask.png")
+        if len(found) > 1:
+            raise DataError(f"{image}: two masks {found[0]} and {found[1]}; keep one")
+        cases.append(flat.FlatCase(files.case_id(stem, image), "paired", image, (found[0],)))
+    _check_orphans(masks, set(images) | {f"{stem}_mask" for stem in images}, image_dir)
     return cases
 
 
@@ -91,9 +108,10 @@ def list_cases(root: Path, settings: CxrSettings) -> list[flat.FlatCase]:
 
 def iter_samples(root: Path, image_size: int, settings: CxrSettings) -> Iterator[Sample]:
     """Yield one Sample per radiograph (class ``lungs``), resized to ``image_size``."""
-    return flat.iter_samples(list_cases(root, settings), resolve_root(root), image_size, CLASS_NAME)
+    cases = list_cases(root, settings)
+    return flat.iter_samples(cases, resolve_root(root), image_size, CLASS_NAME, settings.max_image_pixels)
 
 
 def summarize(root: Path, settings: CxrSettings) -> DatasetSummary:
     """Images and lung pixels at original size."""
-    return flat.summarize("cxr", list_cases(root, settings), CLASS_NAME)
+    return flat.summarize("cxr", list_cases(root, settings), CLASS_NAME, settings.max_image_pixels)

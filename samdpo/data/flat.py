@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from samdpo.data.pngio import read_gray, read_mask
+from samdpo.data import files
+from samdpo.data.pngio import DEFAULT_MAX_IMAGE_PIXELS, read_gray, read_mask
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
 from samdpo.data.transforms import resize_image, resize_label
-from samdpo.errors import DataError
+from samdpo.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class ImageFileSettings:
+    """Reader settings shared by the image-file datasets.
+
+    Attributes:
+        max_image_pixels: an image or mask file with more pixels than this is refused as a likely
+            decompression bomb (PIL's default limit).
+    """
+
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    def __post_init__(self) -> None:
+        value = self.max_image_pixels
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"reader setting max_image_pixels must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -33,38 +50,31 @@ class FlatCase:
     masks: tuple[Path, ...]
 
 
-def safe_id(name: str) -> str:
-    """Lower-case ``name`` and keep only [a-z0-9_]: ``"benign (12)"`` -> ``"benign_12"``."""
-    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9]+", "_", name.lower())).strip("_")
-
-
 def check_unique(cases: Sequence[FlatCase], root: Path) -> None:
-    """Fail if two files map to the same case id."""
-    seen: dict[str, Path] = {}
-    for case in cases:
-        if case.case_id in seen:
-            raise DataError(f"{case.image} and {seen[case.case_id]} both map to the case id {case.case_id!r}")
-        seen[case.case_id] = case.image
+    """Fail if two files map to the same case id, or if there is no case."""
+    files.check_unique((case.case_id, case.image) for case in cases)
     if not cases:
         raise DataError(f"{root}: no images found")
 
 
-def load_case(case: FlatCase) -> tuple[np.ndarray, np.ndarray]:
+def load_case(case: FlatCase, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Read the (H, W) float gray image in [0, 1] and the (H, W) bool union of its masks."""
-    image = read_gray(case.image)
+    image = read_gray(case.image, max_pixels)
     target = np.zeros(image.shape, dtype=bool)
     for path in case.masks:
-        mask = read_mask(path)
+        mask = read_mask(path, max_pixels)
         if mask.shape != image.shape:
             raise DataError(f"{path}: mask shape {mask.shape} does not match its image {case.image} {image.shape}")
         target |= mask
     return image, target
 
 
-def iter_samples(cases: Sequence[FlatCase], root: Path, image_size: int, class_name: str) -> Iterator[Sample]:
+def iter_samples(
+    cases: Sequence[FlatCase], root: Path, image_size: int, class_name: str, max_pixels: int
+) -> Iterator[Sample]:
     """Yield one resized Sample per case; the label map is 0/1 for ``class_name``."""
     for case in cases:
-        image, target = load_case(case)
+        image, target = load_case(case, max_pixels)
         height, width = image.shape
         yield Sample(
             sample_id=case.case_id,
@@ -81,10 +91,10 @@ def iter_samples(cases: Sequence[FlatCase], root: Path, image_size: int, class_n
         )
 
 
-def summarize(kind: str, cases: Sequence[FlatCase], class_name: str) -> DatasetSummary:
+def summarize(kind: str, cases: Sequence[FlatCase], class_name: str, max_pixels: int) -> DatasetSummary:
     """Count images and foreground pixels of ``class_name`` in the original-size masks."""
     total = 0
     for case in cases:
-        _, target = load_case(case)
+        _, target = load_case(case, max_pixels)
         total += int(target.sum())
     return DatasetSummary(kind, len(cases), len(cases), {class_name: total})

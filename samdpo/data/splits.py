@@ -63,7 +63,7 @@ def read_splits(path: Path) -> dict[str, str]:
     """Read a split table written by :func:`write_splits`."""
     try:
         frame = pd.read_csv(path, dtype=str)
-    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (OSError, ValueError) as exc:  # missing, not text, not CSV, empty
         raise DataError(f"{path}: unreadable split table ({exc})") from exc
     if list(frame.columns) != ["case_id", "split"] or not frame["split"].isin(SPLITS).all():
         raise DataError(f"{path}: expected columns case_id,split with splits in {SPLITS}")

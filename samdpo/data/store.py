@@ -73,6 +73,7 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
         The number of samples written.
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     images, labels = _NpyStream(folder / IMAGES), _NpyStream(folder / LABELS)
     rows: list[dict] = []
@@ -114,6 +115,8 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
     finally:
         images.discard()
         labels.discard()
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a failed first prepare leaves no folder behind
     return len(rows)
 
 
@@ -125,9 +128,11 @@ class SampleStore:
         path = self.folder / TABLE
         if not path.is_file():
             raise DataError(f"{path}: no prepared sample table; run the prepare rule first")
-        table = pq.read_table(path)
         try:
+            table = pq.read_table(path)
             self.meta = json.loads(table.schema.metadata[b"samdpo"])
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: unreadable sample table ({exc}); run the prepare rule again") from exc
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: not a samdpo sample table (metadata missing)") from exc
         self.samples: pd.DataFrame = table.to_pandas()
@@ -148,10 +153,25 @@ class SampleStore:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _array(self, name: str) -> np.ndarray:
+        """Memory-map ``name``, checked to be (N, S, S) uint8 for the N samples of the table."""
+        path = self.folder / name
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable store array ({exc}); run the prepare rule again") from exc
+        expected = (len(self), self.image_size, self.image_size)
+        if array.shape != expected or array.dtype != np.uint8:
+            raise DataError(
+                f"{path}: holds {array.dtype} {array.shape}, not uint8 {expected} as samples.parquet says; "
+                "run the prepare rule again"
+            )
+        return array
+
     def images(self) -> np.ndarray:
         """(N, S, S) uint8 memory map of the stored images."""
         if self._images is None:
-            self._images = np.load(self.folder / IMAGES, mmap_mode="r")
+            self._images = self._array(IMAGES)
         return self._images
 
     def image(self, index: int) -> np.ndarray:
@@ -161,4 +181,4 @@ class SampleStore:
     def labels(self) -> np.ndarray:
         """(N, S, S) uint8 label maps (ground truth: only training on labelled data, the annotator
         and evaluation may call this)."""
-        return np.load(self.folder / LABELS, mmap_mode="r")
+        return self._array(LABELS)

@@ -42,12 +42,3 @@ def resize_label(label: np.ndarray, size: int) -> np.ndarray:
     pil = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))
     return np.asarray(pil.resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
 
-
-def to_unit_gray(array: np.ndarray) -> np.ndarray:
-    """Turn a (H, W) or (H, W, C) 8/16-bit image into (H, W) float32 gray in [0, 1]."""
-    arr = np.asarray(array)
-    if arr.ndim == 3:
-        channels = arr[..., :3].astype(np.float32)
-        arr = channels.mean(axis=-1) if channels.shape[-1] == 3 else channels[..., 0]
-    scale = 65535.0 if np.asarray(array).dtype == np.uint16 else 255.0
-    return (arr.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)
