@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SamdpoError as exc:
         print(f"samdpo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was finished (e.g. every answer received) is kept
+        print("samdpo: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

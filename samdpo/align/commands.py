@@ -18,12 +18,12 @@ def _candidates(args: argparse.Namespace) -> None:
     from samdpo.align.candidates import candidate_levels, check_thresholds, write_candidates
     from samdpo.evaluation.metrics import read_predictions
 
+    thresholds = check_thresholds(args.thresholds)
     folder = Path(args.probs)
     probs, meta = read_predictions(folder)
-    chosen = [i for i, split in enumerate(meta["sample_splits"]) if split == "unlabeled"]
+    chosen = [i for i, split in enumerate(meta.get("sample_splits") or []) if split == "unlabeled"]
     if not chosen:
         raise DataError(f"{folder}: no unlabelled image among the predicted ones")
-    thresholds = check_thresholds(args.thresholds)
     levels = candidate_levels(np.asarray(probs[chosen]), thresholds)
     out = {
         "dataset": meta["dataset"],
@@ -39,25 +39,45 @@ def _candidates(args: argparse.Namespace) -> None:
           f"{empty} (image, class) pairs with all candidates empty", file=sys.stderr)
 
 
-def _consensus(args: argparse.Namespace, store: object, sample_ids: list[str]) -> np.ndarray:
-    """The stage-1 model's test-time-augmentation consensus masks of ``sample_ids`` (uncertainty reference)."""
+#: The options each ``align annotate --reference`` needs besides --store and --candidates.
+_REFERENCE_NEEDS = {"ground_truth": (), "prompt": ("prompts",), "uncertainty": ("model", "texts", "prompts")}
+
+
+def _model_spec(folder: str) -> dict:
+    """The ``settings.json`` of a stage-1 model folder (architecture, switches, settings hash)."""
     import json
 
+    from samdpo.train.stage1 import SETTINGS
+
+    path = Path(folder) / SETTINGS
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: no readable model settings ({exc}); give a folder written by stage-1 training") from exc
+
+
+def _store_rows(store: object, meta: dict, args: argparse.Namespace) -> dict[str, int]:
+    """Sample id -> row of ``--store``, after checking the ``--candidates`` are of its samples and classes."""
+    index = {sample: i for i, sample in enumerate(store.samples["sample_id"])}
+    if list(store.class_names) != meta["class_names"] or any(s not in index for s in meta["sample_ids"]):
+        raise DataError(f"{args.candidates}: candidates of other samples or classes than {args.store}")
+    return index
+
+
+def _consensus(args: argparse.Namespace, store: object, sample_ids: list[str]) -> np.ndarray:
+    """The stage-1 model's test-time-augmentation consensus masks of ``sample_ids`` (uncertainty reference)."""
     from samdpo.align.uncertainty import UncertaintySettings, consensus_masks
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.train.commands import build_model, load_embeddings
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device
+    from samdpo.train.stage1 import WEIGHTS, pick_device
     from samdpo.train.text_embeddings import read_text_embeddings
 
-    missing = [flag for flag in ("model", "texts", "prompts") if not getattr(args, flag)]
-    if missing:
-        raise ConfigError(f"--reference uncertainty needs --{', --'.join(missing)}")
     try:
         settings = UncertaintySettings(**json_object(args.uncertainty, "--uncertainty"))
     except TypeError as exc:
         raise ConfigError(f"bad align.uncertainty settings: {exc}") from exc
-    spec = json.loads((Path(args.model) / SETTINGS).read_text())
+    spec = _model_spec(args.model)
     model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
     load_checkpoint(model, Path(args.model) / WEIGHTS)
     texts, _ = read_text_embeddings(Path(args.texts))
@@ -75,13 +95,16 @@ def _annotate(args: argparse.Namespace) -> None:
     from samdpo.align.candidates import read_candidates
     from samdpo.data.store import SampleStore
 
-    levels, meta = read_candidates(Path(args.candidates))
-    store = SampleStore(Path(args.store))
-    index = {sample: i for i, sample in enumerate(store.samples["sample_id"])}
-    if list(store.class_names) != meta["class_names"] or any(s not in index for s in meta["sample_ids"]):
-        raise DataError(f"{args.candidates}: candidates of other samples or classes than {args.store}")
+    missing = [f"--{flag}" for flag in _REFERENCE_NEEDS[args.reference] if not getattr(args, flag)]
+    if missing:
+        raise ConfigError(f"--reference {args.reference} needs {', '.join(missing)}")
     if args.classes == "present" and args.reference != "ground_truth":
         raise ConfigError(f"align.classes present needs to know which organs an image shows: only the ground_truth reference does ({args.reference!r}); use classes all")
+    if not 0.0 <= args.noise <= 1.0:
+        raise ConfigError(f"--noise (align.noise) must be in [0, 1], got {args.noise}")
+    levels, meta = read_candidates(Path(args.candidates))
+    store = SampleStore(Path(args.store))
+    index = _store_rows(store, meta, args)
     count = len(meta["thresholds"])
     classes = len(meta["class_names"])
     ids = meta["sample_ids"]
@@ -136,8 +159,6 @@ def _annotate(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    import json
-
     import torch
 
     from samdpo.align.annotator import read_annotations
@@ -147,7 +168,7 @@ def _train(args: argparse.Namespace) -> None:
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.train.commands import build_model, load_embeddings, split_indices
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import SETTINGS, WEIGHTS
+    from samdpo.train.stage1 import WEIGHTS
     from samdpo.train.text_embeddings import read_text_embeddings
 
     torch.set_num_threads(max(1, args.threads))
@@ -155,12 +176,15 @@ def _train(args: argparse.Namespace) -> None:
         settings = Stage2Settings(**json_object(args.settings, "--settings"))
     except TypeError as exc:
         raise ConfigError(f"bad stage2 settings: {exc}") from exc
+    anchored = settings.anchor_weight > 0 and settings.anchor_on == "labeled"
+    if anchored and not args.splits:
+        raise ConfigError("stage2.anchor_on labeled needs --splits (the labelled split's ground truth)")
     levels, meta = read_candidates(Path(args.candidates))
-    spec = json.loads((Path(args.model) / SETTINGS).read_text())
-    if meta["model_settings_hash"] != spec["settings_hash"]:
+    spec = _model_spec(args.model)
+    if meta.get("model_settings_hash") is None or meta["model_settings_hash"] != spec.get("settings_hash"):
         raise ConfigError(f"{args.candidates}: candidates of another model than {args.model}; rerun the prediction and candidates rules")
     store = SampleStore(Path(args.store))
-    index = {sample: i for i, sample in enumerate(store.samples["sample_id"])}
+    index = _store_rows(store, meta, args)
     rows = [index[s] for s in meta["sample_ids"]]
     prompts = [load_image_prompts(Path(args.prompts), s, store.class_names) for s in meta["sample_ids"]]
     texts, _ = read_text_embeddings(Path(args.texts))
@@ -172,9 +196,7 @@ def _train(args: argparse.Namespace) -> None:
     run = {key: spec[key] for key in ("sam", "text_dim", "clip", "point_count", "switches", "stage1", "splits", "data")}
     run |= {"stage1_settings_hash": spec["settings_hash"], "annotations": str(args.annotations)}
     labelled = None
-    if settings.anchor_weight > 0 and settings.anchor_on == "labeled":
-        if not args.splits:
-            raise ConfigError("stage2.anchor_on labeled needs --splits (the labelled split's ground truth)")
+    if anchored:
         chosen = split_indices(store, args.splits, ["labeled"])
         ids = [store.samples["sample_id"][i] for i in chosen]
         labelled = LabelledSet(

@@ -2,21 +2,35 @@
 
 Every answer is stored under a stable hash of what was asked: backend, model, the question or
 messages (images by their SHA-256, never inline), generation parameters and the prompt-format
-version. Endpoint addresses and API keys are not part of the key and never stored. The cache is
-a diskcache folder (SQLite underneath: keep it on a local disk, not NFS) with eviction turned
-off, so a rerun asks nothing it asked before.
+version. API keys are never part of the key and never stored by samdpo. The cache is a diskcache
+folder (SQLite underneath: keep it on a local disk, not NFS) with eviction turned off, so a rerun
+asks nothing it asked before.
+
+Two limits of that promise:
+
+- The answer text is stored as the server returns it: a server (or proxy) that echoes the request's
+  ``Authorization`` header into its answer puts the API key into the cache (and the tables).
+- By default the endpoint address is not part of the key: after a change of ``openai.base_url``
+  with the same model name, answers come from the cache, not from the new server. Set
+  ``openai.cache_endpoint: true`` to make the endpoint part of the key (every question is then asked
+  again once per endpoint).
+
+A cache that SQLite cannot read (a damaged ``cache.db``) or open is a DataError naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import diskcache
+
+from samdpo.errors import DataError
 
 # Version of how questions are turned into model inputs; bump it when that changes.
 PROMPT_FORMAT_VERSION = 1
@@ -36,21 +50,43 @@ class AnswerCache:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        # size_limit is only consulted by eviction, which is off: the cache never drops an answer.
-        self._cache = diskcache.Cache(str(self.directory), eviction_policy="none", size_limit=2**62)
         self._lock = threading.Lock()
         self.asked = 0
         self.reused = 0
+        try:
+            # size_limit is only consulted by eviction, which is off: the cache never drops an answer.
+            self._cache = diskcache.Cache(str(self.directory), eviction_policy="none", size_limit=2**62)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        """Raise a DataError naming the cache's database file and what to do."""
+        database = self.directory / diskcache.core.DBNAME
+        if isinstance(exc, (sqlite3.OperationalError, OSError)):
+            raise DataError(
+                f"{database}: cannot use the answer cache ({exc}); check that {self.directory} is a writable folder "
+                "on a local disk (SQLite, not NFS) that no other run holds"
+            ) from exc
+        raise DataError(
+            f"{database}: the answer cache is damaged ({exc}); delete the folder {self.directory} and rerun "
+            "(the answers it held will be asked again)"
+        ) from exc
 
     def get_or_ask(self, key: str, ask: Callable[[], str], backend: str, model: str) -> str:
         """The cached answer under ``key``, or ``ask()``'s answer, stored before it is returned."""
-        entry = self._cache.get(key)
+        try:
+            entry = self._cache.get(key)
+        except sqlite3.DatabaseError as exc:
+            self._fail(exc)
         if entry is not None:
             with self._lock:
                 self.reused += 1
             return entry["answer"]
         answer = ask()
-        self._cache.set(key, {"answer": answer, "backend": backend, "model": model})
+        try:
+            self._cache.set(key, {"answer": answer, "backend": backend, "model": model})
+        except sqlite3.DatabaseError as exc:
+            self._fail(exc)
         with self._lock:
             self.asked += 1
         return answer

@@ -148,13 +148,14 @@ def _refine(args: argparse.Namespace) -> None:
     from samdpo.train.commands import build_model, load_embeddings, resolve_sam
 
     _threads(args.threads)
-    store, maps, _ = _store_and_saliency(args)
     settings = _settings(RefineSettings, json_object(args.settings, "--settings"), "refine")
+    sam_values = json_object(args.sam, "--sam")
+    store, maps, _ = _store_and_saliency(args)
     ids = list(store.samples["sample_id"])
     if not Path(args.crf).is_file():
         raise DataError(f"{args.crf}: no CRF prompt table; run the crf rule first")
     boxes = _box_settings(args.boxes, store.class_names)
-    sam = resolve_sam(json_object(args.sam, "--sam"), store.image_size)
+    sam = resolve_sam(sam_values, store.image_size)
     model = build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0)
     embeddings = load_embeddings(args.embeddings, model, ids)
     crf_meta = table_meta(Path(args.crf))

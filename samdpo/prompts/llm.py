@@ -22,7 +22,7 @@ import yaml
 from samdpo.errors import ConfigError
 from samdpo.prompts.answer_cache import AnswerCache, request_key
 from samdpo.prompts.asking import ask_all
-from samdpo.prompts.openai_chat import OpenAISettings, chat, make_client
+from samdpo.prompts.openai_chat import OpenAISettings, cache_request, chat, make_client
 from samdpo.prompts.vqa import fill_template
 
 BACKENDS = ("knowledge", "openai")
@@ -101,7 +101,7 @@ class OpenAILLM:
 
     def request(self, request: DescriptionRequest) -> dict[str, Any]:
         """What is asked, for the cache key."""
-        return {"messages": self._messages(request), "parameters": self.settings.parameters()}
+        return cache_request(self.client, self.settings, self._messages(request))
 
     def ask(self, request: DescriptionRequest) -> str:
         """The model's description, retried per the settings."""

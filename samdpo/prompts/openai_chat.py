@@ -36,6 +36,8 @@ class OpenAISettings:
         max_tokens: longest answer, tokens.
         temperature: sampling temperature (0 = as deterministic as the endpoint allows).
         workers: questions in flight at once (threads).
+        cache_endpoint: make the endpoint address part of every answer-cache key, so that a
+            ``base_url`` change with the same model name asks again instead of reusing the cache.
     """
 
     model: str = "gpt-4o-mini"
@@ -48,6 +50,7 @@ class OpenAISettings:
     max_tokens: int = 128
     temperature: float = 0.0
     workers: int = 4
+    cache_endpoint: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -57,10 +60,21 @@ class OpenAISettings:
                 raise ConfigError(f"openai.{name} must be > 0, got {getattr(self, name)!r}")
         if self.retries < 0 or self.max_tokens < 1 or self.workers < 1:
             raise ConfigError("openai.retries must be >= 0, openai.max_tokens and openai.workers >= 1")
+        if not isinstance(self.cache_endpoint, bool):
+            raise ConfigError(f"openai.cache_endpoint must be true or false, got {self.cache_endpoint!r}")
 
     def parameters(self) -> dict[str, Any]:
         """Generation parameters that change answers (part of every cache key)."""
         return {"max_tokens": self.max_tokens, "temperature": self.temperature}
+
+
+def cache_request(client: Any, settings: OpenAISettings, messages: list[dict]) -> dict[str, Any]:
+    """What is asked, for the answer-cache key: the messages (images by digest), the generation
+    parameters and, with ``settings.cache_endpoint``, the client's endpoint address."""
+    request: dict[str, Any] = {"messages": messages, "parameters": settings.parameters()}
+    if settings.cache_endpoint:
+        request["endpoint"] = str(client.base_url)
+    return request
 
 
 def make_client(settings: OpenAISettings) -> Any:

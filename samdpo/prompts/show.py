@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from samdpo.atomic import atomic_path
-from samdpo.errors import ConfigError
-from samdpo.prompts.prompt_store import array, read_prompts
+from samdpo.errors import ConfigError, DataError
+from samdpo.prompts.prompt_store import SETTINGS_FILE, array, read_prompts
 
 _BLOBS = ("image", "saliency", "mask")
 _MAX_COLUMNS = 4
@@ -83,6 +83,52 @@ def decode(row: Mapping[str, Any], column: str) -> np.ndarray | None:
     if row.get(column) is None or row.get(f"{column}_shape") is None:
         return None
     return array(row, column)
+
+
+def _blob_problem(row: Mapping[str, Any], column: str) -> str | None:
+    """What is wrong with a blob column of one row (shape not two positive sides, byte count not the
+    shape's: H*W for ``image`` / ``saliency``, ceil(H*W/8) bit-packed for ``mask``); None when fine."""
+    blob, shape = row.get(column), row.get(f"{column}_shape")
+    if blob is None or shape is None:
+        return None
+    if len(shape) != 2 or min(shape) < 1:
+        return f"shape {list(shape)} is not (H, W)"
+    expected = math.ceil(shape[0] * shape[1] / 8) if column == "mask" else shape[0] * shape[1]
+    if len(blob) != expected:
+        return f"{len(blob)} bytes for shape {list(shape)}, expected {expected}"
+    return None
+
+
+def _numbers_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(column, what is wrong) for a non-finite or inverted box, or non-finite points; None when fine."""
+    box = row.get("box")
+    if row.get("has_box") and box is not None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            return "box", f"not finite: {list(box)}"
+        if x1 < x0 or y1 < y0:
+            return "box", f"inverted (XYXY): {list(box)}"
+    points = np.asarray(row.get("points") or [], dtype=np.float64)
+    if not np.isfinite(points).all():
+        return "points", "not finite"
+    return None
+
+
+def check_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Refuse a prompt file whose blobs do not fit their shapes, or whose box / points are not finite.
+
+    Raises:
+        DataError: naming the file, the sample, the class and the column.
+    """
+    for row in rows:
+        problems = [(column, _blob_problem(row, column)) for column in _BLOBS]
+        found = next(((c, p) for c, p in problems if p), None) or _numbers_problem(row)
+        if found:
+            column, problem = found
+            raise DataError(
+                f"{path}: sample {row.get('sample_id')}, class {row.get('class_name')}, column {column}: {problem}; "
+                "the file is damaged: rerun the prompt_store rule"
+            )
 
 
 def _header(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> list[str]:
@@ -284,9 +330,21 @@ def draw_png(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out: Pa
 def show(path: Path, as_json: bool = False, png: Path | None = None, classes: list[str] | None = None) -> str:
     """The text to print for one prompt file (table, or JSON with ``as_json``); draw ``png`` when given.
 
-    ``classes`` keeps only those classes (for the text and the drawing); unknown names raise ConfigError.
+    ``classes`` keeps only those classes (for the text and the drawing); unknown names raise ConfigError,
+    and so does a ``png`` that is the input file, its folder's settings file or a folder. A damaged
+    file (blobs that do not fit their shapes, a NaN box) raises DataError (see :func:`check_rows`).
     """
-    rows, meta = read_prompts(Path(path))
+    path = Path(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.parquet"))[:3] if path.parent.is_dir() else []
+        hint = f"{path.parent} holds e.g. {', '.join(known)}" if known else "run the prompt_store rule first"
+        raise DataError(f"{path}: no such prompt file (one per image id); {hint}")
+    if png is not None:
+        inputs = {path.resolve(), (path.parent / SETTINGS_FILE).resolve()}
+        if Path(png).resolve() in inputs or Path(png).is_dir():
+            raise ConfigError(f"--png {png}: that is an input ({path} or its {SETTINGS_FILE}) or a folder; give another PNG path")
+    rows, meta = read_prompts(path)
+    check_rows(rows, path)
     chosen = select(rows, classes)
     if png is not None:
         draw_png(chosen, meta, Path(png))

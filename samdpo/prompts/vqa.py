@@ -30,7 +30,7 @@ from samdpo.errors import ConfigError
 from samdpo.prompts.answer_cache import AnswerCache, request_key
 from samdpo.prompts.asking import ask_all
 from samdpo.prompts.captions import position_word, size_word
-from samdpo.prompts.openai_chat import OpenAISettings, chat, make_client
+from samdpo.prompts.openai_chat import OpenAISettings, cache_request, chat, make_client
 
 GEOMETRY_QUESTIONS = ("shape", "location", "size")
 BACKENDS = ("geometry", "transformers", "openai")
@@ -187,7 +187,7 @@ class OpenAIVQA:
 
     def request(self, image: np.ndarray, question: VqaQuestion) -> dict[str, Any]:
         """What is asked, for the cache key (the image by its digest, not inline)."""
-        return {"messages": self._messages(image_digest(image), question), "parameters": self.settings.parameters()}
+        return cache_request(self.client, self.settings, self._messages(image_digest(image), question))
 
     def ask(self, image: np.ndarray, question: VqaQuestion) -> str:
         """The model's answer, retried per the settings."""

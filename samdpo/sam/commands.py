@@ -6,11 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from samdpo.errors import ConfigError
+
 
 def _convert(args: argparse.Namespace) -> None:
-    from samdpo.sam.checkpoints import convert_checkpoint
+    from samdpo.sam.checkpoints import TrustNeeded, convert_checkpoint
 
-    count = convert_checkpoint(Path(args.src), Path(args.dst), trust_pickle=args.trust_pickle)
+    try:
+        count = convert_checkpoint(Path(args.src), Path(args.dst), trust_pickle=args.trust_pickle)
+    except TrustNeeded as exc:
+        raise ConfigError(exc.explain("--trust-pickle")) from None
     print(f"{count} tensors of {args.src} written to {args.dst}; set sam.checkpoint to it", file=sys.stderr)
 
 
