@@ -466,3 +466,33 @@ def test_interrupt_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> N
     assert err.strip() == "samdpo: interrupted"
     with pytest.raises(AssertionError):
         error_line(err)  # not an input error: no "samdpo: error:" line
+
+
+def test_a_damaged_blob_is_an_error_wherever_it_is_decoded(prompt_file: Path) -> None:
+    """Not only `prompts show`: every reader of a stored array (CRF masks, saliency) refuses a truncated blob instead of zero-padding it."""
+    from samdpo.prompts.prompt_store import array, read_prompts
+
+    _tamper(prompt_file, "mask", b"\x01\x02")
+    rows, _ = read_prompts(prompt_file)
+    with pytest.raises(DataError, match=r"sample .*, class liver: the mask column holds 2 bytes where its shape \[\d+, \d+\] needs \d+; the file is damaged"):
+        array(rows[0], "mask")
+
+
+def test_a_corrupt_prompt_settings_file_is_named(prompt_file: Path, capsys) -> None:
+    settings = prompt_file.parent / SETTINGS_FILE
+    settings.write_text("{truncated")
+    expect_error(["prompts", "show", str(prompt_file)], capsys, str(settings), "unreadable prompt settings", "rerun the prompt_store rule")
+
+
+def test_predict_with_a_missing_model_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "probs"
+    args = ["--store", str(tmp_path / "s"), "--splits", str(tmp_path / "s.csv"), "--prompts", str(tmp_path), "--texts", str(tmp_path / "t")]
+    expect_error(["train", "predict", *args, "--model", str(tmp_path / "no-model"), "--out", str(out)], capsys,
+                 str(tmp_path / "no-model" / "settings.json"), "give a folder written by stage-1 training", absent=[out])
+
+
+def test_an_unknown_sam_name_without_image_size_is_named() -> None:
+    from samdpo.train.commands import resolve_sam
+
+    with pytest.raises(ConfigError, match=r"sam.name: unknown SAM 'sam_vit_x'; choose one of .*lite_medsam.*small"):
+        resolve_sam({"name": "sam_vit_x"}, 64)

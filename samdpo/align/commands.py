@@ -43,19 +43,6 @@ def _candidates(args: argparse.Namespace) -> None:
 _REFERENCE_NEEDS = {"ground_truth": (), "prompt": ("prompts",), "uncertainty": ("model", "texts", "prompts")}
 
 
-def _model_spec(folder: str) -> dict:
-    """The ``settings.json`` of a stage-1 model folder (architecture, switches, settings hash)."""
-    import json
-
-    from samdpo.train.stage1 import SETTINGS
-
-    path = Path(folder) / SETTINGS
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: no readable model settings ({exc}); give a folder written by stage-1 training") from exc
-
-
 def _store_rows(store: object, meta: dict, args: argparse.Namespace) -> dict[str, int]:
     """Sample id -> row of ``--store``, after checking the ``--candidates`` are of its samples and classes."""
     index = {sample: i for i, sample in enumerate(store.samples["sample_id"])}
@@ -70,14 +57,14 @@ def _consensus(args: argparse.Namespace, store: object, sample_ids: list[str]) -
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.train.commands import build_model, load_embeddings
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import WEIGHTS, pick_device
+    from samdpo.train.stage1 import WEIGHTS, pick_device, read_model_spec
     from samdpo.train.text_embeddings import read_text_embeddings
 
     try:
         settings = UncertaintySettings(**json_object(args.uncertainty, "--uncertainty"))
     except TypeError as exc:
         raise ConfigError(f"bad align.uncertainty settings: {exc}") from exc
-    spec = _model_spec(args.model)
+    spec = read_model_spec(args.model)
     model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
     load_checkpoint(model, Path(args.model) / WEIGHTS)
     texts, _ = read_text_embeddings(Path(args.texts))
@@ -168,7 +155,7 @@ def _train(args: argparse.Namespace) -> None:
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.train.commands import build_model, load_embeddings, split_indices
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import WEIGHTS
+    from samdpo.train.stage1 import WEIGHTS, read_model_spec
     from samdpo.train.text_embeddings import read_text_embeddings
 
     torch.set_num_threads(max(1, args.threads))
@@ -180,7 +167,7 @@ def _train(args: argparse.Namespace) -> None:
     if anchored and not args.splits:
         raise ConfigError("stage2.anchor_on labeled needs --splits (the labelled split's ground truth)")
     levels, meta = read_candidates(Path(args.candidates))
-    spec = _model_spec(args.model)
+    spec = read_model_spec(args.model)
     if meta.get("model_settings_hash") is None or meta["model_settings_hash"] != spec.get("settings_hash"):
         raise ConfigError(f"{args.candidates}: candidates of another model than {args.model}; rerun the prediction and candidates rules")
     store = SampleStore(Path(args.store))

@@ -49,7 +49,7 @@ def _study(args: argparse.Namespace) -> None:
     from samdpo.train.image_embeddings import ImageEmbeddings
     from samdpo.train.predict import predict_probabilities
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device
+    from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device, read_model_spec
     from samdpo.train.text_embeddings import read_text_embeddings
 
     torch.set_num_threads(max(1, args.threads))
@@ -71,7 +71,7 @@ def _study(args: argparse.Namespace) -> None:
     missing = [s for s in needed if s not in prob_index]
     if missing:
         raise DataError(f"{args.model}: no stored probability for {len(missing)} study images (e.g. {missing[0]}); predict its unlabelled and test splits")
-    spec = json.loads((Path(args.model) / SETTINGS).read_text())
+    spec = read_model_spec(args.model)
     texts, _ = read_text_embeddings(Path(args.texts))
     device = pick_device("auto")
     row_of = {s: i for i, s in enumerate(store.samples["sample_id"])}

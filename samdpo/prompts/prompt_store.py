@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import DataError
-from samdpo.prompts.visual import unpack_mask
+from samdpo.prompts.visual import check_blob, unpack_mask
 
 FORMAT_VERSION = 1
 #: The full settings of every part, once per dataset folder (each row carries their hashes).
@@ -217,7 +217,10 @@ def read_prompts(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     meta = table_meta(path)
     settings = path.parent / meta.get("settings_file", SETTINGS_FILE)
     if settings.is_file():
-        meta["settings"] = json.loads(settings.read_text())
+        try:
+            meta["settings"] = json.loads(settings.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{settings}: unreadable prompt settings ({exc}); rerun the prompt_store rule") from exc
     return table.to_pylist(), meta
 
 
@@ -226,4 +229,5 @@ def array(row: Mapping[str, Any], column: str) -> np.ndarray:
     if column == "mask":
         return unpack_mask(row)
     height, width = row[f"{column}_shape"]
+    check_blob(row, column)
     return np.frombuffer(row[column], dtype=np.uint8).reshape(height, width)

@@ -21,6 +21,7 @@ import pandas as pd
 from samdpo.atomic import atomic_path
 from samdpo.errors import ConfigError, DataError
 from samdpo.prompts.prompt_store import SETTINGS_FILE, array, read_prompts
+from samdpo.prompts.visual import blob_bytes
 
 _BLOBS = ("image", "saliency", "mask")
 _MAX_COLUMNS = 4
@@ -93,7 +94,7 @@ def _blob_problem(row: Mapping[str, Any], column: str) -> str | None:
         return None
     if len(shape) != 2 or min(shape) < 1:
         return f"shape {list(shape)} is not (H, W)"
-    expected = math.ceil(shape[0] * shape[1] / 8) if column == "mask" else shape[0] * shape[1]
+    expected = blob_bytes(column, shape)
     if len(blob) != expected:
         return f"{len(blob)} bytes for shape {list(shape)}, expected {expected}"
     return None

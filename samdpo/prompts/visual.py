@@ -26,6 +26,7 @@ from samdpo.arrays import read_arrays, write_arrays
 from samdpo.prompts.anatomy import AnatomyPrior
 from samdpo.prompts.boxes import BoxSettings, mask_to_prompt
 from samdpo.prompts.crf import CrfSettings, crf_mask
+from samdpo.errors import DataError
 
 SALIENCY, CRF_TABLE = "saliency", "crf.parquet"
 
@@ -153,6 +154,21 @@ def write_table(table: pa.Table, path: Path, meta: Mapping) -> None:
 
 
 def unpack_mask(row: Mapping) -> np.ndarray:
-    """The (H, W) bool mask of one table row."""
+    """The (H, W) bool mask of one table row (a blob of another length than ceil(H * W / 8) bytes is an error)."""
     height, width = row["mask_shape"]
+    check_blob(row, "mask")
     return np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8), count=height * width).reshape(height, width).astype(bool)
+
+
+def blob_bytes(column: str, shape: tuple[int, int]) -> int:
+    """Bytes of a stored (H, W) array: H * W for ``image`` / ``saliency``, ceil(H * W / 8) bit-packed for ``mask``."""
+    height, width = shape
+    return -(-height * width // 8) if column == "mask" else height * width
+
+
+def check_blob(row: Mapping, column: str) -> None:
+    """Fail unless the row's ``column`` blob holds the bytes its shape needs (a truncated or padded file)."""
+    found, expected = len(row[column] or b""), blob_bytes(column, row[f"{column}_shape"])
+    if found != expected:
+        where = f"sample {row.get('sample_id')}, class {row.get('class_name')}"
+        raise DataError(f"{where}: the {column} column holds {found} bytes where its shape {list(row[f'{column}_shape'])} needs {expected}; the file is damaged, rerun the rule that wrote it")

@@ -118,6 +118,8 @@ def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
     from samdpo.sam.builders import DEFAULT_IMAGE_SIZE
 
     sam = {"name": "small", **sam}
+    if sam["name"] not in DEFAULT_IMAGE_SIZE:
+        raise ConfigError(f"sam.name: unknown SAM {sam['name']!r}; choose one of {', '.join(sorted(DEFAULT_IMAGE_SIZE))}")
     if sam.get("image_size") is None:
         sam["image_size"] = image_size if sam["name"] == "small" else DEFAULT_IMAGE_SIZE[sam["name"]]
     return sam
@@ -198,11 +200,11 @@ def _predict(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.train.predict import predict_probabilities, write_predictions
-    from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device
+    from samdpo.train.stage1 import WEIGHTS, pick_device, read_model_spec
     from samdpo.train.text_embeddings import read_text_embeddings
 
     _threads(args.threads)
-    spec = json.loads((Path(args.model) / SETTINGS).read_text())
+    spec = read_model_spec(args.model)
     store = SampleStore(Path(args.store))
     chosen = split_indices(store, args.splits, args.splits_to_predict)
     store, prompts, indices = _store_prompts(args.store, args.prompts, chosen)

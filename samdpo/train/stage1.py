@@ -27,8 +27,8 @@ from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
 from samdpo.prompts.boxes import mask_box
 from samdpo.train import distributed
-from samdpo.train.image_embeddings import EmbeddingRows
 from samdpo.fingerprint import fingerprint
+from samdpo.train.image_embeddings import EmbeddingRows
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss
 from samdpo.train.model import PromptBatch, PromptedSam
@@ -98,6 +98,18 @@ class Stage1Settings:
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """A short stable hash of a model spec."""
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_model_spec(folder: str | Path) -> dict[str, Any]:
+    """The ``settings.json`` of a trained model folder (architecture, switches, settings hash)."""
+    path = Path(folder) / SETTINGS
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: no readable model settings ({exc}); give a folder written by stage-1 training") from exc
+    if not isinstance(spec, dict):
+        raise DataError(f"{path}: not a JSON object; give a folder written by stage-1 training")
+    return spec
 
 
 def pick_device(name: str) -> torch.device:
