@@ -1,49 +1,25 @@
 # Configuration validation and input functions shared by the rules.
 import json
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from samdpo.config_check import ZERO_SHOT, check_config, dataset_seeds, seeded, stage1_models
+from samdpo.errors import ConfigError
+
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+try:
+    check_config(config)
+except ConfigError as exc:
+    raise WorkflowError(f"bad config: {exc}") from None
 
 DATASETS = sorted(config["datasets"])
 # Every rule runs in the project's one environment (used with `snakemake --sdm conda`).
 ENV = "../../environment.yml"
 
-
-def _local_dir(model):
-    """The folder of a ``local-dir:`` CLIP id (None for hub ids and the pipeline's own CLIP)."""
-    return model.removeprefix("local-dir:") if model and model.startswith("local-dir:") else None
-
-
-def _check_paths():
-    """Fail before any work, naming each configured file or folder that does not exist."""
-    wanted = [
-        (f"datasets.{name}.root", entry["root"], "folder")
-        for name, entry in config["datasets"].items()
-        if entry["source"] == "disk"
-    ]
-    wanted.append(("sam.checkpoint", config["sam"]["checkpoint"], "file"))
-    wanted.append(("clip.model", _local_dir(config["clip"]["model"]), "folder"))
-    wanted += [(f"datasets.{name}.clip.model", _local_dir(entry["clip"].get("model")), "folder") for name, entry in config["datasets"].items()]
-    wanted.append(("llm.descriptions", config["llm"]["descriptions"], "file"))
-    missing = [
-        f"{setting}: {path} does not exist"
-        for setting, path, kind in wanted
-        if path and not (Path(path).is_dir() if kind == "folder" else Path(path).is_file())
-    ]
-    if missing:
-        raise WorkflowError("missing files or folders (set them in your config file):\n  " + "\n  ".join(missing))
-
-
-_check_paths()
-
-if config["report"]["after"] not in config["align"]["variants"]:
-    raise WorkflowError(f"report.after: {config['report']['after']!r} is not an align.variants entry ({', '.join(sorted(config['align']['variants']))})")
 
 # Environment variables holding the keys of the OpenAI-compatible backends in use (none offline).
 API_KEYS = sorted({config[step]["openai"]["api_key_env"] for step in ("vqa", "llm") if config[step]["backend"] == "openai"})
@@ -173,22 +149,12 @@ def vqa_crf_table(wildcards):
 ALIGN_VARIANTS = sorted(config["align"]["variants"])
 
 
-def seeded(variant, seed):
-    """The model name of a stage-1 variant trained with another seed than stage1.seed (``prompt_10_seed1``)."""
-    return variant if seed == config["stage1"]["seed"] else f"{variant}_seed{seed}"
-
-
-def dataset_seeds(dataset):
-    """The stage-1 seeds of one dataset: its own ``datasets.NAME.seeds`` or the top-level ``seeds``."""
-    return config["datasets"][dataset].get("seeds") or config["seeds"]
-
-
 def seed_models(variant, dataset):
     """The model names of a stage-1 variant, one per seed of the dataset (alignment starts from stage1.seed's ``prompt_10``)."""
-    return [seeded(variant, seed) for seed in dataset_seeds(dataset)]
+    return [seeded(config, variant, seed) for seed in dataset_seeds(config, dataset)]
 
 
-STAGE1_VARIANTS = sorted({name for variant in config["stage1_variants"] for dataset in DATASETS for name in [variant, *seed_models(variant, dataset)]})
+STAGE1_VARIANTS = stage1_models(config)
 
 
 def stage1_variant(name):
@@ -263,15 +229,9 @@ def study_settings(wildcards):
     """The study's base run (the study.variant's objective and mode over align and align.stage2), factorial and
     variations, as JSON; a dataset's own study settings are merged over the top-level ones."""
     align, study = config["align"], {**config["study"], **config["datasets"][wildcards.dataset]["study"]}
-    if study["variant"] not in align["variants"]:
-        raise WorkflowError(f"study.variant: {study['variant']!r} is not an align.variants entry ({', '.join(sorted(align['variants']))})")
     base = {**align["stage2"], **align["variants"][study["variant"]], "reference": align["reference"], "classes": align["classes"],
             "noise": align["noise"], "unlabeled": config["splits"]["unlabeled"], "thresholds": align["thresholds"]}
     return json.dumps({"base": base, "factorial": study["factorial"], "variations": study["variations"]}, sort_keys=True)
-
-
-#: The zero-shot rows (the pretrained SAM with box prompts alone) and where their boxes come from.
-ZERO_SHOT = {"zero_shot_cam_box": "cam", "oracle_gt_box": "gt"}
 
 
 def encoder_frozen(variant):
@@ -317,16 +277,15 @@ def embeddings_flag(wildcards, input):
 
 
 def model_folder(dataset, model):
-    """Where a model's probabilities live: the U-Net, a zero-shot row, a stage-1 variant or an alignment variant."""
+    """Where a model's probabilities live: the U-Net, a zero-shot row, a stage-1 variant or an alignment variant
+    (check_config has refused table rows naming other models)."""
     if model == "unet":
         return f"results/baselines/{dataset}/unet"
     if model in ZERO_SHOT:
         return f"results/zero_shot/{dataset}/{ZERO_SHOT[model]}_box"
     if model in STAGE1_VARIANTS:
         return f"results/stage1/{dataset}/{model}"
-    if model in config["align"]["variants"]:
-        return f"results/align/{dataset}/{model}"
-    raise WorkflowError(f"tables: unknown model {model!r}; use unet, {', '.join(ZERO_SHOT)}, a stage1_variants name or an align.variants name")
+    return f"results/align/{dataset}/{model}"
 
 
 def model_file(name):

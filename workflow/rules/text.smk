@@ -65,7 +65,8 @@ rule prompt_store:
     output:
         directory("prompts_cache/{dataset}"),
     params:
-        saliency_size=lambda wildcards: config["prompt_store"]["saliency_size"] or "",
+        # null: the image size, the side the saliency maps are computed at (stored as they are)
+        saliency_size=lambda wildcards: config["prompt_store"]["saliency_size"] or config["image_size"],
     conda:
         ENV
     log:
