@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from samdpo.sam.decoding import decode_single_mask
-from samdpo.train.commands import build_model
-from samdpo.train.image_embeddings import write_image_embeddings
-from samdpo.train.zero_shot import box_batch
+from samdpo.sam.specs import build_model
+from samdpo.sam.image_embeddings import write_image_embeddings
+from samdpo.sam.prompted import box_batch
 
 
 def main() -> None:

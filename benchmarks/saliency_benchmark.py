@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from pytorch_grad_cam import ScoreCAM
 
 from samdpo.data import readers
-from samdpo.prompts.clip_loader import resolve_hf_name
-from samdpo.prompts.clip_pretrain import PretrainSettings, model_config
-from samdpo.prompts.gscorecam import GScoreCAM
-from samdpo.prompts.saliency import PromptTarget, _tokens_to_grid
+from samdpo.clip.loader import resolve_hf_name
+from samdpo.clip.pretrain import PretrainSettings, model_config
+from samdpo.prompts.visual.gscorecam import GScoreCAM
+from samdpo.prompts.visual.saliency import PromptTarget, _tokens_to_grid
 from samdpo.synth import amos
 
 PROMPTS = 16  # 15 classes and one negative prompt
@@ -128,8 +128,8 @@ def main() -> None:
         names[3]: timed(floor),
     }
     if not args.no_crf:
-        from samdpo.prompts.boxes import BoxSettings, mask_to_prompt
-        from samdpo.prompts.crf import CrfSettings, crf_mask
+        from samdpo.prompts.visual.boxes import BoxSettings, mask_to_prompt
+        from samdpo.prompts.visual.crf import CrfSettings, crf_mask
 
         saliency = F.interpolate(torch.from_numpy(gscore.maps_for_targets(x, one))[None], size=(128, 128), mode="bilinear")[0, 0].numpy()
         rows["CRF + box (128 px)"] = _best(lambda: mask_to_prompt(crf_mask(sample.image, saliency, CrfSettings()), saliency, BoxSettings()), args.repeats)

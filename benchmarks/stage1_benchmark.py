@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from samdpo.sam.builders import SamSettings, build_sam
-from samdpo.train.model import PromptedSam
+from samdpo.sam.prompted import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.stage1 import Stage1Settings, train_stage1
 

@@ -19,9 +19,9 @@ from samdpo.align.candidates import candidate_levels, level_masks
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
 from samdpo.align.stage2 import Pairs, _batches, _logits
 from samdpo.sam.builders import SamSettings, build_sam
-from samdpo.train.model import PromptedSam
+from samdpo.sam.prompted import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
-from samdpo.train.stage1 import set_trainable
+from samdpo.sam.trainable import set_trainable
 
 CLASSES, BATCH = 3, 16
 

@@ -25,12 +25,13 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.openai_server
 
 from samdpo.data.store import SampleStore  # noqa: E402
-from samdpo.prompts.answer_cache import AnswerCache  # noqa: E402
-from samdpo.prompts.llm import KnowledgeLLM, llm_table, make_requests  # noqa: E402
-from samdpo.prompts.prompt_store import merge_prompt_store  # noqa: E402
-from samdpo.prompts.openai_chat import OpenAISettings  # noqa: E402
-from samdpo.prompts.visual import read_saliency, unpack_mask, write_table  # noqa: E402
-from samdpo.prompts.vqa import OpenAIVQA, VqaSettings, make_backend, make_questions, vqa_table  # noqa: E402
+from samdpo.prompts.text.answer_cache import AnswerCache  # noqa: E402
+from samdpo.prompts.text.llm import KnowledgeLLM, llm_table, make_requests  # noqa: E402
+from samdpo.prompts.store import merge_prompt_store  # noqa: E402
+from samdpo.prompts.text.openai_chat import OpenAISettings  # noqa: E402
+from samdpo.prompts.visual.saliency_files import read_saliency  # noqa: E402
+from samdpo.prompts.tables import unpack_mask, write_table  # noqa: E402
+from samdpo.prompts.text.vqa import OpenAIVQA, VqaSettings, make_backend, make_questions, vqa_table  # noqa: E402
 from tests.openai_server import OpenAIServer  # noqa: E402
 
 

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from samdpo.errors import ConfigError, SamdpoError
-from samdpo.jsonarg import json_object
+from samdpo.settings import json_object
 from samdpo.align.commands import add_commands as add_align_commands
 from samdpo.baselines.commands import add_commands as add_unet_commands
 from samdpo.evaluation.commands import add_commands as add_evaluation_commands
 from samdpo.prompts.commands import add_commands as add_prompt_commands
+from samdpo.report.commands import add_commands as add_report_commands
 from samdpo.sam.commands import add_commands as add_sam_commands
 from samdpo.train.commands import add_commands as add_train_commands
 
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_unet_commands(commands)
     add_evaluation_commands(commands)
+    add_report_commands(commands)
     return parser
 
 

@@ -98,7 +98,7 @@ def _check_image_size(config: Mapping[str, Any]) -> None:
     """The SAM's settings are buildable and ``image_size`` suits the small SAM's patches and the U-Net's strides."""
     from samdpo.baselines.unet import UnetSettings, check_image_size
     from samdpo.sam.builders import SamSettings
-    from samdpo.train.commands import resolve_sam
+    from samdpo.sam.specs import resolve_sam
 
     size, sam = config["image_size"], config["sam"]
     if sam["name"] == "small" and sam["image_size"] is None and size % sam["patch_size"]:
@@ -153,8 +153,8 @@ def _unknown_keys(setting: str, values: Mapping[str, Any], known: Sequence[str])
 def _check_overrides(config: Mapping[str, Any]) -> None:
     """A dataset's overrides and the boxes' per-class overrides name settings of the section they override,
     and the merged anatomy and refine settings are valid."""
-    from samdpo.prompts.anatomy import AnatomySettings
-    from samdpo.prompts.refine import RefineSettings
+    from samdpo.prompts.visual.anatomy import AnatomySettings
+    from samdpo.prompts.visual.refine import RefineSettings
 
     boxes = [key for key in config["boxes"] if key != "by_class"]
     for name, values in config["boxes"]["by_class"].items():
@@ -207,7 +207,7 @@ def _check_text(config: Mapping[str, Any]) -> None:
     """The text prompts can be made: the VQA model is named, AMOS's modality matches its scans, and the
     knowledge backend's file describes each dataset's modality and classes."""
     from samdpo.data import amos, busi, cxr
-    from samdpo.prompts.llm import KnowledgeLLM
+    from samdpo.prompts.text.llm import KnowledgeLLM
 
     if config["vqa"]["backend"] == "transformers" and not config["vqa"]["transformers"]["model"]:
         raise ConfigError("vqa.transformers.model: the transformers backend needs a model (a local folder or one in the HF cache)")

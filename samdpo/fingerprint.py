@@ -50,3 +50,8 @@ def fingerprint(value: Any) -> str:
     digest = hashlib.sha256()
     _update(digest, value)
     return digest.hexdigest()[:16]
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """A short stable hash of a model spec."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]

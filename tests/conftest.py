@@ -41,8 +41,8 @@ def tiny_clip():
     import open_clip
     import torch
 
-    from samdpo.prompts import cnn_tower  # noqa: F401  (registers the tower with timm)
-    from samdpo.prompts.clip_loader import LoadedClip
+    from samdpo.clip import cnn_tower  # noqa: F401  (registers the tower with timm)
+    from samdpo.clip.loader import LoadedClip
 
     torch.manual_seed(0)
     model = open_clip.CLIP(

@@ -21,7 +21,7 @@ from samdpo.align.uncertainty import UncertaintySettings, consensus_masks, jitte
 from samdpo.errors import ConfigError, DataError
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import load_checkpoint, save_weights
-from samdpo.train.model import PromptedSam
+from samdpo.sam.prompted import PromptedSam
 from tests.test_stage1 import SIZE, _data, _small
 
 
@@ -248,8 +248,8 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
 def test_uncertainty_consensus_jitters_boxes_and_agrees_with_itself(tmp_path: Path) -> None:
     images, _, prompts, texts = _data(tmp_path)
     model = _small()
-    from samdpo.train.image_embeddings import EmbeddingRows
-    from samdpo.train.stage1 import make_batch
+    from samdpo.sam.image_embeddings import EmbeddingRows
+    from samdpo.train.batches import make_batch
 
     with torch.no_grad():
         rows = EmbeddingRows(model.embed_images(torch.from_numpy(images)).numpy(), list(range(len(images))))

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.anatomy import AnatomySettings, body_frame, fit_prior, read_prior, write_prior
-from samdpo.prompts.boxes import box_iou, mask_box
-from samdpo.prompts.refine import RefineSettings, grow, largest_component, refine_boxes
-from samdpo.prompts.saliency_check import class_sensitivity, pair_correlations
-from samdpo.prompts.visual import weighted_saliency
-from samdpo.train.commands import build_model
+from samdpo.prompts.visual.anatomy import AnatomySettings, body_frame, fit_prior, read_prior, write_prior
+from samdpo.prompts.visual.boxes import box_iou, mask_box
+from samdpo.prompts.visual.refine import RefineSettings, grow, largest_component, refine_boxes
+from samdpo.prompts.visual.saliency_check import class_sensitivity, pair_correlations
+from samdpo.prompts.visual.saliency_files import weighted_saliency
+from samdpo.sam.specs import build_model
 
 SIZE = 64
 
@@ -140,7 +140,7 @@ def test_refinement_tightens_a_loose_box_on_a_real_sam() -> None:
 def test_box_quality_reports_each_table_per_class() -> None:
     import pandas as pd
 
-    from samdpo.prompts.box_quality import box_quality
+    from samdpo.evaluation.box_quality import box_quality
 
     labels = np.zeros((3, SIZE, SIZE), np.uint8)
     labels[:, 10:20, 10:30] = 1  # class "a" in every image

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import BertConfig, BertTokenizerFast
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.clip_loader import (
+from samdpo.clip.loader import (
     CONFIG_NAME,
     ModelNotFoundError,
     load_clip,

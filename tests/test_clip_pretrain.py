@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.captions import Caption, position_word, size_word, vocabulary, zero_shot_prompt
-from samdpo.prompts.clip_loader import load_clip
-from samdpo.prompts.clip_pretrain import PretrainSettings, _batches, _masked, _matches, pretrain
+from samdpo.clip.captions import Caption, position_word, size_word, vocabulary, zero_shot_prompt
+from samdpo.clip.loader import load_clip
+from samdpo.clip.pretrain import PretrainSettings, _batches, _masked, _matches, pretrain
 
 TINY = PretrainSettings(
     corpus={"busi": {"cases": 6, "seed": 5}, "cxr": {"cases": 3, "seed": 6}},

@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.boxes import BoxSettings, VisualPrompt, box_iou, mask_box, mask_to_prompt
-from samdpo.prompts.crf import CrfSettings, crf_mask
+from samdpo.prompts.visual.boxes import BoxSettings, VisualPrompt, box_iou, mask_box, mask_to_prompt
+from samdpo.prompts.visual.crf import CrfSettings, crf_mask
 
 SIZE = 64
 

@@ -18,6 +18,7 @@ from samdpo.data.splits import write_splits
 from samdpo.data.store import write_store
 from samdpo.errors import ConfigError, DataError
 from samdpo.evaluation import commands, metrics, tables
+from samdpo.predictions import align_predictions
 
 S = 32
 
@@ -174,12 +175,12 @@ def test_mismatched_inputs_raise_data_errors() -> None:
         metrics.evaluate(_probs(gt), _label(gt), _samples(["a"]), ["x", "y"])
     meta = {"sample_ids": ["a"], "class_names": ["liver"], "dataset": "amos"}
     with pytest.raises(DataError, match="class names"):
-        metrics.align_predictions(meta, ["a"], ["spleen"])
+        align_predictions(meta, ["a"], ["spleen"])
     with pytest.raises(DataError, match="not in the store"):
-        metrics.align_predictions({**meta, "sample_ids": ["a", "zz"]}, ["a"], ["liver"])
+        align_predictions({**meta, "sample_ids": ["a", "zz"]}, ["a"], ["liver"])
     with pytest.raises(DataError, match="dataset"):
-        metrics.align_predictions(meta, ["a"], ["liver"], "busi")
-    assert list(metrics.align_predictions({**meta, "sample_ids": ["b", "a"]}, ["a", "b"], ["liver"])) == [1, 0]
+        align_predictions(meta, ["a"], ["liver"], "busi")
+    assert list(align_predictions({**meta, "sample_ids": ["b", "a"]}, ["a", "b"], ["liver"])) == [1, 0]
 
 
 AMOS_NAMES = [f"organ{i}" for i in range(1, 16)]

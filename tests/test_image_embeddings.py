@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from samdpo.errors import ConfigError, DataError
-from samdpo.train.image_embeddings import ImageEmbeddings, embedding_key, write_image_embeddings
-from samdpo.train.model import PromptSwitches
+from samdpo.sam.image_embeddings import ImageEmbeddings, embedding_key, write_image_embeddings
+from samdpo.sam.prompted import PromptSwitches
 from samdpo.train.predict import predict_probabilities
-from samdpo.train.stage1 import WEIGHTS, sample_classes, train_stage1
+from samdpo.train.stage1 import train_stage1
+from samdpo.train.model_folder import WEIGHTS
+from samdpo.train.batches import sample_classes
 from samdpo.train.zero_shot import ground_truth_boxes, predict_boxes, prompt_boxes
 from tests.test_stage1 import SETTINGS, SIZE, _data, _small
 
@@ -123,7 +125,7 @@ def test_the_shared_image_decoder_equals_segment_anythings(name: str) -> None:
 
 
 def test_ground_truth_boxes_replace_a_fraction_of_the_training_boxes(tmp_path: Path) -> None:
-    from samdpo.train.stage1 import jittered_truth_boxes, make_batch
+    from samdpo.train.batches import jittered_truth_boxes, make_batch
 
     images, labels, prompts, texts = _data(tmp_path)
     batch = make_batch(prompts[:2], [[0, 1], [0]], texts, SIZE, 1)

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from samdpo.cli import main
-from samdpo.prompts.clip_loader import save_clip_local_dir
+from samdpo.clip.loader import save_clip_local_dir
 
 TINY_CFG = {
     "embed_dim": 32,

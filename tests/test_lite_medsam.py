@@ -16,8 +16,8 @@ from samdpo.sam import lite_medsam
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import read_state_dict
 from samdpo.synth import amos
-from samdpo.train.commands import build_model
-from samdpo.train.zero_shot import box_batch
+from samdpo.sam.specs import build_model
+from samdpo.sam.prompted import box_batch
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ from PIL import Image
 
 from samdpo.align.annotator import Annotation, write_annotations
 from samdpo.align.candidates import write_candidates
-from samdpo.arrays import write_arrays
+from samdpo.class_maps import write_arrays
 from samdpo.cli import main
 from samdpo.align.annotator import read_annotations
 from samdpo.align.candidates import read_candidates
 from samdpo.errors import DataError
-from samdpo.evaluation.metrics import read_predictions
-from samdpo.evaluation.overlays import _judgement, build_examples, choose_examples
-from samdpo.train.predict import PROBS
+from samdpo.predictions import read_predictions
+from samdpo.report.overlays import _judgement, build_examples, choose_examples
+from samdpo.predictions import PROBS
 from tests.test_show import SIZE, prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
 
 NAMES = ["liver", "spleen"]

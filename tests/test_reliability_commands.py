@@ -21,8 +21,8 @@ from torch import nn
 from samdpo.align.candidates import write_candidates
 from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.answer_cache import AnswerCache
-from samdpo.prompts.prompt_store import SCHEMA, SETTINGS_FILE
+from samdpo.prompts.text.answer_cache import AnswerCache
+from samdpo.prompts.store import SCHEMA, SETTINGS_FILE
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import TrustNeeded, convert_checkpoint, load_checkpoint, pickle_globals, read_state_dict
 from tests.openai_server import OpenAIServer
@@ -320,7 +320,7 @@ def _openai(server: OpenAIServer, **extra: object) -> dict:
 
 
 def test_ctrl_c_keeps_every_answer_and_exits_130(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import samdpo.prompts.vqa as vqa
+    import samdpo.prompts.text.vqa as vqa
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     real_chat, calls = vqa.chat, []
@@ -455,7 +455,7 @@ def test_show_unknown_class(prompt_file: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_interrupt_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import samdpo.prompts.show as show
+    import samdpo.prompts.store_view as show
 
     def interrupted(*args: object, **kwargs: object) -> str:
         raise KeyboardInterrupt
@@ -470,7 +470,7 @@ def test_interrupt_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> N
 
 def test_a_damaged_blob_is_an_error_wherever_it_is_decoded(prompt_file: Path) -> None:
     """Not only `prompts show`: every reader of a stored array (CRF masks, saliency) refuses a truncated blob instead of zero-padding it."""
-    from samdpo.prompts.prompt_store import array, read_prompts
+    from samdpo.prompts.store import array, read_prompts
 
     _tamper(prompt_file, "mask", b"\x01\x02")
     rows, _ = read_prompts(prompt_file)
@@ -492,7 +492,7 @@ def test_predict_with_a_missing_model_folder(tmp_path: Path, capsys) -> None:
 
 
 def test_an_unknown_sam_name_without_image_size_is_named() -> None:
-    from samdpo.train.commands import resolve_sam
+    from samdpo.sam.specs import resolve_sam
 
     with pytest.raises(ConfigError, match=r"sam.name: unknown SAM 'sam_vit_x'; choose one of .*lite_medsam.*small"):
         resolve_sam({"name": "sam_vit_x"}, 64)

@@ -26,7 +26,8 @@ from samdpo.baselines.unet import WEIGHTS as UNET_WEIGHTS
 from samdpo.baselines.unet import train_unet
 from samdpo.cli import main
 from samdpo.train import stage1 as stage1_module
-from samdpo.train.stage1 import WEIGHTS, train_stage1
+from samdpo.train.stage1 import train_stage1
+from samdpo.train.model_folder import WEIGHTS
 from tests.test_stage1 import SETTINGS as STAGE1
 from tests.test_stage1 import _data, _small
 from tests.test_unet_baseline import FAST, SPLIT, _train_images

@@ -8,8 +8,8 @@ import torch
 from pytorch_grad_cam import ScoreCAM
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.gscorecam import GScoreCAM, top_channels
-from samdpo.prompts.saliency import ClipScorer, PromptTarget, SaliencyEngine, SaliencySettings, _tokens_to_grid
+from samdpo.prompts.visual.gscorecam import GScoreCAM, top_channels
+from samdpo.prompts.visual.saliency import ClipScorer, PromptTarget, SaliencyEngine, SaliencySettings, _tokens_to_grid
 
 PROMPTS = ["an abdominal CT slice with the liver", "an abdominal CT slice with the spleen", "an abdominal CT slice with background tissue only"]
 
@@ -76,8 +76,8 @@ def test_engine_maps_shapes_and_odd_images(tiny_clip) -> None:
 
 
 def test_class_contrast_removes_what_the_classes_share(tiny_clip) -> None:
-    from samdpo.prompts.saliency import contrast_classes
-    from samdpo.prompts.saliency_check import pair_correlations
+    from samdpo.prompts.visual.saliency import contrast_classes
+    from samdpo.prompts.visual.saliency_check import pair_correlations
 
     shared = torch.zeros(8, 8)
     shared[2:6, 2:6] = 1.0

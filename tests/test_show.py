@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.prompt_store import SCHEMA
-from samdpo.prompts.show import draw_png, format_table, show, to_json
+from samdpo.prompts.store import SCHEMA
+from samdpo.prompts.store_view import draw_png, format_table, show, to_json
 
 SIZE = 32
 PEAK_XY = (20, 9)  # x (column), y (row) of the liver saliency maximum
@@ -123,7 +123,7 @@ def test_png(prompt_file: Path, tmp_path: Path) -> None:
 
 
 def test_png_one_class(prompt_file: Path, tmp_path: Path) -> None:
-    from samdpo.prompts.prompt_store import read_prompts
+    from samdpo.prompts.store import read_prompts
 
     rows, meta = read_prompts(prompt_file)
     out = tmp_path / "one.png"

@@ -14,14 +14,16 @@ import pytest
 import torch
 
 from samdpo.errors import DataError
-from samdpo.prompts.prompt_store import SCHEMA
+from samdpo.prompts.store import SCHEMA
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import load_checkpoint
 from samdpo.train import stage1 as stage1_module
-from samdpo.train.model import PromptedSam, PromptSwitches
+from samdpo.sam.prompted import PromptedSam, PromptSwitches
 from samdpo.train.predict import predict_probabilities
 from samdpo.train.prompt_data import load_image_prompts
-from samdpo.train.stage1 import WEIGHTS, Stage1Settings, make_batch, train_stage1
+from samdpo.train.stage1 import Stage1Settings, train_stage1
+from samdpo.train.model_folder import WEIGHTS
+from samdpo.train.batches import make_batch
 from samdpo.train.text_embeddings import vqa_text
 from tests.test_show import SIZE, _row
 

@@ -13,13 +13,13 @@ import pytest
 
 from samdpo.cli import main
 from samdpo.errors import ConfigError
-from samdpo.prompts.answer_cache import request_key
-from samdpo.prompts.asking import ask_all
-from samdpo.prompts.clip_loader import save_clip_local_dir
-from samdpo.prompts.llm import KnowledgeLLM, make_requests
-from samdpo.prompts.openai_chat import AnswerError, OpenAISettings, chat, make_client
-from samdpo.prompts.prompt_store import array, read_prompts
-from samdpo.prompts.vqa import geometry_answer
+from samdpo.prompts.text.answer_cache import request_key
+from samdpo.prompts.text.question_pool import ask_all
+from samdpo.clip.loader import save_clip_local_dir
+from samdpo.prompts.text.llm import KnowledgeLLM, make_requests
+from samdpo.prompts.text.openai_chat import AnswerError, OpenAISettings, chat, make_client
+from samdpo.prompts.store import array, read_prompts
+from samdpo.prompts.text.vqa import geometry_answer
 from tests.openai_server import OpenAIServer, answer_for
 from tests.test_leakage import TINY_CFG
 

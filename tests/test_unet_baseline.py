@@ -20,7 +20,7 @@ from samdpo.data.sample import Sample
 from samdpo.data.splits import write_splits
 from samdpo.data.store import IMAGES, LABELS, TABLE, SampleStore, write_store
 from samdpo.errors import ConfigError, DataError
-from samdpo.train.predict import PROBS
+from samdpo.predictions import PROBS
 
 SIZE, CASES = 32, 16
 CLASSES = ("square", "disk")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.answer_cache import AnswerCache
-from samdpo.prompts.vqa import TransformersVQA, VqaQuestion, make_questions, vqa_table
+from samdpo.prompts.text.answer_cache import AnswerCache
+from samdpo.prompts.text.vqa import TransformersVQA, VqaQuestion, make_questions, vqa_table
 
 ANSWERS = ("round", "oval", "left", "right")
 SIZE = 64

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from samdpo.arrays import read_arrays, write_arrays
+from samdpo.class_maps import read_arrays, write_arrays
 from samdpo.errors import ConfigError
 
 LEVELS = "candidates"

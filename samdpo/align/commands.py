@@ -11,12 +11,12 @@ import numpy as np
 
 from samdpo.errors import ConfigError, DataError
 from samdpo.align.study_commands import add_study_command
-from samdpo.jsonarg import json_object
+from samdpo.settings import json_object
 
 
 def _candidates(args: argparse.Namespace) -> None:
     from samdpo.align.candidates import candidate_levels, check_thresholds, write_candidates
-    from samdpo.evaluation.metrics import read_predictions
+    from samdpo.predictions import read_predictions
 
     thresholds = check_thresholds(args.thresholds)
     folder = Path(args.probs)
@@ -55,9 +55,12 @@ def _consensus(args: argparse.Namespace, store: object, sample_ids: list[str]) -
     """The stage-1 model's test-time-augmentation consensus masks of ``sample_ids`` (uncertainty reference)."""
     from samdpo.align.uncertainty import UncertaintySettings, consensus_masks
     from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.train.commands import build_model, load_embeddings
+    from samdpo.sam.image_embeddings import load_embeddings
+    from samdpo.sam.specs import build_model
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import WEIGHTS, pick_device, read_model_spec
+    from samdpo.train.model_folder import WEIGHTS
+    from samdpo.train.model_folder import read_model_spec
+    from samdpo.devices import pick_device
     from samdpo.train.text_embeddings import read_text_embeddings
 
     try:
@@ -104,7 +107,7 @@ def _annotate(args: argparse.Namespace) -> None:
         def references(n: int) -> np.ndarray:
             return truth[n]
     elif args.reference == "prompt":
-        from samdpo.prompts.prompt_store import array, read_prompts
+        from samdpo.prompts.store import array, read_prompts
 
         def references(n: int) -> np.ndarray:
             path = Path(args.prompts) / f"{ids[n]}.parquet"
@@ -153,9 +156,12 @@ def _train(args: argparse.Namespace) -> None:
     from samdpo.align.stage2 import LabelledSet, Stage2Settings, preference_pairs, train_stage2
     from samdpo.data.store import SampleStore
     from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.train.commands import build_model, load_embeddings, split_indices
+    from samdpo.sam.image_embeddings import load_embeddings
+    from samdpo.sam.specs import build_model
+    from samdpo.data.splits import split_indices
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import WEIGHTS, read_model_spec
+    from samdpo.train.model_folder import WEIGHTS
+    from samdpo.train.model_folder import read_model_spec
     from samdpo.train.text_embeddings import read_text_embeddings
 
     torch.set_num_threads(max(1, args.threads))

@@ -32,11 +32,15 @@ from samdpo.align.candidates import level_masks
 from samdpo.align.dpo import REDUCTIONS, candidate_logp, weighted_dpo_loss
 from samdpo.errors import ConfigError, DataError
 from samdpo.train.history import plot_history, write_history
-from samdpo.train.image_embeddings import EmbeddingRows
+from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.train.losses import segmentation_loss
-from samdpo.train.model import PromptedSam
+from samdpo.sam.prompted import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
-from samdpo.train.stage1 import SETTINGS, WEIGHTS, jittered_truth_boxes, labelled_pairs, make_batch, pick_device, set_trainable, spec_hash
+from samdpo.train.model_folder import SETTINGS, WEIGHTS
+from samdpo.train.batches import jittered_truth_boxes, labelled_pairs, make_batch
+from samdpo.fingerprint import spec_hash
+from samdpo.devices import pick_device
+from samdpo.sam.trainable import set_trainable
 
 OBJECTIVES = ("dpo", "best")
 ANCHORS = ("best_candidate", "labeled")

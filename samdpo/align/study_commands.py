@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from samdpo.errors import ConfigError, DataError
-from samdpo.jsonarg import json_object
+from samdpo.settings import json_object
 
 
 def _fraction_ids(store: Any, splits_path: str, split_settings: dict[str, Any], fractions: list[float]) -> tuple[dict[float, list[str]], list[str]]:
@@ -43,13 +43,17 @@ def _study(args: argparse.Namespace) -> None:
     from samdpo.align.study import StudyData, Trained, expand_grid, run_study, write_study
     from samdpo.align.uncertainty import UncertaintySettings, consensus_masks
     from samdpo.data.store import SampleStore
-    from samdpo.evaluation.metrics import evaluate, read_predictions
+    from samdpo.evaluation.metrics import evaluate
+    from samdpo.predictions import read_predictions
     from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.train.commands import build_model, split_indices
-    from samdpo.train.image_embeddings import ImageEmbeddings
+    from samdpo.sam.specs import build_model
+    from samdpo.data.splits import split_indices
+    from samdpo.sam.image_embeddings import ImageEmbeddings
     from samdpo.train.predict import predict_probabilities
     from samdpo.train.prompt_data import load_image_prompts
-    from samdpo.train.stage1 import SETTINGS, WEIGHTS, pick_device, read_model_spec
+    from samdpo.train.model_folder import SETTINGS, WEIGHTS
+    from samdpo.train.model_folder import read_model_spec
+    from samdpo.devices import pick_device
     from samdpo.train.text_embeddings import read_text_embeddings
 
     torch.set_num_threads(max(1, args.threads))
@@ -94,7 +98,7 @@ def _study(args: argparse.Namespace) -> None:
             if kind == "ground_truth":
                 masks_cache[key] = np.stack([np.asarray(labels[row_of[s]])[None] == np.arange(1, len(names) + 1)[:, None, None] for s in ids])
             elif kind == "prompt":
-                from samdpo.prompts.prompt_store import array, read_prompts
+                from samdpo.prompts.store import array, read_prompts
 
                 masks_cache[key] = np.stack([np.stack([array(r, "mask") for r in read_prompts(Path(args.prompts) / f"{s}.parquet")[0]]) for s in ids])
             else:

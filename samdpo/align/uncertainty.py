@@ -16,10 +16,10 @@ import torch
 from tqdm import tqdm
 
 from samdpo.errors import ConfigError
-from samdpo.train.image_embeddings import EmbeddingRows
-from samdpo.train.model import PromptBatch, PromptedSam
+from samdpo.sam.image_embeddings import EmbeddingRows
+from samdpo.sam.prompted import PromptBatch, PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
-from samdpo.train.stage1 import make_batch
+from samdpo.train.batches import make_batch
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from samdpo.jsonarg import json_object
+from samdpo.settings import json_object
 
 
 def _threads(count: int) -> None:
@@ -20,7 +20,7 @@ def _train(args: argparse.Namespace) -> None:
     from samdpo.baselines.unet import UnetSettings, train_unet
     from samdpo.data.store import SampleStore
     from samdpo.errors import DataError
-    from samdpo.train.commands import split_indices
+    from samdpo.data.splits import split_indices
 
     _threads(args.threads)
     settings = UnetSettings.from_dict(json_object(args.settings, "--settings"))
@@ -40,9 +40,9 @@ def _predict(args: argparse.Namespace) -> None:
     from samdpo.baselines.unet import load_unet, predict_unet
     from samdpo.data.store import SampleStore
     from samdpo.errors import ConfigError, DataError
-    from samdpo.train.commands import split_indices
-    from samdpo.train.predict import write_predictions
-    from samdpo.train.stage1 import pick_device
+    from samdpo.data.splits import split_indices
+    from samdpo.predictions import write_predictions
+    from samdpo.devices import pick_device
 
     _threads(args.threads)
     if args.batch_size < 1:

@@ -28,7 +28,8 @@ from samdpo.errors import ConfigError, DataError
 from samdpo.fingerprint import fingerprint
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
-from samdpo.train.stage1 import pick_device, spec_hash
+from samdpo.fingerprint import spec_hash
+from samdpo.devices import pick_device
 
 CHECKPOINT, WEIGHTS, LOSS_CSV, LOSS_PNG, SETTINGS = "checkpoint.pt", "model.safetensors", "loss.csv", "loss.png", "settings.json"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from samdpo.data import files, flat
+from samdpo.data import files, image_mask_pairs
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
 from samdpo.errors import ConfigError, DataError
@@ -25,8 +25,8 @@ _RELEASE_FOLDER = "Dataset_BUSI_with_GT"
 
 
 @dataclass(frozen=True)
-class BusiSettings(flat.ImageFileSettings):
-    """Reader settings (and ``max_image_pixels``, see :class:`flat.ImageFileSettings`).
+class BusiSettings(image_mask_pairs.ImageFileSettings):
+    """Reader settings (and ``max_image_pixels``, see :class:`image_mask_pairs.ImageFileSettings`).
 
     Attributes:
         include_normal: read the ``normal`` folder too (images without a lesion, empty masks).
@@ -49,11 +49,11 @@ def resolve_root(root: Path) -> Path:
     return nested if nested.is_dir() and not (root / "benign").is_dir() else root
 
 
-def list_cases(root: Path, settings: BusiSettings) -> list[flat.FlatCase]:
+def list_cases(root: Path, settings: BusiSettings) -> list[image_mask_pairs.ImageMaskCase]:
     """Pair each image with all of its mask files by name, sorted by group then natural name order."""
     root = resolve_root(root)
     groups = GROUPS if settings.include_normal else GROUPS[:2]
-    cases: list[flat.FlatCase] = []
+    cases: list[image_mask_pairs.ImageMaskCase] = []
     for group in groups:
         folder = root / group
         if not folder.is_dir():
@@ -73,10 +73,10 @@ def list_cases(root: Path, settings: BusiSettings) -> list[flat.FlatCase]:
             found = [p for _, p in sorted(masks.get(stem, []))]
             if not found:
                 raise DataError(f"{images[stem]}: no mask file {stem}_mask.png beside it")
-            cases.append(flat.FlatCase(files.case_id(stem, images[stem]), group, images[stem], tuple(found)))
+            cases.append(image_mask_pairs.ImageMaskCase(files.case_id(stem, images[stem]), group, images[stem], tuple(found)))
     if not cases:
         raise DataError(f"{root}: no BUSI images found in {', '.join(g + '/' for g in groups)}")
-    flat.check_unique(cases, root)
+    image_mask_pairs.check_unique(cases, root)
     return cases
 
 
@@ -88,9 +88,9 @@ def _natural_key(stem: str) -> tuple[str, int]:
 def iter_samples(root: Path, image_size: int, settings: BusiSettings) -> Iterator[Sample]:
     """Yield one Sample per image (class ``tumor``), resized to ``image_size``."""
     cases = list_cases(root, settings)
-    return flat.iter_samples(cases, resolve_root(root), image_size, CLASS_NAME, settings.max_image_pixels)
+    return image_mask_pairs.iter_samples(cases, resolve_root(root), image_size, CLASS_NAME, settings.max_image_pixels)
 
 
 def summarize(root: Path, settings: BusiSettings) -> DatasetSummary:
     """Images and tumour pixels at original size."""
-    return flat.summarize("busi", list_cases(root, settings), CLASS_NAME, settings.max_image_pixels)
+    return image_mask_pairs.summarize("busi", list_cases(root, settings), CLASS_NAME, settings.max_image_pixels)

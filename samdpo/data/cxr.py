@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from samdpo.data import files, flat
+from samdpo.data import files, image_mask_pairs
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
 from samdpo.errors import ConfigError, DataError
@@ -27,8 +27,8 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
-class CxrSettings(flat.ImageFileSettings):
-    """Reader settings (and ``max_image_pixels``, see :class:`flat.ImageFileSettings`).
+class CxrSettings(image_mask_pairs.ImageFileSettings):
+    """Reader settings (and ``max_image_pixels``, see :class:`image_mask_pairs.ImageFileSettings`).
 
     Attributes:
         layout: ``montgomery``, ``paired`` or ``auto`` (Montgomery when ``ManualMask/`` exists).
@@ -58,7 +58,7 @@ def _check_orphans(masks: dict[str, Path], claimed: set[str], image_dir: Path) -
         raise DataError(f"{masks[orphans[0]]}: mask without an image {orphans[0]}.* in {image_dir}")
 
 
-def _montgomery(root: Path) -> list[flat.FlatCase]:
+def _montgomery(root: Path) -> list[image_mask_pairs.ImageMaskCase]:
     image_dir, mask_dir = root / "CXR_png", root / "ManualMask"
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: missing; the Montgomery layout is CXR_png/ + ManualMask/{{left,right}}Mask/")
@@ -71,13 +71,13 @@ def _montgomery(root: Path) -> list[flat.FlatCase]:
             if stem not in found:
                 raise DataError(f"{image}: no lung mask {sides[side] / image.name}")
         pair = tuple(found[stem] for found in masks.values())
-        cases.append(flat.FlatCase(files.case_id(stem, image), "montgomery", image, pair))
+        cases.append(image_mask_pairs.ImageMaskCase(files.case_id(stem, image), "montgomery", image, pair))
     for found in masks.values():
         _check_orphans(found, set(images), image_dir)
     return cases
 
 
-def _paired(root: Path) -> list[flat.FlatCase]:
+def _paired(root: Path) -> list[image_mask_pairs.ImageMaskCase]:
     image_dir = next((root / name for name in ("images", "CXR_png") if (root / name).is_dir()), None)
     mask_dir = root / "masks"
     if image_dir is None or not mask_dir.is_dir():
@@ -90,28 +90,28 @@ def _paired(root: Path) -> list[flat.FlatCase]:
             raise DataError(f"{image}: no mask {mask_dir / stem}.png or {mask_dir / stem}_mask.png")
         if len(found) > 1:
             raise DataError(f"{image}: two masks {found[0]} and {found[1]}; keep one")
-        cases.append(flat.FlatCase(files.case_id(stem, image), "paired", image, (found[0],)))
+        cases.append(image_mask_pairs.ImageMaskCase(files.case_id(stem, image), "paired", image, (found[0],)))
     _check_orphans(masks, set(images) | {f"{stem}_mask" for stem in images}, image_dir)
     return cases
 
 
-def list_cases(root: Path, settings: CxrSettings) -> list[flat.FlatCase]:
+def list_cases(root: Path, settings: CxrSettings) -> list[image_mask_pairs.ImageMaskCase]:
     """Pair each radiograph with its lung mask(s) by file name, sorted by name."""
     root = resolve_root(root)
     layout = settings.layout
     if layout == "auto":
         layout = "montgomery" if (root / "ManualMask").is_dir() else "paired"
     cases = _montgomery(root) if layout == "montgomery" else _paired(root)
-    flat.check_unique(cases, root)
+    image_mask_pairs.check_unique(cases, root)
     return cases
 
 
 def iter_samples(root: Path, image_size: int, settings: CxrSettings) -> Iterator[Sample]:
     """Yield one Sample per radiograph (class ``lungs``), resized to ``image_size``."""
     cases = list_cases(root, settings)
-    return flat.iter_samples(cases, resolve_root(root), image_size, CLASS_NAME, settings.max_image_pixels)
+    return image_mask_pairs.iter_samples(cases, resolve_root(root), image_size, CLASS_NAME, settings.max_image_pixels)
 
 
 def summarize(root: Path, settings: CxrSettings) -> DatasetSummary:
     """Images and lung pixels at original size."""
-    return flat.summarize("cxr", list_cases(root, settings), CLASS_NAME, settings.max_image_pixels)
+    return image_mask_pairs.summarize("cxr", list_cases(root, settings), CLASS_NAME, settings.max_image_pixels)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -68,3 +69,21 @@ def read_splits(path: Path) -> dict[str, str]:
     if list(frame.columns) != ["case_id", "split"] or not frame["split"].isin(SPLITS).all():
         raise DataError(f"{path}: expected columns case_id,split with splits in {SPLITS}")
     return dict(zip(frame["case_id"], frame["split"]))
+
+
+def split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
+    """Store indices of the samples whose case is in one of the named splits (none: an error)."""
+    from samdpo.data.splits import SPLITS, read_splits
+    from samdpo.errors import DataError
+
+    unknown = sorted(set(names) - set(SPLITS))
+    if unknown:
+        raise ConfigError(f"unknown split names {unknown}; choose among {list(SPLITS)}")
+    splits = read_splits(Path(splits_path))
+    missing = sorted(set(store.samples["case_id"]) - set(splits))
+    if missing:
+        raise DataError(f"{splits_path}: cases {missing[:3]} of the store have no split; rerun the split rule")
+    chosen = [i for i, case in enumerate(store.samples["case_id"]) if splits[case] in names]
+    if not chosen:
+        raise DataError(f"{splits_path}: no sample of {store.kind} is in the splits {names}")
+    return chosen

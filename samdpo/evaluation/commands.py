@@ -29,12 +29,13 @@ def _eval(args: argparse.Namespace) -> None:
     from samdpo.data.splits import read_splits
     from samdpo.data.store import SampleStore
     from samdpo.evaluation import metrics
+    from samdpo.predictions import align_predictions, read_predictions
 
     torch.set_num_threads(max(1, args.threads))  # MONAI's per-image steps are small: extra threads only add overhead
     store = SampleStore(Path(args.store))
     splits = read_splits(Path(args.splits))
-    probs, meta = metrics.read_predictions(Path(args.probs))
-    rows = metrics.align_predictions(meta, list(store.samples["sample_id"]), store.class_names, store.kind)
+    probs, meta = read_predictions(Path(args.probs))
+    rows = align_predictions(meta, list(store.samples["sample_id"]), store.class_names, store.kind)
     cases = store.samples["case_id"].to_numpy()[rows]
     unsplit = sorted({c for c in cases if c not in splits})
     if unsplit:
@@ -162,23 +163,35 @@ def _shown(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _overlays(args: argparse.Namespace) -> None:
-    from samdpo.align.annotator import read_annotations
-    from samdpo.align.candidates import read_candidates
-    from samdpo.evaluation.metrics import read_predictions
-    from samdpo.evaluation.overlays import build_examples, draw_overlays
+def _box_quality(args: argparse.Namespace) -> None:
+    import pandas as pd
+    import pyarrow.parquet as pq
 
-    if args.examples < 1:
-        raise ConfigError(f"--examples must be >= 1, got {args.examples}")
-    levels, meta = read_candidates(Path(args.candidates))
-    before, after = read_predictions(Path(args.before)), read_predictions(Path(args.after))
-    examples = build_examples(levels, meta, read_annotations(Path(args.annotations)), before, after, Path(args.prompts), args.threshold, args.examples)
-    draw_overlays(examples, meta["thresholds"], Path(args.before).name, Path(args.after).name, Path(args.out))
-    print(f"{len(examples)} examples in {args.out}", file=sys.stderr)
+    from samdpo import atomic
+    from samdpo.data.splits import read_splits
+    from samdpo.data.store import SampleStore
+    from samdpo.evaluation.box_quality import box_quality
+
+    store = SampleStore(Path(args.store))
+    tables = {}
+    for column, path, rule in (("crf_box", args.crf, "crf"), ("refined_box", args.refined, "refine_boxes")):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no prompt table; run the {rule} rule first")
+        table = pq.read_table(path, columns=["sample_id", "class_index", "box"]).to_pandas()
+        table["box"] = [None if b is None else tuple(b) for b in table["box"]]
+        tables[column] = table
+    report = box_quality(store.labels(), store.samples, read_splits(Path(args.splits)), tables, list(store.class_names))
+    report.insert(0, "dataset", store.kind)
+    if args.out:
+        atomic.write_text(args.out, report.to_csv(index=False, float_format="%.4f"))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``eval``, ``table``, ``dpo-effect`` and ``overlays`` on the ``samdpo`` parser."""
+    """Register ``eval``, ``box-quality``, ``table`` and ``dpo-effect`` on the ``samdpo`` parser."""
     evaluate = commands.add_parser("eval", help="Dice / NSD / HD95 of a model's predictions on the test split")
     evaluate.add_argument("--store", required=True, help="prepared sample store folder")
     evaluate.add_argument("--splits", required=True, help="split table CSV (case_id,split)")
@@ -210,13 +223,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     effect.add_argument("--diagnostics", nargs="+", help="each model's settings.json (its alignment diagnostics), in --models order")
     effect.set_defaults(func=_dpo_effect)
 
-    overlays = commands.add_parser("overlays", help="report figure: prompts, graded candidates and predictions before/after alignment")
-    overlays.add_argument("--prompts", required=True, help="the dataset's prompt store folder (prompts_cache/DATASET)")
-    overlays.add_argument("--candidates", required=True, help="folder with candidates.npy and candidates.json")
-    overlays.add_argument("--annotations", required=True, help="the annotator's table (annotations_score.parquet or _rank)")
-    overlays.add_argument("--before", required=True, help="stage-1 model folder with probs.npy (the candidates' model)")
-    overlays.add_argument("--after", required=True, help="aligned model folder with probs.npy")
-    overlays.add_argument("--threshold", type=float, default=0.5, help="probability at or above which a pixel is predicted")
-    overlays.add_argument("--examples", type=int, default=4, help="(image, class) rows to draw")
-    overlays.add_argument("--out", required=True, help="PNG to write")
-    overlays.set_defaults(func=_overlays)
+    quality = commands.add_parser("box-quality", help="median IoU of the CRF (and refined) boxes with ground-truth boxes (test split)")
+    quality.add_argument("--store", required=True)
+    quality.add_argument("--splits", required=True)
+    quality.add_argument("--crf", required=True, help="crf.parquet")
+    quality.add_argument("--refined", help="refined.parquet (SAM-refined boxes), reported beside the CRF's")
+    quality.add_argument("--out", help="also write the table as CSV")
+    quality.set_defaults(func=_box_quality)

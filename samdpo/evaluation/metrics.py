@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -336,48 +335,3 @@ def summarize(
     return summary
 
 
-def read_predictions(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The (N, T, S, S) uint8 probabilities (memory-mapped) and metadata a prediction rule wrote.
-
-    Raises:
-        DataError: files missing or unreadable, or metadata lacking keys.
-    """
-    from samdpo.arrays import read_arrays
-    from samdpo.train.predict import PROBS
-
-    probs, meta = read_arrays(Path(folder), PROBS, "prediction")
-    if probs.ndim != 4:
-        raise DataError(f"{folder}: {PROBS}.npy has shape {probs.shape}, not (N, T, S, S)")
-    return probs, meta
-
-
-def align_predictions(
-    meta: Mapping[str, Any], store_sample_ids: Sequence[str], store_class_names: Sequence[str], store_kind: str | None = None
-) -> np.ndarray:
-    """Store row of every prediction (in ``probs.json`` order), after checking both describe the same data.
-
-    Args:
-        meta: ``probs.json`` contents (``sample_ids``, ``class_names``, optionally ``dataset``).
-        store_sample_ids: the store's ``sample_id`` column.
-        store_class_names: the store's class names.
-        store_kind: the store's dataset kind, checked against ``meta["dataset"]`` when both are given.
-
-    Returns:
-        (N,) int64 indices into the store, one per predicted image.
-
-    Raises:
-        DataError: class names differ, dataset differs, sample ids unknown to the store or repeated.
-    """
-    predicted_names, names = list(meta["class_names"]), list(store_class_names)
-    if predicted_names != names:
-        raise DataError(f"the predictions' class names {predicted_names} differ from the store's {names} (another dataset?)")
-    if store_kind is not None and meta.get("dataset") not in (None, store_kind):
-        raise DataError(f"the predictions are of dataset {meta['dataset']!r} but the store holds {store_kind!r}")
-    position = {sample_id: i for i, sample_id in enumerate(store_sample_ids)}
-    ids = list(meta["sample_ids"])
-    unknown = [s for s in ids if s not in position]
-    if unknown:
-        raise DataError(f"{len(unknown)} predicted sample ids are not in the store (e.g. {unknown[:3]}); was it prepared again since?")
-    if len(set(ids)) != len(ids):
-        raise DataError("the predictions list some sample ids more than once")
-    return np.array([position[s] for s in ids], dtype=np.int64)

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from samdpo.errors import ConfigError, DataError
-from samdpo.jsonarg import json_object
+from samdpo.settings import json_object
 
 
 def _settings(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -34,7 +33,7 @@ def _threads(count: int) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from samdpo.prompts.clip_pretrain import PretrainSettings, pretrain
+    from samdpo.clip.pretrain import PretrainSettings, pretrain
 
     _threads(args.threads)
     history = pretrain(_settings(PretrainSettings, json_object(args.settings, "--settings"), "clip.pretrain"), Path(args.out))
@@ -43,10 +42,10 @@ def _pretrain(args: argparse.Namespace) -> None:
 
 def _saliency(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.captions import background_prompt, zero_shot_prompt
-    from samdpo.prompts.clip_loader import load_clip
-    from samdpo.prompts.saliency import SaliencyEngine, SaliencySettings
-    from samdpo.prompts.visual import write_saliency
+    from samdpo.clip.captions import background_prompt, zero_shot_prompt
+    from samdpo.clip.loader import load_clip
+    from samdpo.prompts.visual.saliency import SaliencyEngine, SaliencySettings
+    from samdpo.prompts.visual.saliency_files import write_saliency
 
     _threads(args.threads)
     store = SampleStore(Path(args.store))
@@ -74,7 +73,7 @@ def _saliency(args: argparse.Namespace) -> None:
 def _store_and_saliency(args: argparse.Namespace) -> tuple[Any, Any, dict]:
     """The sample store of ``--store`` and the saliency of ``--saliency``, checked to be of the same samples."""
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.visual import read_saliency
+    from samdpo.prompts.visual.saliency_files import read_saliency
 
     store = SampleStore(Path(args.store))
     maps, meta = read_saliency(Path(args.saliency))
@@ -85,7 +84,7 @@ def _store_and_saliency(args: argparse.Namespace) -> tuple[Any, Any, dict]:
 
 def _box_settings(text: str | None, class_names: tuple[str, ...]) -> dict[str, Any]:
     """``--boxes`` JSON -> class name -> BoxSettings, each class's ``by_class`` entry merged over the rest."""
-    from samdpo.prompts.boxes import BoxSettings
+    from samdpo.prompts.visual.boxes import BoxSettings
 
     values = json_object(text, "--boxes")
     by_class = values.pop("by_class", {}) or {}  # shared by all datasets: names of other datasets' classes are fine
@@ -93,15 +92,16 @@ def _box_settings(text: str | None, class_names: tuple[str, ...]) -> dict[str, A
 
 
 def _crf(args: argparse.Namespace) -> None:
-    from samdpo.prompts.crf import CrfSettings
-    from samdpo.prompts.visual import crf_table, write_table
+    from samdpo.prompts.visual.crf import CrfSettings
+    from samdpo.prompts.visual.crf_table import crf_table
+    from samdpo.prompts.tables import write_table
 
     store, maps, meta = _store_and_saliency(args)
     crf = _settings(CrfSettings, json_object(args.crf, "--crf"), "crf")
     boxes = _box_settings(args.boxes, store.class_names)
     prior, prior_meta = (None, None)
     if args.prior:
-        from samdpo.prompts.anatomy import read_prior
+        from samdpo.prompts.visual.anatomy import read_prior
 
         prior, prior_meta = read_prior(Path(args.prior))
         if list(prior.class_names) != list(meta["class_names"]):
@@ -125,7 +125,7 @@ def _crf(args: argparse.Namespace) -> None:
 def _anatomy_prior(args: argparse.Namespace) -> None:
     from samdpo.data.splits import read_splits
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.anatomy import AnatomySettings, fit_prior, write_prior
+    from samdpo.prompts.visual.anatomy import AnatomySettings, fit_prior, write_prior
 
     store = SampleStore(Path(args.store))
     settings = _settings(AnatomySettings, json_object(args.settings, "--settings"), "anatomy")
@@ -142,10 +142,11 @@ def _anatomy_prior(args: argparse.Namespace) -> None:
 def _refine(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
-    from samdpo.prompts.prompt_store import table_meta
-    from samdpo.prompts.refine import RefineSettings, refine_table
-    from samdpo.prompts.visual import write_table
-    from samdpo.train.commands import build_model, load_embeddings, resolve_sam
+    from samdpo.prompts.store import table_meta
+    from samdpo.prompts.visual.refine import RefineSettings, refine_table
+    from samdpo.prompts.tables import write_table
+    from samdpo.sam.image_embeddings import load_embeddings
+    from samdpo.sam.specs import build_model, resolve_sam
 
     _threads(args.threads)
     settings = _settings(RefineSettings, json_object(args.settings, "--settings"), "refine")
@@ -175,8 +176,8 @@ def _refine(args: argparse.Namespace) -> None:
 
 def _saliency_check(args: argparse.Namespace) -> None:
     from samdpo import atomic
-    from samdpo.prompts.saliency_check import class_sensitivity
-    from samdpo.prompts.visual import read_saliency
+    from samdpo.prompts.visual.saliency_check import class_sensitivity
+    from samdpo.prompts.visual.saliency_files import read_saliency
 
     maps, meta = read_saliency(Path(args.saliency))
     report = class_sensitivity(maps, list(meta["class_names"]))
@@ -192,36 +193,10 @@ def _saliency_check(args: argparse.Namespace) -> None:
         print(f"mean correlation between two classes' saliency maps of one image: {overall:.3f} ({verdict})")
 
 
-def _box_quality(args: argparse.Namespace) -> None:
-    import pyarrow.parquet as pq
-
-    from samdpo import atomic
-    from samdpo.data.splits import read_splits
-    from samdpo.data.store import SampleStore
-    from samdpo.prompts.box_quality import box_quality
-
-    store = SampleStore(Path(args.store))
-    tables = {}
-    for column, path, rule in (("crf_box", args.crf, "crf"), ("refined_box", args.refined, "refine_boxes")):
-        if path is None:
-            continue
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no prompt table; run the {rule} rule first")
-        table = pq.read_table(path, columns=["sample_id", "class_index", "box"]).to_pandas()
-        table["box"] = [None if b is None else tuple(b) for b in table["box"]]
-        tables[column] = table
-    report = box_quality(store.labels(), store.samples, read_splits(Path(args.splits)), tables, list(store.class_names))
-    report.insert(0, "dataset", store.kind)
-    if args.out:
-        atomic.write_text(args.out, report.to_csv(index=False, float_format="%.4f"))
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(report.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-
-
 def _masks(crf_path: str) -> dict[tuple[str, int], Any]:
     import pyarrow.parquet as pq
 
-    from samdpo.prompts.visual import unpack_mask
+    from samdpo.prompts.tables import unpack_mask
 
     if not Path(crf_path).is_file():
         raise DataError(f"{crf_path}: no CRF prompt table; run the crf rule first")
@@ -245,7 +220,7 @@ def _workers(settings: Any) -> int:
 def _write_answers(step: str, table: Any, args: argparse.Namespace, dataset: str, backend: Any, settings: Any, cache: Any, **extra: Any) -> None:
     """Write a VQA / LLM table with its provenance (backend, model, settings and their hash, questions
     asked and reused; ``extra`` joins the hash) and say what was asked."""
-    from samdpo.prompts.visual import write_table
+    from samdpo.prompts.tables import write_table
 
     used = _answer_settings(settings, args.modality)
     meta = {"dataset": dataset, "backend": backend.backend, "model": backend.model, "settings": used, **extra}
@@ -256,9 +231,9 @@ def _write_answers(step: str, table: Any, args: argparse.Namespace, dataset: str
 
 def _vqa(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.answer_cache import AnswerCache
-    from samdpo.prompts.prompt_store import table_meta
-    from samdpo.prompts.vqa import VqaSettings, make_backend, make_questions, vqa_table
+    from samdpo.prompts.text.answer_cache import AnswerCache
+    from samdpo.prompts.store import table_meta
+    from samdpo.prompts.text.vqa import VqaSettings, make_backend, make_questions, vqa_table
 
     _threads(args.threads)
     store = SampleStore(Path(args.store))
@@ -275,8 +250,8 @@ def _vqa(args: argparse.Namespace) -> None:
 
 def _llm(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.answer_cache import AnswerCache
-    from samdpo.prompts.llm import LlmSettings, llm_table, make_backend, make_requests
+    from samdpo.prompts.text.answer_cache import AnswerCache
+    from samdpo.prompts.text.llm import LlmSettings, llm_table, make_backend, make_requests
 
     store = SampleStore(Path(args.store))
     settings = _settings(LlmSettings, json_object(args.settings, "--settings"), "llm")
@@ -291,8 +266,8 @@ def _store(args: argparse.Namespace) -> None:
     import time
 
     from samdpo.data.store import SampleStore
-    from samdpo.prompts.prompt_store import merge_prompt_store
-    from samdpo.prompts.visual import read_saliency
+    from samdpo.prompts.store import merge_prompt_store
+    from samdpo.prompts.visual.saliency_files import read_saliency
 
     store = SampleStore(Path(args.store))
     start = time.perf_counter()
@@ -318,7 +293,7 @@ def _store(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
-    from samdpo.prompts.show import show
+    from samdpo.prompts.store_view import show
 
     print(show(Path(args.file), as_json=args.json, png=Path(args.png) if args.png else None, classes=args.classes))
 
@@ -379,13 +354,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--out", help="also write the table as CSV")
     check.set_defaults(func=_saliency_check)
 
-    quality = prompts.add_parser("box-quality", help="median IoU of the CRF (and refined) boxes with ground-truth boxes (test split)")
-    quality.add_argument("--store", required=True)
-    quality.add_argument("--splits", required=True)
-    quality.add_argument("--crf", required=True, help="crf.parquet")
-    quality.add_argument("--refined", help="refined.parquet (SAM-refined boxes), reported beside the CRF's")
-    quality.add_argument("--out", help="also write the table as CSV")
-    quality.set_defaults(func=_box_quality)
 
     text_common = argparse.ArgumentParser(add_help=False)
     text_common.add_argument("--store", required=True, help="prepared sample store folder")

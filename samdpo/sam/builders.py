@@ -12,7 +12,7 @@
 
 Every model takes (B, 3, S, S) images. :data:`NORMALISATION` names how: ``imagenet`` (values in
 [0, 255], ImageNet mean / std, as SAM does) or ``minmax`` (each image min-max scaled to [0, 1], as
-LiteMedSAM was trained); :class:`samdpo.train.model.PromptedSam` applies it.
+LiteMedSAM was trained); :class:`samdpo.sam.prompted.PromptedSam` applies it.
 """
 
 from __future__ import annotations

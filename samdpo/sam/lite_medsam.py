@@ -8,7 +8,7 @@ The package (Apache-2.0, built from the LiteMedSAM branch of bowang-lab/MedSAM) 
 Preprocessing (LiteMedSAM's training and inference code): the image min-max scaled to [0, 1] per
 image, its longest side resized to 256 and padded bottom / right to 256 x 256, grey replicated to 3
 channels, **no** ImageNet normalisation; boxes XYXY in that 256-pixel frame. The prepared store's
-images are square, so resizing to 256 needs no padding (:mod:`samdpo.train.model` does it).
+images are square, so resizing to 256 needs no padding (:mod:`samdpo.sam.prompted` does it).
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import asdict
@@ -11,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from samdpo.errors import ConfigError
-from samdpo.jsonarg import json_object
+from samdpo.sam.specs import build_model, resolve_sam
+from samdpo.sam.trainable import default_parts
+from samdpo.settings import json_object
 
 
 def _threads(count: int) -> None:
@@ -36,7 +37,7 @@ def _store_prompts(store_dir: str, prompts_dir: str, samples: list[int] | None =
 
 
 def _embed_texts(args: argparse.Namespace) -> None:
-    from samdpo.prompts.clip_loader import load_clip
+    from samdpo.clip.loader import load_clip
     from samdpo.train.text_embeddings import embed_texts, write_text_embeddings
 
     _threads(args.threads)
@@ -53,7 +54,7 @@ def _embed_texts(args: argparse.Namespace) -> None:
 
 def _embed_images(args: argparse.Namespace) -> None:
     from samdpo.data.store import SampleStore
-    from samdpo.train.image_embeddings import write_image_embeddings
+    from samdpo.sam.image_embeddings import write_image_embeddings
 
     _threads(args.threads)
     store = SampleStore(Path(args.store))
@@ -64,24 +65,6 @@ def _embed_images(args: argparse.Namespace) -> None:
     )
     mib = 2 * math.prod(shape) / 2**20
     print(f"{shape[0]} images embedded by {sam['name']} into {args.out} ({tuple(shape[1:])} float16 each, {mib:.0f} MiB)", file=sys.stderr)
-
-
-def split_indices(store: Any, splits_path: str, names: list[str]) -> list[int]:
-    """Store indices of the samples whose case is in one of the named splits (none: an error)."""
-    from samdpo.data.splits import SPLITS, read_splits
-    from samdpo.errors import DataError
-
-    unknown = sorted(set(names) - set(SPLITS))
-    if unknown:
-        raise ConfigError(f"unknown split names {unknown}; choose among {list(SPLITS)}")
-    splits = read_splits(Path(splits_path))
-    missing = sorted(set(store.samples["case_id"]) - set(splits))
-    if missing:
-        raise DataError(f"{splits_path}: cases {missing[:3]} of the store have no split; rerun the split rule")
-    chosen = [i for i, case in enumerate(store.samples["case_id"]) if splits[case] in names]
-    if not chosen:
-        raise DataError(f"{splits_path}: no sample of {store.kind} is in the splits {names}")
-    return chosen
 
 
 def _text_hash(text: str) -> str:
@@ -98,53 +81,9 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-#: What trains when ``stage1.train`` is null: everything for ``small`` (trained from scratch); the
-#: adapters, prompt encoder, decoder and text projection for SAM-Med2D (the paper); the same
-#: without adapters for vanilla SAM and LiteMedSAM (which have none; LiteMedSAM's encoder stays frozen).
-DEFAULT_PARTS = {
-    "small": ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj"),
-    "sam_med2d": ("adapters", "prompt_encoder", "mask_decoder", "text_proj"),
-    "vanilla": ("prompt_encoder", "mask_decoder", "text_proj"),
-}
-
-
-def default_parts(sam_name: str) -> tuple[str, ...]:
-    """The parts that train when ``stage1.train`` is null, for the SAM named ``sam_name``."""
-    return DEFAULT_PARTS.get(sam_name, DEFAULT_PARTS["vanilla"])
-
-
-def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
-    """SAM settings with ``image_size`` filled in: the dataset's for ``small``, the model's native size otherwise."""
-    from samdpo.sam.builders import DEFAULT_IMAGE_SIZE
-
-    sam = {"name": "small", **sam}
-    if sam["name"] not in DEFAULT_IMAGE_SIZE:
-        raise ConfigError(f"sam.name: unknown SAM {sam['name']!r}; choose one of {', '.join(sorted(DEFAULT_IMAGE_SIZE))}")
-    if sam.get("image_size") is None:
-        sam["image_size"] = image_size if sam["name"] == "small" else DEFAULT_IMAGE_SIZE[sam["name"]]
-    return sam
-
-
-def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], seed: int, load_weights: bool = True) -> Any:
-    """The prompted SAM of a spec (random init seeded); with ``load_weights`` its pretrained SAM
-    weights are loaded (``sam.checkpoint``, or LiteMedSAM's shipped file); callers that load
-    their own trained weights next pass False."""
-    import torch
-
-    from samdpo.sam.builders import NORMALISATION, SamSettings, build_sam
-    from samdpo.train.model import PromptedSam, PromptSwitches
-
-    torch.manual_seed(seed)
-    try:
-        sam_settings = SamSettings(**sam)
-        prompt_switches = PromptSwitches(**switches)
-    except TypeError as exc:
-        raise ConfigError(f"bad sam or stage1.prompts settings: {exc}") from exc
-    normalisation = NORMALISATION.get(sam_settings.name, "imagenet")
-    return PromptedSam(build_sam(sam_settings, load_weights=load_weights), text_dim, prompt_switches, normalisation)
-
-
 def _stage1(args: argparse.Namespace) -> None:
+    from samdpo.data.splits import split_indices
+    from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.data.store import SampleStore
     from samdpo.train.stage1 import Stage1Settings, train_stage1
     from samdpo.train.text_embeddings import read_text_embeddings
@@ -187,20 +126,16 @@ def _stage1(args: argparse.Namespace) -> None:
     )
 
 
-def load_embeddings(folder: str | None, model: Any, sample_ids: list[str]) -> Any:
-    """The precomputed image embeddings of ``sample_ids`` for ``model`` (checked), or None without ``--embeddings``."""
-    if folder is None:
-        return None
-    from samdpo.train.image_embeddings import ImageEmbeddings
-
-    return ImageEmbeddings(Path(folder), model).select(sample_ids)
-
-
 def _predict(args: argparse.Namespace) -> None:
+    from samdpo.data.splits import split_indices
+    from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.data.store import SampleStore
     from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.train.predict import predict_probabilities, write_predictions
-    from samdpo.train.stage1 import WEIGHTS, pick_device, read_model_spec
+    from samdpo.train.predict import predict_probabilities
+    from samdpo.predictions import write_predictions
+    from samdpo.train.model_folder import WEIGHTS
+    from samdpo.train.model_folder import read_model_spec
+    from samdpo.devices import pick_device
     from samdpo.train.text_embeddings import read_text_embeddings
 
     _threads(args.threads)
@@ -227,9 +162,12 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _zero_shot(args: argparse.Namespace) -> None:
+    from samdpo.data.splits import split_indices
+    from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.data.store import SampleStore
-    from samdpo.train.predict import write_predictions
-    from samdpo.train.stage1 import pick_device, spec_hash
+    from samdpo.predictions import write_predictions
+    from samdpo.fingerprint import spec_hash
+    from samdpo.devices import pick_device
     from samdpo.train.zero_shot import ground_truth_boxes, predict_boxes, prompt_boxes
 
     _threads(args.threads)

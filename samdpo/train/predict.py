@@ -7,21 +7,16 @@ the model's provenance. Reads images and prompts only, never labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from samdpo.arrays import write_arrays
-from samdpo.train.image_embeddings import EmbeddingRows
-from samdpo.train.model import PromptedSam
+from samdpo.sam.image_embeddings import EmbeddingRows
+from samdpo.sam.prompted import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
-from samdpo.train.stage1 import make_batch
-
-PROBS = "probs"
+from samdpo.train.batches import make_batch
 
 
 def predict_probabilities(
@@ -63,25 +58,3 @@ def predict_probabilities(
     return out
 
 
-def write_predictions(
-    out: Path, store: Any, indices: Sequence[int], splits_path: Path, predicted: Sequence[str], model: Path, settings_hash: str,
-    fill: Callable[[np.ndarray], object],
-) -> None:
-    """Write the probabilities of the store's ``indices`` (filled by ``fill``) with their metadata:
-    sample ids and splits, the splits predicted, classes, the model folder and its settings hash."""
-    from samdpo.data.splits import read_splits
-
-    images = store.images()
-    shape = (len(indices), len(store.class_names), *images.shape[1:])
-    ids, cases = list(store.samples["sample_id"]), store.samples["case_id"]
-    splits = read_splits(Path(splits_path))
-    meta = {
-        "dataset": store.kind,
-        "sample_ids": [ids[i] for i in indices],
-        "sample_splits": [splits[cases[i]] for i in indices],
-        "splits": list(predicted),
-        "class_names": list(store.class_names),
-        "model": str(model),
-        "model_settings_hash": settings_hash,
-    }
-    write_arrays(Path(out), PROBS, shape, fill, meta)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from samdpo.errors import DataError
-from samdpo.prompts.prompt_store import read_prompts
+from samdpo.prompts.store import read_prompts
 from samdpo.train.text_embeddings import vqa_text
 
 
@@ -90,3 +90,5 @@ def load_image_prompts(folder: Path, sample_id: str, class_names: Sequence[str])
         vqa=tuple(vqa_text(row["vqa"]) for row in rows),
         llm=tuple(row["description"] for row in rows),
     )
+
+

@@ -9,7 +9,6 @@ resumes from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -24,18 +23,18 @@ from torch import nn
 from tqdm import tqdm
 
 from samdpo import atomic
+from samdpo.devices import pick_device
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.boxes import mask_box
+from samdpo.fingerprint import fingerprint, spec_hash
+from samdpo.sam.image_embeddings import EmbeddingRows
+from samdpo.sam.prompted import PromptBatch, PromptedSam
+from samdpo.sam.trainable import PARTS, encoder_frozen, set_trainable
 from samdpo.train import distributed
-from samdpo.fingerprint import fingerprint
-from samdpo.train.image_embeddings import EmbeddingRows
+from samdpo.train.batches import jittered_truth_boxes, labelled_pairs, make_batch, sample_classes
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.losses import dice_loss, focal_loss
-from samdpo.train.model import PromptBatch, PromptedSam
+from samdpo.train.model_folder import CHECKPOINT, LOSS_CSV, LOSS_PNG, SETTINGS, WEIGHTS
 from samdpo.train.prompt_data import ImagePrompts
-
-PARTS = ("image_encoder", "adapters", "prompt_encoder", "mask_decoder", "text_proj")
-CHECKPOINT, WEIGHTS, LOSS_CSV, LOSS_PNG, SETTINGS = "checkpoint.pt", "model.safetensors", "loss.csv", "loss.png", "settings.json"
 
 
 @dataclass(frozen=True)
@@ -93,114 +92,6 @@ class Stage1Settings:
             raise ConfigError(f"stage1.classes_per_image must be >= 0 (0 = all), got {self.classes_per_image}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"stage1.device must be auto, cpu or cuda, got {self.device!r}")
-
-
-def spec_hash(spec: Mapping[str, Any]) -> str:
-    """A short stable hash of a model spec."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def read_model_spec(folder: str | Path) -> dict[str, Any]:
-    """The ``settings.json`` of a trained model folder (architecture, switches, settings hash)."""
-    path = Path(folder) / SETTINGS
-    try:
-        spec = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: no readable model settings ({exc}); give a folder written by stage-1 training") from exc
-    if not isinstance(spec, dict):
-        raise DataError(f"{path}: not a JSON object; give a folder written by stage-1 training")
-    return spec
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("stage1.device is cuda but no GPU is visible")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
-
-
-def set_trainable(model: PromptedSam, parts: Sequence[str]) -> int:
-    """Freeze everything but ``parts`` (SAM parts and ``text_proj``); returns the trainable parameter count."""
-    from samdpo.sam import builders
-
-    builders.set_trainable(model.sam, [part for part in parts if part != "text_proj"])
-    model.text_proj.requires_grad_("text_proj" in parts)
-    if "adapters" in parts and not any(isinstance(m, builders.Adapter) for m in model.sam.image_encoder.modules()):
-        raise ConfigError("stage1.train: 'adapters' given, but this image encoder has no adapters (train image_encoder instead)")
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def encoder_frozen(model: PromptedSam) -> bool:
-    """Whether no image-encoder parameter trains (then its embeddings can be cached)."""
-    return not any(p.requires_grad for p in model.sam.image_encoder.parameters())
-
-
-def make_batch(
-    prompts: Sequence[ImagePrompts], classes: Sequence[Sequence[int]], texts: Mapping[str, np.ndarray], size: int, point_count: int
-) -> PromptBatch:
-    """A :class:`PromptBatch` for ``classes[i]`` of image ``prompts[i]`` (text embeddings looked up),
-    point prompts padded to ``point_count`` (fixed for a run: the most points of any prompt of the dataset)."""
-    index, boxes, has_box, points, labels, vqa, llm = [], [], [], [], [], [], []
-    width = point_count
-    if any(p.points.shape[1] > width and (p.point_labels >= 0).sum(1).max() > width for p in prompts):
-        raise DataError(f"a prompt has more than {point_count} points; rerun the embed_texts rule, which counts them")
-    for i, (image, chosen) in enumerate(zip(prompts, classes)):
-        for t in chosen:
-            index.append(i)
-            boxes.append(image.boxes[t])
-            has_box.append(image.has_box[t])
-            padded = np.zeros((width, 2), np.float32)
-            padded_labels = np.full(width, -1, np.int64)
-            count = min(image.points.shape[1], width)
-            padded[:count], padded_labels[:count] = image.points[t, :count], image.point_labels[t, :count]
-            points.append(padded)
-            labels.append(padded_labels)
-            for text, out in ((image.vqa[t], vqa), (image.llm[t], llm)):
-                if text not in texts:
-                    raise DataError(f"image {image.sample_id}: a text prompt has no embedding; rerun the embed_texts rule")
-                out.append(texts[text])
-    return PromptBatch(
-        image_index=torch.tensor(index, dtype=torch.int64),
-        boxes=torch.from_numpy(np.stack(boxes)),
-        has_box=torch.tensor(has_box, dtype=torch.bool),
-        points=torch.from_numpy(np.stack(points)),
-        point_labels=torch.from_numpy(np.stack(labels)),
-        vqa=torch.from_numpy(np.stack(vqa)),
-        llm=torch.from_numpy(np.stack(llm)),
-        size=size,
-    )
-
-
-def jittered_truth_boxes(
-    batch: PromptBatch, masks: np.ndarray, fraction: float, jitter: float, rng: np.random.Generator
-) -> PromptBatch:
-    """``batch`` with a ``fraction`` of its boxes (drawn by ``rng``) replaced by the bounding boxes of
-    the (K, S, S) ground-truth ``masks`` of a labelled image, each side moved by up to ``jitter`` pixels
-    (uniform) and clipped to the image."""
-    chosen = rng.random(len(masks)) < fraction
-    shifts = rng.uniform(-jitter, jitter, size=(len(masks), 4))
-    if not chosen.any():
-        return batch
-    boxes, has_box = batch.boxes.clone(), batch.has_box.clone()
-    last = masks.shape[-1] - 1
-    for k in np.flatnonzero(chosen):
-        box = np.clip(np.array(mask_box(masks[k]), np.float64) + shifts[k], 0, last)
-        boxes[k] = torch.tensor([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], dtype=boxes.dtype)
-        has_box[k] = True
-    return PromptBatch(**{**vars(batch), "boxes": boxes, "has_box": has_box})
-
-
-def labelled_pairs(labels: np.ndarray, class_count: int) -> list[list[int]]:
-    """Per labelled image, the class indices present in its (S, S) label map (label k = class k-1)."""
-    return [[t for t in range(class_count) if (label == t + 1).any()] for label in labels]
-
-
-def sample_classes(present: Sequence[int], count: int, rng: np.random.Generator) -> list[int]:
-    """``count`` of the ``present`` classes drawn without replacement, in class order (all when
-    ``count`` is 0 or at least their number)."""
-    if count == 0 or count >= len(present):
-        return list(present)
-    return sorted(rng.choice(np.asarray(present), size=count, replace=False).tolist())
 
 
 class _TrainingStep(nn.Module):

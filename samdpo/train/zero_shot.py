@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samdpo.prompts.boxes import mask_box
-from samdpo.train.image_embeddings import EmbeddingRows
-from samdpo.train.model import PromptBatch, PromptedSam
+from samdpo.prompts.visual.boxes import mask_box
+from samdpo.sam.image_embeddings import EmbeddingRows
+from samdpo.sam.prompted import PromptedSam, box_batch
 from samdpo.train.prompt_data import ImagePrompts
 
 BOX_SOURCES = ("cam", "gt")
@@ -42,21 +42,6 @@ def ground_truth_boxes(labels: np.ndarray, class_count: int) -> tuple[np.ndarray
             if box is not None:
                 boxes[i, t], present[i, t] = box, True
     return boxes, present
-
-
-def box_batch(boxes: np.ndarray, size: int) -> PromptBatch:
-    """A :class:`PromptBatch` of K (K, 4) box prompts on one image, with no point or text prompt."""
-    count = len(boxes)
-    return PromptBatch(
-        image_index=torch.zeros(count, dtype=torch.int64),
-        boxes=torch.from_numpy(np.asarray(boxes, np.float32)),
-        has_box=torch.ones(count, dtype=torch.bool),
-        points=torch.zeros(count, 1, 2),
-        point_labels=torch.full((count, 1), -1, dtype=torch.int64),
-        vqa=torch.zeros(count, 1),
-        llm=torch.zeros(count, 1),
-        size=size,
-    )
 
 
 def predict_boxes(

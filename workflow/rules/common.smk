@@ -236,7 +236,7 @@ def study_settings(wildcards):
 
 def encoder_frozen(variant):
     """Whether a stage-1 variant leaves the SAM image encoder frozen (no image_encoder, no adapters trained)."""
-    from samdpo.train.commands import default_parts
+    from samdpo.sam.trainable import default_parts
 
     parts = json.loads(stage1_settings(SimpleNamespace(variant=variant))).get("train") or default_parts(config["sam"]["name"])
     return not {"image_encoder", "adapters"} & set(parts)

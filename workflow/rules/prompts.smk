@@ -152,7 +152,7 @@ rule box_quality:
     params:
         refined=lambda wildcards, input: f"--refined {input.refined}" if input.refined else "",
     shell:
-        "samdpo prompts box-quality --store $(dirname {input.table}) --splits {input.splits}"
+        "samdpo box-quality --store $(dirname {input.table}) --splits {input.splits}"
         " --crf {input.crf} {params.refined} --out {output} > {log} 2>&1"
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 
 from samdpo.atomic import atomic_path
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.prompt_store import SETTINGS_FILE, array, read_prompts
-from samdpo.prompts.visual import blob_bytes
+from samdpo.prompts.store import SETTINGS_FILE, array, read_prompts
+from samdpo.prompts.tables import blob_bytes
 
 _BLOBS = ("image", "saliency", "mask")
 _MAX_COLUMNS = 4

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from samdpo.atomic import atomic_dir
 from samdpo.errors import ConfigError, SamdpoError
-from samdpo.prompts import cnn_tower  # noqa: F401  (registers the pipeline's CNN tower with timm)
+from samdpo.clip import cnn_tower  # noqa: F401  (registers the pipeline's CNN tower with timm)
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"

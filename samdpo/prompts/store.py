@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import DataError
-from samdpo.prompts.visual import check_blob, unpack_mask
+from samdpo.prompts.tables import check_blob, unpack_mask
 
 FORMAT_VERSION = 1
 #: The full settings of every part, once per dataset folder (each row carries their hashes).

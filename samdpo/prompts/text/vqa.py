@@ -7,7 +7,7 @@
   local folder or the local HF cache (offline).
 - ``openai``: a vision model behind any OpenAI-compatible endpoint; the image goes as a PNG data URL.
 
-Model and API answers go through the :class:`~samdpo.prompts.answer_cache.AnswerCache`. All
+Model and API answers go through the :class:`~samdpo.prompts.text.answer_cache.AnswerCache`. All
 backends see the prepared image (and geometry the CRF mask) only, never a label.
 """
 
@@ -27,10 +27,10 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.answer_cache import AnswerCache, request_key
-from samdpo.prompts.asking import ask_all
-from samdpo.prompts.captions import position_word, size_word
-from samdpo.prompts.openai_chat import OpenAISettings, cache_request, chat, make_client
+from samdpo.prompts.text.answer_cache import AnswerCache, request_key
+from samdpo.prompts.text.question_pool import ask_all
+from samdpo.clip.captions import position_word, size_word
+from samdpo.prompts.text.openai_chat import OpenAISettings, cache_request, chat, make_client
 
 GEOMETRY_QUESTIONS = ("shape", "location", "size")
 BACKENDS = ("geometry", "transformers", "openai")
@@ -280,7 +280,7 @@ class VqaSettings:
         questions: question id -> template with ``{name}`` (and optionally ``{modality}``).
         system: system message of the openai backend.
         transformers: ``{"model": local folder or cached hub id, "device": "cpu"}``.
-        openai: :class:`~samdpo.prompts.openai_chat.OpenAISettings` fields.
+        openai: :class:`~samdpo.prompts.text.openai_chat.OpenAISettings` fields.
     """
 
     backend: str = "geometry"

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.clip_loader import LoadedClip
-from samdpo.prompts.gscorecam import GScoreCAM
+from samdpo.clip.loader import LoadedClip
+from samdpo.prompts.visual.gscorecam import GScoreCAM
 
 
 TARGETS = ("probability", "contrastive", "raw")

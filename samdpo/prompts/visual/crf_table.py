@@ -6,58 +6,24 @@ The table (``crf.parquet``) has one row per (image, class): ``sample_id``, ``cla
 (``np.packbits`` of the kept CRF components, row-major) and ``mask_shape`` ([H, W]).
 Saliency files (``saliency.npy`` + ``saliency.json``) are written by the saliency rule; this step
 reads them and the images only, and, when given, the anatomical prior fitted on the labelled split
-(:mod:`samdpo.prompts.anatomy`), which multiplies each saliency map before the CRF.
+(:mod:`samdpo.prompts.visual.anatomy`), which multiplies each saliency map before the CRF.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from samdpo import atomic
-from samdpo.arrays import read_arrays, write_arrays
-from samdpo.prompts.anatomy import AnatomyPrior
-from samdpo.prompts.boxes import BoxSettings, mask_to_prompt
-from samdpo.prompts.crf import CrfSettings, crf_mask
-from samdpo.errors import DataError
+from samdpo.prompts.visual.anatomy import AnatomyPrior
+from samdpo.prompts.visual.boxes import BoxSettings, mask_to_prompt
+from samdpo.prompts.visual.crf import CrfSettings, crf_mask
+from samdpo.prompts.visual.saliency_files import weighted_saliency
 
-SALIENCY, CRF_TABLE = "saliency", "crf.parquet"
-
-
-def write_saliency(folder: Path, maps: np.ndarray, meta: Mapping) -> None:
-    """Write (N, T, S, S) uint8 maps and their metadata (sample ids, classes, prompts, model, settings)."""
-
-    def fill(out: np.ndarray) -> None:
-        out[...] = maps
-
-    write_arrays(Path(folder), SALIENCY, maps.shape, fill, meta)
-
-
-def read_saliency(folder: Path) -> tuple[np.ndarray, dict]:
-    """The (N, T, S, S) uint8 maps (memory-mapped) and their metadata."""
-    return read_arrays(Path(folder), SALIENCY, "saliency")
-
-
-def weighted_saliency(saliency: np.ndarray, prior: np.ndarray, power: float) -> np.ndarray:
-    """``prior x saliency ** power``, rescaled so that its maximum is the saliency's: (H, W) float32 in [0, 1].
-
-    ``power`` weighs the saliency against the prior (0: the prior alone, shaped by the CRF). An
-    all-zero saliency (a constant image) stays all zero whatever the power, as does a product that
-    the prior rules out everywhere.
-    """
-    peak_saliency = float(saliency.max())
-    product = prior * saliency**power if power > 0 else prior.astype(np.float32)
-    peak = float(product.max())
-    if peak_saliency <= 0 or peak <= 0:
-        return np.zeros_like(saliency, np.float32)
-    return (product * (peak_saliency / peak)).astype(np.float32)
+CRF_TABLE = "crf.parquet"
 
 
 def _image_rows(
@@ -144,31 +110,3 @@ def crf_table(
                 bar.update()
     bar.close()
     return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-def write_table(table: pa.Table, path: Path, meta: Mapping) -> None:
-    """Write a prompt table atomically with ``meta`` (settings, provenance) in its schema metadata."""
-    table = table.replace_schema_metadata({"samdpo": json.dumps(dict(meta), sort_keys=True)})
-    with atomic.atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def unpack_mask(row: Mapping) -> np.ndarray:
-    """The (H, W) bool mask of one table row (a blob of another length than ceil(H * W / 8) bytes is an error)."""
-    height, width = row["mask_shape"]
-    check_blob(row, "mask")
-    return np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8), count=height * width).reshape(height, width).astype(bool)
-
-
-def blob_bytes(column: str, shape: tuple[int, int]) -> int:
-    """Bytes of a stored (H, W) array: H * W for ``image`` / ``saliency``, ceil(H * W / 8) bit-packed for ``mask``."""
-    height, width = shape
-    return -(-height * width // 8) if column == "mask" else height * width
-
-
-def check_blob(row: Mapping, column: str) -> None:
-    """Fail unless the row's ``column`` blob holds the bytes its shape needs (a truncated or padded file)."""
-    found, expected = len(row[column] or b""), blob_bytes(column, row[f"{column}_shape"])
-    if found != expected:
-        where = f"sample {row.get('sample_id')}, class {row.get('class_name')}"
-        raise DataError(f"{where}: the {column} column holds {found} bytes where its shape {list(row[f'{column}_shape'])} needs {expected}; the file is damaged, rerun the rule that wrote it")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from samdpo.prompts.boxes import box_iou, mask_box
+from samdpo.prompts.visual.boxes import box_iou, mask_box
 
 
 def box_quality(

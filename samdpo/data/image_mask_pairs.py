@@ -34,7 +34,7 @@ class ImageFileSettings:
 
 
 @dataclass(frozen=True)
-class FlatCase:
+class ImageMaskCase:
     """One image file and the mask files whose union is its target.
 
     Attributes:
@@ -50,14 +50,14 @@ class FlatCase:
     masks: tuple[Path, ...]
 
 
-def check_unique(cases: Sequence[FlatCase], root: Path) -> None:
+def check_unique(cases: Sequence[ImageMaskCase], root: Path) -> None:
     """Fail if two files map to the same case id, or if there is no case."""
     files.check_unique((case.case_id, case.image) for case in cases)
     if not cases:
         raise DataError(f"{root}: no images found")
 
 
-def load_case(case: FlatCase, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def load_case(case: ImageMaskCase, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Read the (H, W) float gray image in [0, 1] and the (H, W) bool union of its masks."""
     image = read_gray(case.image, max_pixels)
     target = np.zeros(image.shape, dtype=bool)
@@ -70,7 +70,7 @@ def load_case(case: FlatCase, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def iter_samples(
-    cases: Sequence[FlatCase], root: Path, image_size: int, class_name: str, max_pixels: int
+    cases: Sequence[ImageMaskCase], root: Path, image_size: int, class_name: str, max_pixels: int
 ) -> Iterator[Sample]:
     """Yield one resized Sample per case; the label map is 0/1 for ``class_name``."""
     for case in cases:
@@ -91,7 +91,7 @@ def iter_samples(
         )
 
 
-def summarize(kind: str, cases: Sequence[FlatCase], class_name: str, max_pixels: int) -> DatasetSummary:
+def summarize(kind: str, cases: Sequence[ImageMaskCase], class_name: str, max_pixels: int) -> DatasetSummary:
     """Count images and foreground pixels of ``class_name`` in the original-size masks."""
     total = 0
     for case in cases:

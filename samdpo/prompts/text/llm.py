@@ -20,10 +20,10 @@ import pyarrow as pa
 import yaml
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.answer_cache import AnswerCache, request_key
-from samdpo.prompts.asking import ask_all
-from samdpo.prompts.openai_chat import OpenAISettings, cache_request, chat, make_client
-from samdpo.prompts.vqa import fill_template
+from samdpo.prompts.text.answer_cache import AnswerCache, request_key
+from samdpo.prompts.text.question_pool import ask_all
+from samdpo.prompts.text.openai_chat import OpenAISettings, cache_request, chat, make_client
+from samdpo.prompts.text.vqa import fill_template
 
 BACKENDS = ("knowledge", "openai")
 
@@ -54,7 +54,7 @@ class DescriptionRequest:
 
 def shipped_descriptions() -> Path:
     """The descriptions file that ships with the package."""
-    return Path(str(resources.files("samdpo.prompts") / "descriptions.yaml"))
+    return Path(str(resources.files("samdpo.prompts.text") / "descriptions.yaml"))
 
 
 class KnowledgeLLM:
@@ -148,7 +148,7 @@ class LlmSettings:
         descriptions: the knowledge backend's YAML file (None = the shipped one).
         prompt: what the openai backend is asked per class, with ``{name}`` and ``{modality}``.
         system: system message of the openai backend.
-        openai: :class:`~samdpo.prompts.openai_chat.OpenAISettings` fields.
+        openai: :class:`~samdpo.prompts.text.openai_chat.OpenAISettings` fields.
     """
 
     backend: str = "knowledge"

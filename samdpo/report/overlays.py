@@ -110,7 +110,7 @@ def build_examples(
     """
     from samdpo.align.candidates import level_masks
     from samdpo.evaluation.metrics import probability_cut
-    from samdpo.prompts.prompt_store import read_prompts
+    from samdpo.prompts.store import read_prompts
 
     names, thresholds, ids = list(meta["class_names"]), list(meta["thresholds"]), list(meta["sample_ids"])
     for label, (_, found) in (("before", before), ("after", after)):
@@ -168,7 +168,7 @@ def draw_overlays(
     from matplotlib.figure import Figure
 
     from samdpo.atomic import atomic_path
-    from samdpo.prompts.show import decode, draw_prompt
+    from samdpo.prompts.store_view import decode, draw_prompt
 
     if not examples:
         raise DataError("no example to draw: every candidate is empty and no pair carries a preference")

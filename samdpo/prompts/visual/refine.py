@@ -23,10 +23,10 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.boxes import BoxSettings, box_iou, mask_box, mask_to_prompt
-from samdpo.train.image_embeddings import EmbeddingRows
-from samdpo.train.model import PromptedSam
-from samdpo.train.zero_shot import box_batch
+from samdpo.prompts.visual.boxes import BoxSettings, box_iou, mask_box, mask_to_prompt
+from samdpo.sam.image_embeddings import EmbeddingRows
+from samdpo.sam.prompted import PromptedSam
+from samdpo.sam.prompted import box_batch
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def refine_table(
     size: int,
     progress: bool = True,
 ) -> tuple[pa.Table, dict[str, float]]:
-    """Refine every boxed row of a CRF prompt table (:data:`samdpo.prompts.visual.SCHEMA`).
+    """Refine every boxed row of a CRF prompt table (:data:`samdpo.prompts.visual.crf_table.SCHEMA`).
 
     Args:
         table: the CRF table; rows are matched to images by ``sample_id``.

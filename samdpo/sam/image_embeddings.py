@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from samdpo import atomic
 from samdpo.errors import DataError
-from samdpo.train.model import PromptedSam
+from samdpo.sam.prompted import PromptedSam
 
 STEM = "embeddings"
 DTYPE = np.float16
@@ -121,3 +121,12 @@ class ImageEmbeddings:
         if missing:
             raise DataError(f"image {missing[0]} (and {len(missing) - 1} more) has no embedding; rerun the embed_images rule")
         return EmbeddingRows(self.array, [self.row[s] for s in sample_ids])
+
+
+def load_embeddings(folder: str | None, model: Any, sample_ids: list[str]) -> Any:
+    """The precomputed image embeddings of ``sample_ids`` for ``model`` (checked), or None without ``--embeddings``."""
+    if folder is None:
+        return None
+    from samdpo.sam.image_embeddings import ImageEmbeddings
+
+    return ImageEmbeddings(Path(folder), model).select(sample_ids)

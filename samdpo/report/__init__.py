@@ -1,0 +1,1 @@
+"""The report's figures: prompts, candidates and predictions before and after alignment."""
