@@ -34,7 +34,6 @@ wildcard_constraints:
     clip_name="small|" + "|".join(f"small_{name}" for name in DATASETS),
     variant="|".join(STAGE1_VARIANTS + ALIGN_VARIANTS),
     align_variant="|".join(ALIGN_VARIANTS),
-    model="|".join(["unet", *ZERO_SHOT, *STAGE1_VARIANTS, *ALIGN_VARIANTS]),
 
 
 include: "workflow/rules/data.smk"

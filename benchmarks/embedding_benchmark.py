@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from samdpo.sam.decoding import decode_single_mask
-from samdpo.sam.specs import build_model
 from samdpo.sam.image_embeddings import write_image_embeddings
 from samdpo.sam.prompted import box_batch
+from samdpo.sam.specs import build_model
 
 
 def main() -> None:
@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = build_model({"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0).eval()
+    model = build_model(
+        {"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0
+    ).eval()
     images = np.random.default_rng(0).integers(0, 255, size=(args.images, 128, 128), dtype=np.uint8)
     with torch.inference_mode():
         model.embed_images(torch.from_numpy(images[:1]))  # warm-up
@@ -39,9 +41,13 @@ def main() -> None:
             embedding = model.embed_images(torch.from_numpy(images[i : i + 1]))
         bare = time.perf_counter() - began
         decoder, prompts = model.sam.mask_decoder, 15
-        sparse = model.sparse_tokens(box_batch(np.tile(np.array([[20.0, 20.0, 80.0, 90.0]], np.float32), (prompts, 1)), 128))
+        sparse = model.sparse_tokens(
+            box_batch(np.tile(np.array([[20.0, 20.0, 80.0, 90.0]], np.float32), (prompts, 1)), 128)
+        )
         pe = model.sam.prompt_encoder.get_dense_pe()
-        dense = model.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(prompts, -1, *embedding.shape[-2:])
+        dense = model.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
+            prompts, -1, *embedding.shape[-2:]
+        )
         repeated = shared = 0.0
         for _ in range(3):  # alternated, so both see the same machine state
             began = time.perf_counter()

@@ -40,7 +40,9 @@ def read_benchmarks(root: Path) -> pd.DataFrame:
 def summarise(jobs: pd.DataFrame) -> pd.DataFrame:
     """Per rule: jobs, total and longest wall seconds (with the longest job), CPU seconds, peak RSS in MB."""
     longest = jobs.loc[jobs.groupby("rule")["s"].idxmax(), ["rule", "job", "s"]].set_index("rule")
-    table = jobs.groupby("rule").agg(jobs=("job", "size"), wall_s=("s", "sum"), cpu_s=("cpu_time", "sum"), peak_rss_mb=("max_rss", "max"))
+    table = jobs.groupby("rule").agg(
+        jobs=("job", "size"), wall_s=("s", "sum"), cpu_s=("cpu_time", "sum"), peak_rss_mb=("max_rss", "max")
+    )
     table["longest_job"] = longest["job"] + " (" + longest["s"].round(1).astype(str) + " s)"
     return table.sort_values("wall_s", ascending=False).round(1).reset_index()
 
@@ -52,7 +54,9 @@ def main() -> None:
     table = summarise(read_benchmarks(args.root))
     print(table.to_markdown(index=False))
     total = table["wall_s"].sum()
-    print(f"\n{int(table['jobs'].sum())} jobs, {total:.0f} s of job wall time in all (jobs overlap when run in parallel)")
+    print(
+        f"\n{int(table['jobs'].sum())} jobs, {total:.0f} s of job wall time in all (jobs overlap when run in parallel)"
+    )
 
 
 if __name__ == "__main__":

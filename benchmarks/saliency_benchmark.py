@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from pytorch_grad_cam import ScoreCAM
 
-from samdpo.data import readers
 from samdpo.clip.loader import resolve_hf_name
 from samdpo.clip.pretrain import PretrainSettings, model_config
+from samdpo.data import readers
 from samdpo.prompts.visual.gscorecam import GScoreCAM
-from samdpo.prompts.visual.saliency import PromptTarget, _tokens_to_grid
+from samdpo.prompts.visual.saliency import PromptTarget, tokens_to_grid
 from samdpo.synth import amos
 
 PROMPTS = 16  # 15 classes and one negative prompt
@@ -53,7 +53,9 @@ def _tower(arch: str) -> tuple[torch.nn.Module, int, int, str, int]:
     """(image tower, embedding dim, input size, CAM layer path, top-k) of one architecture."""
     if arch == "biomedclip":
         # BiomedCLIP's open_clip config: timm vit_base_patch16_224, no pooling, linear projection to 512
-        visual = open_clip.timm_model.TimmModel("vit_base_patch16_224", embed_dim=512, image_size=224, pool="", proj="linear")
+        visual = open_clip.timm_model.TimmModel(
+            "vit_base_patch16_224", embed_dim=512, image_size=224, pool="", proj="linear"
+        )
         return visual, 512, 224, "trunk.blocks.11.norm2", 100
     settings = PretrainSettings()
     cfg = model_config(settings)
@@ -97,15 +99,17 @@ def main() -> None:
     with TemporaryDirectory() as tmp:
         amos.write(Path(tmp), 1, seed=1)
         sample = next(s for s in readers.iter_samples("amos", Path(tmp), 128) if s.label.any() and s.slice_index > 20)
-    pixels = F.interpolate(torch.from_numpy(sample.image)[None, None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    pixels = F.interpolate(
+        torch.from_numpy(sample.image)[None, None], size=(size, size), mode="bilinear", align_corners=False
+    )[0]
     x = ((pixels.expand(3, -1, -1) - 0.5) / 0.25).to(device)
     others = list(range(1, PROMPTS))
     one = [PromptTarget(0, others)]
     fifteen = [PromptTarget(t, [p for p in range(PROMPTS) if p != t]) for t in range(PROMPTS - 1)]
 
-    scorecam = ScoreCAM(scorer, [layer], reshape_transform=_tokens_to_grid)
+    scorecam = ScoreCAM(scorer, [layer], reshape_transform=tokens_to_grid)
     scorecam.batch_size = 64
-    gscore = GScoreCAM(scorer, [layer], top_k=top_k, batch_size=64, reshape_transform=_tokens_to_grid)
+    gscore = GScoreCAM(scorer, [layer], top_k=top_k, batch_size=64, reshape_transform=tokens_to_grid)
     masked = x[None] * torch.rand(top_k, 1, size, size, device=device)
 
     def timed(fn):
@@ -120,7 +124,12 @@ def main() -> None:
             for start in range(0, top_k, 64):
                 scorer(masked[start : start + 64])
 
-    names = (f"ScoreCAM (grad-cam, {channels} ch)", f"gScoreCAM top-{top_k} (BaseCAM API)", f"gScoreCAM top-{top_k}, 15 classes shared", f"floor: {top_k} masked images, batched forwards")
+    names = (
+        f"ScoreCAM (grad-cam, {channels} ch)",
+        f"gScoreCAM top-{top_k} (BaseCAM API)",
+        f"gScoreCAM top-{top_k}, 15 classes shared",
+        f"floor: {top_k} masked images, batched forwards",
+    )
     rows = {
         names[0]: timed(lambda: scorecam(x[None], one)),
         names[1]: timed(lambda: gscore(x[None], one)),
@@ -131,11 +140,19 @@ def main() -> None:
         from samdpo.prompts.visual.boxes import BoxSettings, mask_to_prompt
         from samdpo.prompts.visual.crf import CrfSettings, crf_mask
 
-        saliency = F.interpolate(torch.from_numpy(gscore.maps_for_targets(x, one))[None], size=(128, 128), mode="bilinear")[0, 0].numpy()
-        rows["CRF + box (128 px)"] = _best(lambda: mask_to_prompt(crf_mask(sample.image, saliency, CrfSettings()), saliency, BoxSettings()), args.repeats)
+        saliency = F.interpolate(
+            torch.from_numpy(gscore.maps_for_targets(x, one))[None], size=(128, 128), mode="bilinear"
+        )[0, 0].numpy()
+        rows["CRF + box (128 px)"] = _best(
+            lambda: mask_to_prompt(crf_mask(sample.image, saliency, CrfSettings()), saliency, BoxSettings()),
+            args.repeats,
+        )
 
     base, floor_time = rows[names[0]], rows[names[3]]
-    print(f"arch={args.arch} device={device} threads={args.threads} repeats={args.repeats}: image {size}x{size}, CAM layer {channels} channels, times per (image, class)")
+    print(
+        f"arch={args.arch} device={device} threads={args.threads} repeats={args.repeats}: image {size}x{size}, CAM "
+        f"layer {channels} channels, times per (image, class)"
+    )
     print(f"{'method':44s} {'ms':>10s} {'vs ScoreCAM':>12s} {'vs floor':>9s}")
     for name, seconds in rows.items():
         print(f"{name:44s} {seconds * 1000:10.1f} {base / seconds:11.2f}x {seconds / floor_time:8.2f}x")

@@ -40,7 +40,15 @@ def _data(count: int, size: int) -> tuple[np.ndarray, np.ndarray, list[ImageProm
         labels[:, lo:hi, lo:hi] = t + 1
         boxes[t] = (lo, lo, hi, hi)
     prompts = [
-        ImagePrompts(f"s{i}", boxes, np.ones(CLASSES, bool), boxes[:, None, :2] + 4, np.ones((CLASSES, 1), np.int64), ("vqa",) * CLASSES, ("llm",) * CLASSES)
+        ImagePrompts(
+            f"s{i}",
+            boxes,
+            np.ones(CLASSES, bool),
+            boxes[:, None, :2] + 4,
+            np.ones((CLASSES, 1), np.int64),
+            ("vqa",) * CLASSES,
+            ("llm",) * CLASSES,
+        )
         for i in range(count)
     ]
     return images, labels, prompts, {"vqa": np.ones(128, np.float32), "llm": np.zeros(128, np.float32)}
@@ -65,13 +73,37 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = [
-        ("small 128 px, all trained", SamSettings(name="small", image_size=128), ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj"), 16, 3),
-        ("small 128 px, encoder frozen (cache)", SamSettings(name="small", image_size=128), ("prompt_encoder", "mask_decoder", "text_proj"), 16, 3),
+        (
+            "small 128 px, all trained",
+            SamSettings(name="small", image_size=128),
+            ("image_encoder", "prompt_encoder", "mask_decoder", "text_proj"),
+            16,
+            3,
+        ),
+        (
+            "small 128 px, encoder frozen (cache)",
+            SamSettings(name="small", image_size=128),
+            ("prompt_encoder", "mask_decoder", "text_proj"),
+            16,
+            3,
+        ),
     ]
     if not args.skip_sam_med2d:
         cases += [
-            ("sam_med2d 256 px, adapters trained", SamSettings(name="sam_med2d", image_size=256), ("adapters", "prompt_encoder", "mask_decoder", "text_proj"), 2, 1),
-            ("sam_med2d 256 px, encoder frozen (cache)", SamSettings(name="sam_med2d", image_size=256), ("prompt_encoder", "mask_decoder", "text_proj"), 2, 2),
+            (
+                "sam_med2d 256 px, adapters trained",
+                SamSettings(name="sam_med2d", image_size=256),
+                ("adapters", "prompt_encoder", "mask_decoder", "text_proj"),
+                2,
+                1,
+            ),
+            (
+                "sam_med2d 256 px, encoder frozen (cache)",
+                SamSettings(name="sam_med2d", image_size=256),
+                ("prompt_encoder", "mask_decoder", "text_proj"),
+                2,
+                2,
+            ),
         ]
     print(f"stage-1 training on the CPU, {args.threads} threads, {CLASSES} classes per image, batches of 2 images")
     print(f"{'case':42s} {'samples/s':>10} {'setup s':>8}")

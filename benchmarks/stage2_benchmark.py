@@ -17,11 +17,11 @@ import torch
 
 from samdpo.align.candidates import candidate_levels, level_masks
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
-from samdpo.align.stage2 import Pairs, _batches, _logits
+from samdpo.align.stage2 import Pairs, pair_batches, pair_logits
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.prompted import PromptedSam
-from samdpo.train.prompt_data import ImagePrompts
 from samdpo.sam.trainable import set_trainable
+from samdpo.train.prompt_data import ImagePrompts
 
 CLASSES, BATCH = 3, 16
 
@@ -30,7 +30,18 @@ def _inputs(count: int, size: int):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(count, size, size), dtype=np.uint8)
     boxes = np.tile(np.array([[size // 4, size // 4, size // 2, size // 2]], np.float32), (CLASSES, 1))
-    prompts = [ImagePrompts(f"s{i}", boxes, np.ones(CLASSES, bool), boxes[:, None, :2] + 2, np.ones((CLASSES, 1), np.int64), ("v",) * CLASSES, ("l",) * CLASSES) for i in range(count)]
+    prompts = [
+        ImagePrompts(
+            f"s{i}",
+            boxes,
+            np.ones(CLASSES, bool),
+            boxes[:, None, :2] + 2,
+            np.ones((CLASSES, 1), np.int64),
+            ("v",) * CLASSES,
+            ("l",) * CLASSES,
+        )
+        for i in range(count)
+    ]
     probs = rng.integers(0, 255, size=(count, CLASSES, size, size), dtype=np.uint8)
     levels = candidate_levels(probs, [0.3, 0.4, 0.5, 0.6])
     image, klass = np.divmod(np.arange(count * CLASSES), CLASSES)
@@ -50,12 +61,15 @@ def _epoch(policy: PromptedSam, reference: PromptedSam, images, prompts, levels,
         ref_cache = {}
         if cached:
             for start in range(0, len(every), BATCH):
-                imgs, classes, order = _batches(pairs, every[start : start + BATCH], prompts)
+                imgs, classes, order = pair_batches(pairs, every[start : start + BATCH], prompts)
                 masks = torch.from_numpy(level_masks(levels[pairs.image[order], pairs.klass[order]], 4))
-                ref_cache[start] = candidate_logp(_logits(reference, embeddings, prompts, texts, imgs, classes, size, 1, torch.device("cpu")), masks)
+                ref_cache[start] = candidate_logp(
+                    pair_logits(reference, embeddings, prompts, texts, imgs, classes, size, 1, torch.device("cpu")),
+                    masks,
+                )
     began = time.perf_counter()
     for start in range(0, len(every), BATCH):
-        imgs, classes, order = _batches(pairs, every[start : start + BATCH], prompts)
+        imgs, classes, order = pair_batches(pairs, every[start : start + BATCH], prompts)
         masks = torch.from_numpy(level_masks(levels[pairs.image[order], pairs.klass[order]], 4))
         if cached:
             step_embeddings, ref_logp = embeddings, ref_cache[start]
@@ -63,8 +77,15 @@ def _epoch(policy: PromptedSam, reference: PromptedSam, images, prompts, levels,
             step_embeddings = torch.zeros(len(images), *policy.embed_images(torch.from_numpy(images[:1])).shape[1:])
             with torch.no_grad():
                 step_embeddings[imgs] = policy.embed_images(torch.from_numpy(images[imgs]))
-                ref_logp = candidate_logp(_logits(reference, step_embeddings, prompts, texts, imgs, classes, size, 1, torch.device("cpu")), masks)
-        policy_logp = candidate_logp(_logits(policy, step_embeddings, prompts, texts, imgs, classes, size, 1, torch.device("cpu")), masks)
+                ref_logp = candidate_logp(
+                    pair_logits(
+                        reference, step_embeddings, prompts, texts, imgs, classes, size, 1, torch.device("cpu")
+                    ),
+                    masks,
+                )
+        policy_logp = candidate_logp(
+            pair_logits(policy, step_embeddings, prompts, texts, imgs, classes, size, 1, torch.device("cpu")), masks
+        )
         loss, _ = weighted_dpo_loss(policy_logp, ref_logp, weights[torch.from_numpy(order)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -78,7 +99,10 @@ def main() -> None:
     parser.add_argument("--skip-sam-med2d", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [("small 128 px", SamSettings(name="small", image_size=128), 32), ("lite_medsam 256 px", SamSettings(name="lite_medsam", image_size=256), 4)]
+    cases = [
+        ("small 128 px", SamSettings(name="small", image_size=128), 32),
+        ("lite_medsam 256 px", SamSettings(name="lite_medsam", image_size=256), 4),
+    ]
     if not args.skip_sam_med2d:
         cases.append(("sam_med2d 256 px", SamSettings(name="sam_med2d", image_size=256), 4))
     print(f"stage-2 epoch, CPU, {args.threads} threads, {CLASSES} classes per image, batches of {BATCH} pairs")

@@ -25,13 +25,13 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.openai_server
 
 from samdpo.data.store import SampleStore  # noqa: E402
+from samdpo.prompts.store import merge_prompt_store  # noqa: E402
+from samdpo.prompts.tables import unpack_mask, write_table  # noqa: E402
 from samdpo.prompts.text.answer_cache import AnswerCache  # noqa: E402
 from samdpo.prompts.text.llm import KnowledgeLLM, llm_table, make_requests  # noqa: E402
-from samdpo.prompts.store import merge_prompt_store  # noqa: E402
 from samdpo.prompts.text.openai_chat import OpenAISettings  # noqa: E402
-from samdpo.prompts.visual.saliency_files import read_saliency  # noqa: E402
-from samdpo.prompts.tables import unpack_mask, write_table  # noqa: E402
 from samdpo.prompts.text.vqa import OpenAIVQA, VqaSettings, make_backend, make_questions, vqa_table  # noqa: E402
+from samdpo.prompts.visual.saliency_files import read_saliency  # noqa: E402
 from tests.openai_server import OpenAIServer  # noqa: E402
 
 
@@ -66,7 +66,17 @@ def main() -> None:
         for size in (None, 64):
             start = time.perf_counter()
             tables = (masks_path, tmp / "vqa.parquet", tmp / "llm.parquet")
-            report = merge_prompt_store(store.images(), ids, classes, args.dataset, saliency, *tables, tmp / f"store_{size}", size, progress=False)
+            report = merge_prompt_store(
+                store.images(),
+                ids,
+                classes,
+                args.dataset,
+                saliency,
+                *tables,
+                tmp / f"store_{size}",
+                size,
+                progress=False,
+            )
             seconds = time.perf_counter() - start
             rows.append((size or store.image_size, report.images / seconds, report.bytes / report.images))
         print(f"prompt store, {args.dataset}: {len(ids)} images x {len(classes)} classes")
@@ -79,7 +89,10 @@ def main() -> None:
         os.environ.setdefault("OPENAI_API_KEY", "sk-local-benchmark")
         subset = [q for q in questions if q.image_index < args.images]
         with OpenAIServer() as server:
-            backend = OpenAIVQA(OpenAISettings(model="local-vision", base_url=server.base_url, backoff_s=0.01, workers=4), settings.system)
+            backend = OpenAIVQA(
+                OpenAISettings(model="local-vision", base_url=server.base_url, backoff_s=0.01, workers=4),
+                settings.system,
+            )
             runs = []
             for label in ("cold", "warm"):
                 with AnswerCache(tmp / "openai_answers") as cache:
@@ -88,7 +101,9 @@ def main() -> None:
                     runs.append((label, cache.asked, cache.reused, len(server.requests), time.perf_counter() - start))
         print(f"openai VQA against a local server, {len(subset)} questions ({args.images} images):")
         for label, asked, reused, served, seconds in runs:
-            print(f"  {label}: asked {asked}, from the cache {reused}, server requests so far {served}, {seconds:.2f} s")
+            print(
+                f"  {label}: asked {asked}, from the cache {reused}, server requests so far {served}, {seconds:.2f} s"
+            )
         print(f"  warm / cold time: {runs[1][4] / runs[0][4]:.3f}")
 
 

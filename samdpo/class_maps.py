@@ -19,8 +19,11 @@ from samdpo import atomic
 from samdpo.errors import DataError
 
 
-def write_arrays(folder: Path, stem: str, shape: tuple[int, ...], fill: Callable[[np.ndarray], object], meta: Mapping[str, Any]) -> None:
-    """Write ``{stem}.npy`` (uint8, ``shape``) filled in place by ``fill(memmap)``, then ``{stem}.json``, each atomically."""
+def write_arrays(
+    folder: Path, stem: str, shape: tuple[int, ...], fill: Callable[[np.ndarray], object], meta: Mapping[str, Any]
+) -> None:
+    """Write ``{stem}.npy`` (uint8, ``shape``) filled in place by ``fill(memmap)``, then ``{stem}.json``, each
+    atomically."""
     with atomic.atomic_path(Path(folder) / f"{stem}.npy") as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         fill(array)

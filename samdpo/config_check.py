@@ -17,8 +17,6 @@ from samdpo.errors import ConfigError
 
 #: The zero-shot rows (the pretrained SAM with box prompts alone) and where their boxes come from.
 ZERO_SHOT = {"zero_shot_cam_box": "cam", "oracle_gt_box": "gt"}
-#: The stage-1 variant (10% labelled) that candidates, alignment and the report overlays start from.
-BASE_VARIANT = "prompt_10"
 #: Sections a dataset may override key by key (``datasets.NAME.SECTION`` merged over ``SECTION``).
 OVERRIDDEN = ("anatomy", "refine", "study")
 
@@ -50,10 +48,15 @@ def seeded(config: Mapping[str, Any], variant: str, seed: int) -> str:
 
 
 def stage1_models(config: Mapping[str, Any]) -> list[str]:
-    """Every stage-1 model name a rule makes: each variant, and its ``_seedN`` names for any dataset's seeds (sorted)."""
+    """Every stage-1 model name a rule makes: each variant, and its ``_seedN`` names for any dataset's seeds
+    (sorted)."""
     return sorted(
-        {name for variant in config["stage1_variants"] for dataset in config["datasets"]
-         for name in [variant, *(seeded(config, variant, seed) for seed in dataset_seeds(config, dataset))]}
+        {
+            name
+            for variant in config["stage1_variants"]
+            for dataset in config["datasets"]
+            for name in [variant, *(seeded(config, variant, seed) for seed in dataset_seeds(config, dataset))]
+        }
     )
 
 
@@ -70,10 +73,17 @@ def _local_dir(model: str | None) -> str | None:
 def _check_paths(config: Mapping[str, Any]) -> None:
     """Every configured file or folder exists (all missing ones named at once)."""
     datasets = config["datasets"]
-    wanted = [(f"datasets.{name}.root", entry["root"], "folder") for name, entry in datasets.items() if entry["source"] == "disk"]
+    wanted = [
+        (f"datasets.{name}.root", entry["root"], "folder")
+        for name, entry in datasets.items()
+        if entry["source"] == "disk"
+    ]
     wanted.append(("sam.checkpoint", config["sam"]["checkpoint"], "file"))
     wanted.append(("clip.model", _local_dir(config["clip"]["model"]), "folder"))
-    wanted += [(f"datasets.{name}.clip.model", _local_dir(entry["clip"].get("model")), "folder") for name, entry in datasets.items()]
+    wanted += [
+        (f"datasets.{name}.clip.model", _local_dir(entry["clip"].get("model")), "folder")
+        for name, entry in datasets.items()
+    ]
     wanted.append(("llm.descriptions", config["llm"]["descriptions"], "file"))
     missing = [
         f"{setting}: {path} does not exist"
@@ -99,15 +109,17 @@ def _check_image_size(config: Mapping[str, Any]) -> None:
     from samdpo.baselines.unet import UnetSettings, check_image_size
     from samdpo.sam.builders import SamSettings
     from samdpo.sam.specs import resolve_sam
+    from samdpo.settings import parse_settings
 
     size, sam = config["image_size"], config["sam"]
     if sam["name"] == "small" and sam["image_size"] is None and size % sam["patch_size"]:
         raise ConfigError(
-            f"image_size: {size} is not a multiple of sam.patch_size {sam['patch_size']} (the small SAM's encoder takes "
+            f"image_size: {size} is not a multiple of sam.patch_size {sam['patch_size']} (the small SAM's encoder "
+            "takes "
             f"the images at image_size); use e.g. {size - size % sam['patch_size']}"
         )
     SamSettings(**resolve_sam(dict(sam), size))
-    unet = UnetSettings.from_dict(config["unet"])
+    unet = parse_settings(UnetSettings, config["unet"], "unet")
     try:
         check_image_size(unet, size)
     except ConfigError as exc:
@@ -115,15 +127,19 @@ def _check_image_size(config: Mapping[str, Any]) -> None:
 
 
 def _check_models(config: Mapping[str, Any]) -> None:
-    """prompt_10 exists, and no two models share a name (a name picks one model's folder)."""
-    variants = config["stage1_variants"]
-    if BASE_VARIANT not in variants:
+    """align.start_from names a stage-1 variant, and no two models share a name (a name picks one model's folder)."""
+    variants, start = config["stage1_variants"], config["align"]["start_from"]
+    if start not in variants:
         raise ConfigError(
-            f"stage1_variants: no {BASE_VARIANT!r} entry ({', '.join(variants) or 'none'}); candidates, alignment, the "
-            f"uncertainty annotator and the report overlays start from the {BASE_VARIANT} model: add `{BASE_VARIANT}: {{}}`"
+            f"align.start_from: {start!r} is not a stage1_variants entry ({', '.join(variants) or 'none'}); "
+            "candidates, alignment, the uncertainty annotator and the report overlays start from that stage-1 "
+            f"model: add `{start}: {{}}` to stage1_variants or name one of them"
         )
-    others = {"unet": "the U-Net baseline", **{name: "a zero-shot row" for name in ZERO_SHOT},
-              **{name: "an align.variants entry" for name in config["align"]["variants"]}}
+    others = {
+        "unet": "the U-Net baseline",
+        **{name: "a zero-shot row" for name in ZERO_SHOT},
+        **{name: "an align.variants entry" for name in config["align"]["variants"]},
+    }
     for name in variants:
         base, _, seed = name.rpartition("_seed")
         if name in others or (seed.isdigit() and base in variants):
@@ -140,7 +156,9 @@ def _check_tables(config: Mapping[str, Any]) -> None:
     for table, rows in config["tables"].items():
         for method, model in rows.items():
             if model not in known:
-                raise ConfigError(f"tables.{table}.{method}: no rule makes a model {model!r}; use one of {', '.join(known)}")
+                raise ConfigError(
+                    f"tables.{table}.{method}: no rule makes a model {model!r}; use one of {', '.join(known)}"
+                )
 
 
 def _unknown_keys(setting: str, values: Mapping[str, Any], known: Sequence[str]) -> None:
@@ -162,7 +180,9 @@ def _check_overrides(config: Mapping[str, Any]) -> None:
     for name, entry in config["datasets"].items():
         for section in OVERRIDDEN:
             _unknown_keys(f"datasets.{name}.{section}", entry[section], list(config[section]))
-        _unknown_keys(f"datasets.{name}.clip.pretrain", entry["clip"].get("pretrain") or {}, list(config["clip"]["pretrain"]))
+        _unknown_keys(
+            f"datasets.{name}.clip.pretrain", entry["clip"].get("pretrain") or {}, list(config["clip"]["pretrain"])
+        )
         for section, settings in (("anatomy", AnatomySettings), ("refine", RefineSettings)):
             try:
                 settings(**{**config[section], **entry[section]})
@@ -173,34 +193,38 @@ def _check_overrides(config: Mapping[str, Any]) -> None:
 def _check_studies(config: Mapping[str, Any]) -> None:
     """Each dataset's alignment study (its own settings merged over ``study``) starts from an align
     variant, varies known settings and leaves test cases."""
-    from samdpo.align.study import ANNOTATOR_KEYS, STAGE2_KEYS
-
-    variants, labeled = config["align"]["variants"], config["splits"]["labeled"]
+    variants = config["align"]["variants"]
     for name, entry in config["datasets"].items():
         study = {**config["study"], **entry["study"]}
-
-        def origin(key: str) -> str:
-            """The setting a study key comes from: the dataset's own or the top-level one."""
-            return f"datasets.{name}.study.{key}" if key in entry["study"] else f"study.{key}"
-
+        origin = {key: f"datasets.{name}.study.{key}" if key in entry["study"] else f"study.{key}" for key in study}
         if study["variant"] not in variants:
             raise ConfigError(
-                f"{origin('variant')}: {study['variant']!r} is not an align.variants entry ({', '.join(sorted(variants))})"
+                f"{origin['variant']}: {study['variant']!r} is not an align.variants entry "
+                f"({', '.join(sorted(variants))})"
             )
         if not isinstance(study["variations"], list):
-            raise ConfigError(f"{origin('variations')}: expected a list of settings, got {study['variations']!r}")
-        changes = [(origin("factorial"), study["factorial"])]
-        changes += [(f"{origin('variations')}[{i}]", change) for i, change in enumerate(study["variations"])]
+            raise ConfigError(f"{origin['variations']}: expected a list of settings, got {study['variations']!r}")
+        changes = [(origin["factorial"], study["factorial"])]
+        changes += [(f"{origin['variations']}[{i}]", change) for i, change in enumerate(study["variations"])]
         for setting, change in changes:
-            if not isinstance(change, Mapping):
-                raise ConfigError(f"{setting}: expected settings (key: value), got {change!r}")
-            _unknown_keys(setting, change, [*ANNOTATOR_KEYS, *STAGE2_KEYS])
-            fractions = change.get("unlabeled", [])
-            for fraction in fractions if isinstance(fractions, list) else [fractions]:
-                if isinstance(fraction, (int, float)) and labeled + fraction >= 1:
-                    raise ConfigError(
-                        f"{setting}.unlabeled: {fraction} with splits.labeled {labeled} leaves no test cases; make their sum below 1"
-                    )
+            _check_study_change(setting, change, config["splits"]["labeled"])
+
+
+def _check_study_change(setting: str, change: Any, labeled: float) -> None:
+    """One study change (the factorial or a variation) names known settings and leaves test cases
+    (``labeled``: the labelled fraction of the splits)."""
+    from samdpo.align.study import ANNOTATOR_KEYS, STAGE2_KEYS
+
+    if not isinstance(change, Mapping):
+        raise ConfigError(f"{setting}: expected settings (key: value), got {change!r}")
+    _unknown_keys(setting, change, [*ANNOTATOR_KEYS, *STAGE2_KEYS])
+    fractions = change.get("unlabeled", [])
+    for fraction in fractions if isinstance(fractions, list) else [fractions]:
+        if isinstance(fraction, (int, float)) and labeled + fraction >= 1:
+            raise ConfigError(
+                f"{setting}.unlabeled: {fraction} with splits.labeled {labeled} leaves no test cases; make their sum "
+                "below 1"
+            )
 
 
 def _check_text(config: Mapping[str, Any]) -> None:
@@ -210,7 +234,9 @@ def _check_text(config: Mapping[str, Any]) -> None:
     from samdpo.prompts.text.llm import KnowledgeLLM
 
     if config["vqa"]["backend"] == "transformers" and not config["vqa"]["transformers"]["model"]:
-        raise ConfigError("vqa.transformers.model: the transformers backend needs a model (a local folder or one in the HF cache)")
+        raise ConfigError(
+            "vqa.transformers.model: the transformers backend needs a model (a local folder or one in the HF cache)"
+        )
     if "amos" in config["datasets"]:
         _check_amos_modality(config["datasets"]["amos"])
     if config["llm"]["backend"] != "knowledge":
@@ -223,12 +249,14 @@ def _check_text(config: Mapping[str, Any]) -> None:
         if described is None:
             raise ConfigError(
                 f"datasets.{name}.prompts.modality: {modality!r} is not a modality of {knowledge.path} "
-                f"({', '.join(sorted(knowledge.texts))}); use one of them, or set llm.descriptions to a file that describes it"
+                f"({', '.join(sorted(knowledge.texts))}); use one of them, or set llm.descriptions to a file that "
+                "describes it"
             )
         missing = [c for c in classes[name] if c not in described]
         if missing:
             raise ConfigError(
-                f"datasets.{name}.prompts.modality: {knowledge.path} has no description of {missing[0]!r} under {modality!r}"
+                f"datasets.{name}.prompts.modality: {knowledge.path} has no description of {missing[0]!r} under "
+                f"{modality!r}"
             )
 
 
@@ -253,4 +281,6 @@ def _check_align(config: Mapping[str, Any]) -> None:
         )
     after = config["report"]["after"]
     if after not in align["variants"]:
-        raise ConfigError(f"report.after: {after!r} is not an align.variants entry ({', '.join(sorted(align['variants']))})")
+        raise ConfigError(
+            f"report.after: {after!r} is not an align.variants entry ({', '.join(sorted(align['variants']))})"
+        )

@@ -15,15 +15,19 @@ from typing import Any
 
 import numpy as np
 
+#: Tensor elements hashed at a time.
+_CHUNK = 1 << 24
+
 
 def _update(digest: Any, value: Any) -> None:
     """Feed ``value`` to ``digest`` with a type tag, so that different structures never collide."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        flat = value.detach().cpu().contiguous().reshape(-1)
+        flat = value.detach().contiguous().reshape(-1)
         digest.update(f"tensor:{flat.dtype}:{tuple(value.shape)}:".encode())
-        digest.update(flat.view(torch.uint8).numpy())  # no copy of the bytes
+        for start in range(0, flat.numel(), _CHUNK):  # a GPU tensor comes to the CPU a chunk at a time
+            digest.update(flat[start : start + _CHUNK].cpu().view(torch.uint8).numpy())
     elif isinstance(value, np.ndarray):
         array = np.ascontiguousarray(value)
         digest.update(f"array:{array.dtype.str}:{array.shape}:".encode())

@@ -18,12 +18,17 @@ from samdpo.class_maps import read_arrays, write_arrays
 from samdpo.data.splits import read_splits
 from samdpo.errors import DataError
 
-
 PROBS = "probs"
 
 
 def write_predictions(
-    out: Path, store: Any, indices: Sequence[int], splits_path: Path, predicted: Sequence[str], model: Path, settings_hash: str,
+    out: Path,
+    store: Any,
+    indices: Sequence[int],
+    splits_path: Path,
+    predicted: Sequence[str],
+    model: Path,
+    settings_hash: str,
     fill: Callable[[np.ndarray], object],
 ) -> None:
     """Write the probabilities of the store's ``indices`` (filled by ``fill``) with their metadata:
@@ -57,7 +62,10 @@ def read_predictions(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def align_predictions(
-    meta: Mapping[str, Any], store_sample_ids: Sequence[str], store_class_names: Sequence[str], store_kind: str | None = None
+    meta: Mapping[str, Any],
+    store_sample_ids: Sequence[str],
+    store_class_names: Sequence[str],
+    store_kind: str | None = None,
 ) -> np.ndarray:
     """Store row of every prediction (in ``probs.json`` order), after checking both describe the same data.
 
@@ -75,14 +83,19 @@ def align_predictions(
     """
     predicted_names, names = list(meta["class_names"]), list(store_class_names)
     if predicted_names != names:
-        raise DataError(f"the predictions' class names {predicted_names} differ from the store's {names} (another dataset?)")
+        raise DataError(
+            f"the predictions' class names {predicted_names} differ from the store's {names} (another dataset?)"
+        )
     if store_kind is not None and meta.get("dataset") not in (None, store_kind):
         raise DataError(f"the predictions are of dataset {meta['dataset']!r} but the store holds {store_kind!r}")
     position = {sample_id: i for i, sample_id in enumerate(store_sample_ids)}
     ids = list(meta["sample_ids"])
     unknown = [s for s in ids if s not in position]
     if unknown:
-        raise DataError(f"{len(unknown)} predicted sample ids are not in the store (e.g. {unknown[:3]}); was it prepared again since?")
+        raise DataError(
+            f"{len(unknown)} predicted sample ids are not in the store (e.g. {unknown[:3]}); was it prepared again "
+            "since?"
+        )
     if len(set(ids)) != len(ids):
         raise DataError("the predictions list some sample ids more than once")
     return np.array([position[s] for s in ids], dtype=np.int64)

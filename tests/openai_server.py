@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 def answer_for(body: dict) -> str:
     """The server's answer to a request: names the model and hashes the last user text."""
     content = body["messages"][-1]["content"]
-    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    text = (
+        content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    )
     return f"{body['model']} says {hashlib.sha256(text.encode()).hexdigest()[:8]} to: {text}"
 
 
@@ -51,11 +53,20 @@ class OpenAIServer:
                         "object": "chat.completion",
                         "created": 0,
                         "model": body["model"],
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(body)}, "finish_reason": "stop"}],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": answer_for(body)},
+                                "finish_reason": "stop",
+                            }
+                        ],
                     }
                     data = json.dumps(reply).encode()
                 elif mode in ("429", "500", "401"):
-                    status, data = int(mode), json.dumps({"error": {"message": f"scripted {mode}", "type": "test"}}).encode()
+                    status, data = (
+                        int(mode),
+                        json.dumps({"error": {"message": f"scripted {mode}", "type": "test"}}).encode(),
+                    )
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

@@ -13,7 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from samdpo.align import dpo_loss, grade
-from samdpo.align.annotator import IDENTICAL, NOT_GRADED, Annotation, add_noise, annotate, annotate_all, kendall_tau, mask_iou, not_graded, preference_weights
+from samdpo.align.annotator import (
+    IDENTICAL,
+    NOT_GRADED,
+    Annotation,
+    add_noise,
+    annotate,
+    annotate_all,
+    kendall_tau,
+    mask_iou,
+    not_graded,
+    preference_weights,
+)
 from samdpo.align.candidates import candidate_levels, check_thresholds, level_masks
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
 from samdpo.align.stage2 import LabelledSet, Stage2Settings, disagreement_pixels, preference_pairs, train_stage2
@@ -96,11 +107,17 @@ def test_log_likelihood_reduction_does_not_wash_out() -> None:
     ref_big[:, :8, :8] = ref_small
 
     def margin(reduction: str, lg, rf, cand) -> float:
-        return (candidate_logp(lg, cand, reduction) - candidate_logp(rf, cand, reduction)) @ torch.tensor([1.0, 0.5, -0.5, -1.0])
+        return (candidate_logp(lg, cand, reduction) - candidate_logp(rf, cand, reduction)) @ torch.tensor(
+            [1.0, 0.5, -0.5, -1.0]
+        )
 
     # sum: pixels where all candidates agree cancel exactly, the margin does not depend on the background
-    assert margin("sum", logits, ref_small, small).item() == pytest.approx(margin("sum", big_logits, ref_big, big).item(), rel=1e-5)
-    assert margin("disagreement_mean", logits, ref_small, small).item() == pytest.approx(margin("disagreement_mean", big_logits, ref_big, big).item(), rel=1e-5)
+    assert margin("sum", logits, ref_small, small).item() == pytest.approx(
+        margin("sum", big_logits, ref_big, big).item(), rel=1e-5
+    )
+    assert margin("disagreement_mean", logits, ref_small, small).item() == pytest.approx(
+        margin("disagreement_mean", big_logits, ref_big, big).item(), rel=1e-5
+    )
     # mean over all pixels: the margin shrinks with the image (64x more pixels)
     ratio = margin("mean", logits, ref_small, small).item() / margin("mean", big_logits, ref_big, big).item()
     assert ratio == pytest.approx(64.0, rel=1e-4)
@@ -139,13 +156,24 @@ def test_stage2_trains_the_decoder_only(tmp_path: Path) -> None:
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
     policy, reference = _small(), _small()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
-    settings = Stage2Settings(epochs=3, lr=1e-4, batch_pairs=8)  # one step per epoch: epoch 1's loss is the start's
-    history = train_stage2(policy, reference, images, levels, 4, pairs, prompts, texts, settings, tmp_path / "s2", {}, 1, progress=False)
-    assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6) and history[0]["mean_margin"] == 0  # policy = reference
+    settings = Stage2Settings(
+        epochs=3, lr=1e-4, batch_pairs=8, reduction="sum"
+    )  # one step per epoch: epoch 1's loss is the start's
+    history = train_stage2(
+        policy, reference, images, levels, 4, pairs, prompts, texts, settings, tmp_path / "s2", {}, 1, progress=False
+    )
+    assert (
+        history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6) and history[0]["mean_margin"] == 0
+    )  # policy = reference
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["mean_margin"] > 0
     changed = {k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("sam.mask_decoder.") for k in changed)
-    used = {k for k in before if k.startswith("sam.mask_decoder.") and not k.startswith(("sam.mask_decoder.iou_prediction_head", "sam.mask_decoder.output_hypernetworks_mlps."))}
+    used = {
+        k
+        for k in before
+        if k.startswith("sam.mask_decoder.")
+        and not k.startswith(("sam.mask_decoder.iou_prediction_head", "sam.mask_decoder.output_hypernetworks_mlps."))
+    }
     used |= {k for k in before if k.startswith("sam.mask_decoder.output_hypernetworks_mlps.0.")}
     # every decoder parameter that shapes the (single) output mask changes; the IoU head and the
     # hypernetworks of the unused multimask outputs take no part in the loss
@@ -160,16 +188,45 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
     del annotations[(ids[1], 0)]
     with pytest.raises(DataError, match=f"no annotation for 1 .*image {ids[1]} class 0"):
         preference_pairs(ids, 2, annotations, 1.0, 0.5)
-    tied = {key: Annotation(np.arange(4), np.full(4, 2), np.full(4, 2)) for key in [(s, t) for s in ids for t in range(2)]}
+    tied = {
+        key: Annotation(np.arange(4), np.full(4, 2), np.full(4, 2)) for key in [(s, t) for s in ids for t in range(2)]
+    }
     none = preference_pairs(ids, 2, tied, 1.0, 0.5)
     assert len(none.image) == 0 and none.without_preference == 2 * len(ids)
     # no preference at all: the stage-1 weights are kept, said in the outputs
     policy = _small()
-    history = train_stage2(policy, _small(), images, levels, 4, none, prompts, texts, Stage2Settings(), tmp_path / "none", {}, 1, progress=False)
+    history = train_stage2(
+        policy,
+        _small(),
+        images,
+        levels,
+        4,
+        none,
+        prompts,
+        texts,
+        Stage2Settings(reduction="sum"),
+        tmp_path / "none",
+        {},
+        1,
+        progress=False,
+    )
     assert history == []
     assert all(torch.equal(v, _small().state_dict()[k]) for k, v in policy.state_dict().items())
     assert '"pairs": 0' in (tmp_path / "none" / "settings.json").read_text()
-    other = PromptedSam(build_sam(SamSettings(name="small", image_size=32, encoder_width=48, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16)), 8)
+    other = PromptedSam(
+        build_sam(
+            SamSettings(
+                name="small",
+                image_size=32,
+                encoder_width=48,
+                encoder_depth=1,
+                encoder_heads=2,
+                patch_size=8,
+                prompt_dim=16,
+            )
+        ),
+        8,
+    )
     save_weights(other, tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="another shape|missing|unexpected"):
         load_checkpoint(_small(), tmp_path / "other.safetensors")
@@ -225,21 +282,64 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
     labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
     logs = {}
     for name, settings in (
-        ("plain", Stage2Settings(epochs=2, batch_pairs=8)),
-        ("best", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0)),
-        ("labeled", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0, anchor_on="labeled")),
+        ("plain", Stage2Settings(epochs=2, batch_pairs=8, reduction="sum")),
+        ("best", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0, reduction="sum")),
+        ("labeled", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0, anchor_on="labeled", reduction="sum")),
     ):
-        logs[name] = train_stage2(_small(), _small(), images, levels, 4, pairs, prompts, texts, settings, tmp_path / name, {}, 1, progress=False, labelled=labelled)
-    assert logs["plain"][0]["anchor_loss"] == 0 and logs["best"][0]["anchor_loss"] > 0 and logs["labeled"][0]["anchor_loss"] > 0
+        logs[name] = train_stage2(
+            _small(),
+            _small(),
+            images,
+            levels,
+            4,
+            pairs,
+            prompts,
+            texts,
+            settings,
+            tmp_path / name,
+            {},
+            1,
+            progress=False,
+            labelled=labelled,
+        )
+    assert (
+        logs["plain"][0]["anchor_loss"] == 0
+        and logs["best"][0]["anchor_loss"] > 0
+        and logs["labeled"][0]["anchor_loss"] > 0
+    )
     assert logs["best"][0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy = reference at the first step
     assert logs["plain"][0]["at_ln2"] == 1.0  # every pair starts at ln 2
     written = json.loads((tmp_path / "plain" / "settings.json").read_text())
     assert written["pairs"] == len(pairs.image) and written["median_disagreement_px"] > 0
     assert set(written) >= {"why_no_preference", "at_ln2", "mean_margin", "best_rose", "dpo_loss"}
     header = (tmp_path / "plain" / "train_log.csv").read_text().splitlines()[0]
-    assert header.split(",") == ["epoch", "loss", "dpo_loss", "anchor_loss", "at_ln2", "mean_margin", "best_rose", "lr", "seconds"]
+    assert header.split(",") == [
+        "epoch",
+        "loss",
+        "dpo_loss",
+        "anchor_loss",
+        "at_ln2",
+        "mean_margin",
+        "best_rose",
+        "lr",
+        "seconds",
+    ]
     with pytest.raises(ConfigError, match="labelled split"):
-        train_stage2(_small(), _small(), images, levels, 4, pairs, prompts, texts, Stage2Settings(anchor_weight=1.0, anchor_on="labeled"), tmp_path / "x", {}, 1, progress=False)
+        train_stage2(
+            _small(),
+            _small(),
+            images,
+            levels,
+            4,
+            pairs,
+            prompts,
+            texts,
+            Stage2Settings(anchor_weight=1.0, anchor_on="labeled"),
+            tmp_path / "x",
+            {},
+            1,
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="anchor"):
         Stage2Settings(anchor_on="test")
     assert disagreement_pixels(np.array([[[0, 1, 4], [2, 4, 0]]], np.uint8), 4).tolist() == [2]

@@ -10,14 +10,36 @@ import pytest
 from samdpo.align.study import StudyData, Trained, expand_grid, make_run, run_study, write_study
 from samdpo.errors import ConfigError
 
-BASE = {"mode": "rank", "objective": "dpo", "reference": "ground_truth", "classes": "all", "noise": 0.0, "unlabeled": 0.1,
-        "thresholds": [0.3, 0.4, 0.5, 0.6], "epochs": 2, "batch_pairs": 8, "device": "cpu"}
+BASE = {
+    "mode": "rank",
+    "objective": "dpo",
+    "reference": "ground_truth",
+    "classes": "all",
+    "noise": 0.0,
+    "unlabeled": 0.1,
+    "thresholds": [0.3, 0.4, 0.5, 0.6],
+    "epochs": 2,
+    "batch_pairs": 8,
+    "device": "cpu",
+    "reduction": "sum",
+}
 
 
 def test_grid_is_the_factorial_then_each_variation_alone() -> None:
-    runs = expand_grid(BASE, {"reduction": ["sum", "disagreement_mean"], "anchor_weight": [0.0, 1.0]}, [{"mode": "score"}, {"reduction": "sum"}, {"noise": 0.3}])
+    runs = expand_grid(
+        BASE,
+        {"reduction": ["sum", "disagreement_mean"], "anchor_weight": [0.0, 1.0]},
+        [{"mode": "score"}, {"reduction": "sum"}, {"noise": 0.3}],
+    )
     names = [r.name for r in runs]
-    assert names == ["default", "anchor_weight=1.0", "reduction=disagreement_mean", "reduction=disagreement_mean,anchor_weight=1.0", "mode=score", "noise=0.3"]
+    assert names == [
+        "default",
+        "anchor_weight=1.0",
+        "reduction=disagreement_mean",
+        "reduction=disagreement_mean,anchor_weight=1.0",
+        "mode=score",
+        "noise=0.3",
+    ]
     assert runs[1].stage2.anchor_weight == 1.0 and runs[4].mode == "score" and runs[5].noise == 0.3
     assert runs[0].thresholds == (0.3, 0.4, 0.5, 0.6)
 
@@ -49,8 +71,14 @@ def _data() -> StudyData:
         rows = [ids.index(s) for s in chosen]
         return {"ground_truth": truth, "prompt": prompt}[kind][rows]
 
-    return StudyData(probs, {s: i for i, s in enumerate(ids)}, {0.1: ids[:2], 0.4: ids[:4]}, ids[4:], references,
-                     lambda chosen: references("ground_truth", chosen).any(axis=(2, 3)))
+    return StudyData(
+        probs,
+        {s: i for i, s in enumerate(ids)},
+        {0.1: ids[:2], 0.4: ids[:4]},
+        ids[4:],
+        references,
+        lambda chosen: references("ground_truth", chosen).any(axis=(2, 3)),
+    )
 
 
 def test_study_loop_reports_every_run_against_the_same_start(tmp_path) -> None:
@@ -59,20 +87,32 @@ def test_study_loop_reports_every_run_against_the_same_start(tmp_path) -> None:
 
     def train(run, seed, ids, levels, pairs):
         seen.append((run.name, seed, list(ids), len(pairs.image)))
-        return Trained([{"epoch": 1}], {"median_disagreement_px": 3.0, "at_ln2": 0.5, "mean_margin": 1.0, "best_rose": 0.5})
+        return Trained(
+            [{"epoch": 1}], {"median_disagreement_px": 3.0, "at_ln2": 0.5, "mean_margin": 1.0, "best_rose": 0.5}
+        )
 
-    start = pd.DataFrame({"sample_id": ["s4", "s5"], "case_id": ["c4", "c5"], "class_name": ["a", "a"], "dice": [50.0, 60.0]})
+    start = pd.DataFrame(
+        {"sample_id": ["s4", "s5"], "case_id": ["c4", "c5"], "class_name": ["a", "a"], "dice": [50.0, 60.0]}
+    )
 
     def score(trained):
         return start.assign(dice=start["dice"] + 2.0)
 
     runs = expand_grid(BASE, {}, [{"unlabeled": 0.4}, {"reference": "prompt"}])
     rows = run_study(runs, data, train, score, start, seeds=(0, 1))
-    assert [(r["run"], r["seed"]) for r in rows] == [("default", 0), ("default", 1), ("unlabeled=0.4", 0), ("unlabeled=0.4", 1), ("reference=prompt", 0), ("reference=prompt", 1)]
+    assert [(r["run"], r["seed"]) for r in rows] == [
+        ("default", 0),
+        ("default", 1),
+        ("unlabeled=0.4", 0),
+        ("unlabeled=0.4", 1),
+        ("reference=prompt", 0),
+        ("reference=prompt", 1),
+    ]
     assert [s[2] for s in seen][:3] == [["s0", "s1"], ["s0", "s1"], ["s0", "s1", "s2", "s3"]]
     assert all(r["difference"] == pytest.approx(2.0) and r["low"] == pytest.approx(2.0) for r in rows)
     assert all(r["test_images"] == 2 for r in rows)
-    # the virtual annotator itself has no tau; the prompt annotator (all-empty reference) ranks by candidate size, against the truth
+    # the virtual annotator itself has no tau; the prompt annotator (all-empty reference) ranks by candidate size,
+    # against the truth
     assert np.isnan(rows[0]["tau_vs_virtual"]) and rows[4]["tau_pairs"] >= 0
     write_study(rows, tmp_path / "study.csv", "synthetic test")
     assert pd.read_csv(tmp_path / "study.csv").shape[0] == 6

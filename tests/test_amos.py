@@ -28,13 +28,20 @@ def _ras_case(shape=(20, 16, 6)) -> tuple[np.ndarray, np.ndarray]:
     return hu, labels
 
 
-def _write_case(root: Path, subset: str, case_id: str, hu: np.ndarray, labels: np.ndarray, codes=("R", "A", "S")) -> None:
+def _write_case(
+    root: Path, subset: str, case_id: str, hu: np.ndarray, labels: np.ndarray, codes=("R", "A", "S")
+) -> None:
     affine = np.diag([0.8, 0.7, 5.0, 1.0])
-    transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(codes))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(codes)
+    )
     new_affine = affine @ nib.orientations.inv_ornt_aff(transform, hu.shape)
     for folder, data in ((f"images{subset}", hu), (f"labels{subset}", labels)):
         (root / folder).mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(nib.orientations.apply_orientation(data, transform), new_affine), root / folder / f"{case_id}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(nib.orientations.apply_orientation(data, transform), new_affine),
+            root / folder / f"{case_id}.nii.gz",
+        )
 
 
 def _dataset(root: Path) -> Path:

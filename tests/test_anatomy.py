@@ -73,14 +73,24 @@ def test_prior_round_trip_and_errors(tmp_path) -> None:
         read_prior(tmp_path / "missing.npz")
     with pytest.raises(DataError, match="labelled split is empty"):
         fit_prior(image[None][:0], label[None][:0], ("a", "b"), AnatomySettings())
-    for field, value in (("grid", 2), ("extent", 0.0), ("smoothing", -1.0), ("body_threshold", 1.0), ("floor", 1.0), ("saliency_power", -0.5)):
+    for field, value in (
+        ("grid", 2),
+        ("extent", 0.0),
+        ("smoothing", -1.0),
+        ("body_threshold", 1.0),
+        ("floor", 1.0),
+        ("saliency_power", -0.5),
+    ):
         with pytest.raises(ConfigError, match=f"anatomy.{field}"):
             AnatomySettings(**{field: value})
 
 
 def test_weighted_saliency_moves_the_peak_into_the_prior() -> None:
     rows, cols = np.mgrid[:SIZE, :SIZE]
-    saliency = (np.exp(-((rows - 10) ** 2 + (cols - 10) ** 2) / 50.0) + 0.3 * np.exp(-((rows - 45) ** 2 + (cols - 45) ** 2) / 50.0)).astype(np.float32)
+    saliency = (
+        np.exp(-((rows - 10) ** 2 + (cols - 10) ** 2) / 50.0)
+        + 0.3 * np.exp(-((rows - 45) ** 2 + (cols - 45) ** 2) / 50.0)
+    ).astype(np.float32)
     prior = np.exp(-((rows - 45) ** 2 + (cols - 45) ** 2) / 200.0).astype(np.float32)
     for power in (1.0, 0.5):
         weighted = weighted_saliency(saliency, prior, power)
@@ -106,7 +116,13 @@ def test_pair_correlations_and_class_sensitivity() -> None:
 
 
 def test_refine_settings_and_helpers() -> None:
-    for field, value in (("iterations", -1), ("margin", 1.5), ("min_area", 0), ("threshold", 1.0), ("converged_iou", 0.0)):
+    for field, value in (
+        ("iterations", -1),
+        ("margin", 1.5),
+        ("min_area", 0),
+        ("threshold", 1.0),
+        ("converged_iou", 0.0),
+    ):
         with pytest.raises(ConfigError, match=f"refine.{field}"):
             RefineSettings(**{field: value})
     assert grow((1.0, 5.0, 60.0, 62.0), 2, SIZE) == (0.0, 3.0, 62.0, 63.0)
@@ -124,15 +140,21 @@ def test_refinement_tightens_a_loose_box_on_a_real_sam() -> None:
     image = np.where(body, 110, 0) + np.where(target, 90, 0) + np.random.default_rng(0).normal(0, 4, (size, size))
     image = np.clip(image, 0, 255).astype(np.uint8)
     truth = mask_box(target)
-    model = build_model({"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0).eval()
+    model = build_model(
+        {"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0
+    ).eval()
     with torch.inference_mode():
         embedding = model.embed_images(torch.from_numpy(image)[None])
     loose = np.array([grow(truth, 12, size), grow(truth, 1, size)], np.float32)
-    boxes, masks, rounds = refine_boxes(model, embedding, loose, ["largest", "largest"], size, RefineSettings(iterations=3, margin=1))
+    boxes, masks, rounds = refine_boxes(
+        model, embedding, loose, ["largest", "largest"], size, RefineSettings(iterations=3, margin=1)
+    )
     assert box_iou(tuple(loose[0]), truth) < 0.6 and box_iou(tuple(boxes[0]), truth) > 0.8 and rounds[0] >= 2
     assert box_iou(tuple(boxes[1]), truth) > 0.8
     assert 2 * (masks[0] & target).sum() / (masks[0].sum() + target.sum()) > 0.9
-    none, empty, zero = refine_boxes(model, embedding, loose, ["largest", "largest"], size, RefineSettings(iterations=0))
+    none, empty, zero = refine_boxes(
+        model, embedding, loose, ["largest", "largest"], size, RefineSettings(iterations=0)
+    )
     np.testing.assert_array_equal(none, loose)
     assert not empty.any() and not zero.any()
 
@@ -147,10 +169,19 @@ def test_box_quality_reports_each_table_per_class() -> None:
     labels[2, 40:50, 40:50] = 2  # class "b" in the last one only
     samples = pd.DataFrame({"index": [0, 1, 2], "sample_id": ["s0", "s1", "s2"], "case_id": ["lab", "t1", "t2"]})
     splits = {"lab": "labeled", "t1": "test", "t2": "test"}
-    exact = [(s, 0, (10.0, 10.0, 29.0, 19.0)) for s in ("s0", "s1", "s2")] + [(s, 1, None) for s in ("s0", "s1")] + [("s2", 1, (40.0, 40.0, 49.0, 49.0))]
+    exact = (
+        [(s, 0, (10.0, 10.0, 29.0, 19.0)) for s in ("s0", "s1", "s2")]
+        + [(s, 1, None) for s in ("s0", "s1")]
+        + [("s2", 1, (40.0, 40.0, 49.0, 49.0))]
+    )
     half = [(s, c, None if b is None else (b[0], b[1], (b[0] + b[2]) / 2 - 0.5, b[3])) for s, c, b in exact]
     frame = lambda rows: pd.DataFrame(rows, columns=["sample_id", "class_index", "box"])  # noqa: E731
     report = box_quality(labels, samples, splits, {"crf_box": frame(half), "refined_box": frame(exact)}, ["a", "b"])
     assert list(report["class"]) == ["a", "b"] and list(report["n"]) == [2, 1]
     assert report["refined_box"].tolist() == [1.0, 1.0] and report["crf_box"].tolist() == [0.5, 0.5]
     assert report["no_box"].tolist() == [0.0, 0.0]
+    for bad in ((29.0, 10.0, 10.0, 19.0), (10.0, 10.0, float("nan"), 19.0)):  # maximum below minimum; NaN
+        with pytest.raises(DataError, match=r"crf_box: image s1, class 0: box .* is not XYXY pixels"):
+            box_quality(
+                labels, samples, splits, {"crf_box": frame([*exact[:1], ("s1", 0, bad), *exact[2:]])}, ["a", "b"]
+            )

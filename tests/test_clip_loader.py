@@ -17,7 +17,6 @@ from open_clip.tokenizer import HFTokenizer
 from PIL import Image
 from transformers import BertConfig, BertTokenizerFast
 
-from samdpo.errors import ConfigError
 from samdpo.clip.loader import (
     CONFIG_NAME,
     ModelNotFoundError,
@@ -25,6 +24,7 @@ from samdpo.clip.loader import (
     resolve_hf_name,
     save_clip_local_dir,
 )
+from samdpo.errors import ConfigError
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "the", "liver", "left", "lung", "organ"]
 TEXTS = ["a photo of the liver", "the left lung", "organ"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from samdpo.errors import ConfigError
 from samdpo.clip.captions import Caption, position_word, size_word, vocabulary, zero_shot_prompt
 from samdpo.clip.loader import load_clip
 from samdpo.clip.pretrain import PretrainSettings, _batches, _masked, _matches, pretrain
+from samdpo.errors import ConfigError
 
 TINY = PretrainSettings(
     corpus={"busi": {"cases": 6, "seed": 5}, "cxr": {"cases": 3, "seed": 6}},
@@ -29,7 +29,10 @@ def test_caption_words() -> None:
     mask[:] = False
     mask[12:18, 12:18] = True
     assert position_word(mask) == "center"
-    assert Caption("amos", "liver", "upper left", "large").text() == "an abdominal CT slice with the large liver in the upper left"
+    assert (
+        Caption("amos", "liver", "upper left", "large").text()
+        == "an abdominal CT slice with the large liver in the upper left"
+    )
     assert zero_shot_prompt("busi", "tumor") == "a breast ultrasound image with the tumor"
     assert zero_shot_prompt("cxr", "lungs", "{modality} of the {name}") == "a chest x-ray of the lungs"
     assert len(vocabulary("busi", ("tumor",))) == 1 + 10 * 4

@@ -36,11 +36,11 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("unary", ["raw", "sigmoid"])
 def test_crf_recovers_the_disk(scene: tuple[np.ndarray, np.ndarray, np.ndarray], unary: str) -> None:
     image, saliency, disk = scene
-    mask = crf_mask(image, saliency, CrfSettings(unary=unary))
+    mask = crf_mask(image, saliency, CrfSettings(unary=unary, sigmoid_center=0.5))
     assert mask.dtype == bool and mask.shape == disk.shape
     assert _iou(mask, disk) > 0.8
     assert _iou(saliency > 0.5, disk) < _iou(mask, disk)  # the image edges did the work
-    uint8_mask = crf_mask(np.rint(image * 255).astype(np.uint8), saliency, CrfSettings(unary=unary))
+    uint8_mask = crf_mask(np.rint(image * 255).astype(np.uint8), saliency, CrfSettings(unary=unary, sigmoid_center=0.5))
     np.testing.assert_array_equal(uint8_mask, mask)
 
 
@@ -50,7 +50,7 @@ def test_constant_saliency_up_to_one_half_gives_an_empty_mask(
     scene: tuple[np.ndarray, np.ndarray, np.ndarray], value: float, unary: str
 ) -> None:
     image = scene[0]
-    assert not crf_mask(image, np.full(image.shape, value), CrfSettings(unary=unary)).any()
+    assert not crf_mask(image, np.full(image.shape, value), CrfSettings(unary=unary, sigmoid_center=0.5)).any()
 
 
 @pytest.mark.parametrize(

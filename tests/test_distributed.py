@@ -54,9 +54,12 @@ images = rng.integers(0, 255, size=(count, size, size), dtype=np.uint8)
 labels = np.zeros((count, size, size), np.uint8)
 labels[:, 8:20, 8:20] = 1
 box = np.array([[8, 8, 19, 19]], np.float32)
-prompts = [ImagePrompts(f"s{i}", box, np.ones(1, bool), box[:, None, :2] + 2, np.ones((1, 1), np.int64), ("vqa",), ("llm",)) for i in range(count)]
+points, point_labels = box[:, None, :2] + 2, np.ones((1, 1), np.int64)
+prompts = [ImagePrompts(f"s{i}", box, np.ones(1, bool), points, point_labels, ("vqa",), ("llm",)) for i in range(count)]
 texts = {"vqa": np.ones(8, np.float32), "llm": np.zeros(8, np.float32)}
-sam = SamSettings(name="small", image_size=size, encoder_width=16, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16)
+sam = SamSettings(
+    name="small", image_size=size, encoder_width=16, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16
+)
 model = PromptedSam(build_sam(sam), 8)
 out.mkdir(parents=True, exist_ok=True)
 torch.save({k: v.clone() for k, v in model.state_dict().items()}, out / f"init{os.environ['RANK']}.pt")
@@ -79,18 +82,42 @@ def test_torchrun_with_two_processes_trains_one_model(tmp_path: Path, count: int
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(SCRIPT))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(out), str(count), parts]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(out),
+        str(count),
+        parts,
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)  # gradients averaged: one model
     initial = torch.load(out / "init0.pt", weights_only=True)
     trained = [k for k, v in first.items() if not torch.equal(initial[k], v)]
-    assert len(trained) > 10 and all(("image_encoder" in k) == ("image_encoder" in parts) for k in trained if "image_encoder" in k)
+    assert len(trained) > 10 and all(
+        ("image_encoder" in k) == ("image_encoder" in parts) for k in trained if "image_encoder" in k
+    )
     # both processes logged the whole (padded) epoch: 6 pairs, summed over the two shards of 3
     assert result.stdout.count("samples 6.0") == 2, result.stdout
     # the main process alone logged epochs and wrote the outputs; the resume checkpoint is gone
     assert result.stdout.count("epoch 2:") == 1 and "x 2 processes" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["init0.pt", "init1.pt", "loss.csv", "loss.png", "model.safetensors", "rank0.pt", "rank1.pt", "settings.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "init0.pt",
+        "init1.pt",
+        "loss.csv",
+        "loss.png",
+        "model.safetensors",
+        "rank0.pt",
+        "rank1.pt",
+        "settings.json",
+    ]
     assert '"processes": 2' in (out / "settings.json").read_text()

@@ -23,7 +23,9 @@ from samdpo.predictions import align_predictions
 S = 32
 
 
-def _samples(ids: list[str], cases: list[str] | None = None, slices: list[int] | None = None, spacing=(1.0, 1.0)) -> pd.DataFrame:
+def _samples(
+    ids: list[str], cases: list[str] | None = None, slices: list[int] | None = None, spacing=(1.0, 1.0)
+) -> pd.DataFrame:
     n = len(ids)
     return pd.DataFrame(
         {
@@ -59,7 +61,15 @@ def test_perfect_prediction() -> None:
     gt = _square(5, 5)
     frame = metrics.evaluate(_probs(gt), _label(gt), _samples(["a"]), ["liver"])
     assert frame.to_dict("records") == [
-        {"sample_id": "a", "case_id": "a", "class_name": "liver", "dice": 100.0, "nsd": 100.0, "hd95": 0.0, "pred_empty": False}
+        {
+            "sample_id": "a",
+            "case_id": "a",
+            "class_name": "liver",
+            "dice": 100.0,
+            "nsd": 100.0,
+            "hd95": 0.0,
+            "pred_empty": False,
+        }
     ]
 
 
@@ -140,7 +150,9 @@ def test_volume_dice_pools_the_slices_of_a_case() -> None:
     # same as MONAI's Dice on the volume stacked in slice order
     volume_pred = torch.from_numpy(np.stack([gt, half]).astype(np.float32))[None, None]
     volume_gt = torch.from_numpy(np.stack([gt, gt]).astype(np.float32))[None, None]
-    assert volumes.loc[0, "dice"] == pytest.approx(100 * float(compute_dice(volume_pred, volume_gt, include_background=True)))
+    assert volumes.loc[0, "dice"] == pytest.approx(
+        100 * float(compute_dice(volume_pred, volume_gt, include_background=True))
+    )
     per_image = metrics.evaluate(probs, labels, samples, ["x"])
     summary = metrics.summarize(per_image, volumes, ["x"])
     assert summary["mdice_3d"] == pytest.approx((100 * 300 / 350 + 100) / 2)
@@ -189,13 +201,33 @@ AMOS_NAMES = [f"organ{i}" for i in range(1, 16)]
 def _summary(names: list[str], offset: float) -> dict:
     dice = {n: 50.0 + offset + i for i, n in enumerate(names)}
     mdice = float(np.mean(list(dice.values())))
-    return {"class_names": names, "dice_per_class": dice, "mdice": mdice, "mdice_3d": 61.234, "nsd": 70.0, "hd95": 3.456}
+    return {
+        "class_names": names,
+        "dice_per_class": dice,
+        "mdice": mdice,
+        "mdice_3d": 61.234,
+        "nsd": 70.0,
+        "hd95": 3.456,
+    }
 
 
 def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
-    rows = [{"method": m, "summary": _summary(AMOS_NAMES, k), "provenance": "amos test split; stage1"} for k, m in enumerate(["a", "b"])]
+    rows = [
+        {"method": m, "summary": _summary(AMOS_NAMES, k), "provenance": "amos test split; stage1"}
+        for k, m in enumerate(["a", "b"])
+    ]
     table = tables.build_table(rows, AMOS_NAMES, "amos")
-    assert list(table.columns) == ["method", "mdice", "mdice_sd", *AMOS_NAMES, "mdice_3d", "nsd", "hd95", "seeds", "data_models"]
+    assert list(table.columns) == [
+        "method",
+        "mdice",
+        "mdice_sd",
+        *AMOS_NAMES,
+        "mdice_3d",
+        "nsd",
+        "hd95",
+        "seeds",
+        "data_models",
+    ]
     assert table.loc[0, "mdice"] == 57.0 and table.loc[1, "organ15"] == 65.0
     assert table.loc[0, "seeds"] == 1 and math.isnan(table.loc[0, "mdice_sd"])
     assert table.loc[0, "mdice_3d"] == 61.23 and table.loc[0, "hd95"] == 3.46
@@ -220,7 +252,10 @@ def test_table_columns_of_a_one_class_dataset(tmp_path: Path) -> None:
 
 
 def test_a_method_trained_with_several_seeds_shows_their_mean_and_spread() -> None:
-    rows = [{"method": m, "summary": _summary(["tumor"], offset), "provenance": f"seed {offset}"} for m, offset in (("ours", 0.0), ("ours", 2.0), ("ours", 4.0), ("unet", 1.0))]
+    rows = [
+        {"method": m, "summary": _summary(["tumor"], offset), "provenance": f"seed {offset}"}
+        for m, offset in (("ours", 0.0), ("ours", 2.0), ("ours", 4.0), ("unet", 1.0))
+    ]
     table = tables.build_table(rows, ["tumor"], "busi")
     assert list(table["method"]) == ["ours", "unet"] and list(table["seeds"]) == [3, 1]
     assert table.loc[0, "dice"] == 52.0 and table.loc[0, "dice_sd"] == 2.0 and math.isnan(table.loc[1, "dice_sd"])
@@ -269,7 +304,15 @@ def evaluated(tmp_path: Path) -> Path:
     meta = {"dataset": "amos", "sample_ids": ids, "splits": ["unlabeled", "test"], "class_names": list(names)}
     meta.update({"model": "results/stage1/m", "model_settings_hash": "abc"})
     (tmp_path / "probs" / "probs.json").write_text(json.dumps(meta))
-    base = ["eval", "--store", str(tmp_path / "store"), "--splits", str(tmp_path / "splits.csv"), "--probs", str(tmp_path / "probs")]
+    base = [
+        "eval",
+        "--store",
+        str(tmp_path / "store"),
+        "--splits",
+        str(tmp_path / "splits.csv"),
+        "--probs",
+        str(tmp_path / "probs"),
+    ]
     _run([*base, "--out", str(tmp_path / "eval" / "m.csv"), "--method", "ours"])
     return tmp_path
 
@@ -284,23 +327,81 @@ def test_eval_command_writes_per_image_csv_and_summary(evaluated: Path) -> None:
     assert summary["test_images"] == 4 and summary["volumes"] == 2 and summary["false_positive_rate"] == 0.0
 
 
+def test_eval_of_several_models_writes_what_each_alone_writes(evaluated: Path) -> None:
+    import shutil
+
+    shutil.copytree(evaluated / "probs", evaluated / "other")
+    base = ["eval", "--store", str(evaluated / "store"), "--splits", str(evaluated / "splits.csv")]
+    both = [str(evaluated / "both" / "m.csv"), str(evaluated / "both" / "other.csv")]
+    probs = [str(evaluated / "probs"), str(evaluated / "other")]
+    _run([*base, "--probs", *probs, "--out", *both, "--method", "ours", "theirs"])
+    for suffix in (".csv", ".json"):  # the first model as `samdpo eval` of it alone wrote it (the fixture)
+        assert (evaluated / "both" / f"m{suffix}").read_bytes() == (evaluated / "eval" / f"m{suffix}").read_bytes()
+    other = json.loads((evaluated / "both" / "other.json").read_text())
+    assert other["method"] == "theirs" and other["probs"] == str(evaluated / "other") and other["mdice"] == 100.0
+    with pytest.raises(ConfigError, match="give one each"):
+        _run([*base, "--probs", str(evaluated / "probs"), str(evaluated / "other"), "--out", str(evaluated / "x.csv")])
+    with pytest.raises(ConfigError, match="give one each"):
+        _run([*base, "--probs", str(evaluated / "probs"), "--out", str(evaluated / "x.csv"), "--method", "a", "b"])
+    assert not (evaluated / "x.csv").exists()
+
+
 def test_table_command(evaluated: Path) -> None:
     summary = evaluated / "eval" / "m.json"
     out = evaluated / "results" / "amos_table.csv"
-    _run(["table", "--dataset", "amos", "--summaries", str(summary), str(summary), "--methods", "a", "b"]
-         + ["--provenance", "synthetic AMOS", "--out", str(out)])
+    _run(
+        ["table", "--dataset", "amos", "--summaries", str(summary), str(summary), "--methods", "a", "b"]
+        + ["--provenance", "synthetic AMOS", "--out", str(out)]
+    )
     table = pd.read_csv(out)
-    assert list(table.columns) == ["method", "mdice", "mdice_sd", "liver", "spleen", "mdice_3d", "nsd", "hd95", "seeds", "data_models"]
+    assert list(table.columns) == [
+        "method",
+        "mdice",
+        "mdice_sd",
+        "liver",
+        "spleen",
+        "mdice_3d",
+        "nsd",
+        "hd95",
+        "seeds",
+        "data_models",
+    ]
     assert table["data_models"][0].startswith("synthetic AMOS; model results/stage1/m")
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
     with pytest.raises(ConfigError, match="one name per summary"):
-        _run(["table", "--dataset", "amos", "--summaries", str(summary), "--methods", "a", "b", "--provenance", "x", "--out", str(out)])
+        _run(
+            [
+                "table",
+                "--dataset",
+                "amos",
+                "--summaries",
+                str(summary),
+                "--methods",
+                "a",
+                "b",
+                "--provenance",
+                "x",
+                "--out",
+                str(out),
+            ]
+        )
+    spaced = ["--methods", "ours (2D, 10%)", "--provenance", "x", "--out", str(out)]
+    _run(["table", "--dataset", "amos", "--summaries", str(summary), *spaced])
+    assert list(pd.read_csv(out)["method"]) == ["ours (2D, 10%)"]  # a name with spaces is one method
 
 
 def test_eval_command_refuses_predictions_of_other_classes_or_without_test_images(evaluated: Path) -> None:
     meta_path = evaluated / "probs" / "probs.json"
     meta = json.loads(meta_path.read_text())
-    base = ["eval", "--store", str(evaluated / "store"), "--splits", str(evaluated / "splits.csv"), "--probs", str(evaluated / "probs")]
+    base = [
+        "eval",
+        "--store",
+        str(evaluated / "store"),
+        "--splits",
+        str(evaluated / "splits.csv"),
+        "--probs",
+        str(evaluated / "probs"),
+    ]
     meta_path.write_text(json.dumps({**meta, "class_names": ["liver", "kidney"]}))
     with pytest.raises(DataError, match="class names"):
         _run([*base, "--out", str(evaluated / "x.csv")])
@@ -328,11 +429,17 @@ def test_paired_difference_is_the_table_metric_with_a_case_bootstrap() -> None:
     reference = _per_image(np.random.default_rng(0))
     same = paired_difference(reference, reference.copy(), draws=200)
     assert same.difference == 0.0 and same.low == 0.0 and same.high == 0.0 and (same.cases, same.images) == (6, 18)
-    shifted = reference.assign(dice=reference["dice"] + 5.0).sample(frac=1.0, random_state=1)  # row order does not matter
+    shifted = reference.assign(dice=reference["dice"] + 5.0).sample(
+        frac=1.0, random_state=1
+    )  # row order does not matter
     result = paired_difference(reference, shifted, draws=200)
     expected = reference.groupby("class_name")["dice"].mean().mean()
     assert result.reference == pytest.approx(expected) and result.model == pytest.approx(expected + 5.0)
-    assert result.difference == pytest.approx(5.0) and result.low == pytest.approx(5.0) and result.high == pytest.approx(5.0)
+    assert (
+        result.difference == pytest.approx(5.0)
+        and result.low == pytest.approx(5.0)
+        and result.high == pytest.approx(5.0)
+    )
     noisy = reference.assign(dice=reference["dice"] + np.random.default_rng(2).normal(2.0, 10.0, len(reference)))
     spread = paired_difference(reference, noisy, draws=500, seed=3)
     assert spread.low < spread.difference < spread.high and spread.high - spread.low > 1.0
@@ -351,9 +458,41 @@ def test_dpo_effect_command_writes_csv_and_markdown(tmp_path: Path) -> None:
     reference.to_csv(tmp_path / "prompt_10.csv", index=False)
     reference.assign(dice=reference["dice"] - 1.0).to_csv(tmp_path / "dpo_score.csv", index=False)
     out = tmp_path / "amos_dpo_effect.csv"
-    assert main(["dpo-effect", "--eval", str(tmp_path), "--reference", "prompt_10", "--models", "dpo_score", "--out", str(out), "--draws", "50"]) == 0
+    assert (
+        main(
+            [
+                "dpo-effect",
+                "--eval",
+                str(tmp_path),
+                "--reference",
+                "prompt_10",
+                "--models",
+                "dpo_score",
+                "--out",
+                str(out),
+                "--draws",
+                "50",
+            ]
+        )
+        == 0
+    )
     effect = pd.read_csv(out)
     assert list(effect["model"]) == ["dpo_score"] and effect["difference"].iloc[0] == pytest.approx(-1.0)
     assert "| dpo_score |" in out.with_suffix(".md").read_text()
-    assert main(["dpo-effect", "--eval", str(tmp_path), "--reference", "prompt_10", "--models", "dpo_rank", "--out", str(tmp_path / "x.csv")]) != 0
+    assert (
+        main(
+            [
+                "dpo-effect",
+                "--eval",
+                str(tmp_path),
+                "--reference",
+                "prompt_10",
+                "--models",
+                "dpo_rank",
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        != 0
+    )
     assert not (tmp_path / "x.csv").exists()

@@ -14,10 +14,10 @@ import torch
 from samdpo.errors import ConfigError, DataError
 from samdpo.sam.image_embeddings import ImageEmbeddings, embedding_key, write_image_embeddings
 from samdpo.sam.prompted import PromptSwitches
+from samdpo.train.batches import sample_classes
+from samdpo.train.model_folder import WEIGHTS
 from samdpo.train.predict import predict_probabilities
 from samdpo.train.stage1 import train_stage1
-from samdpo.train.model_folder import WEIGHTS
-from samdpo.train.batches import sample_classes
 from samdpo.train.zero_shot import ground_truth_boxes, predict_boxes, prompt_boxes
 from tests.test_stage1 import SETTINGS, SIZE, _data, _small
 
@@ -55,16 +55,34 @@ def test_stage1_reads_the_embeddings_instead_of_the_encoder(tmp_path: Path) -> N
     calls = []
     model.sam.image_encoder.register_forward_hook(lambda module, args, output: calls.append(1))
     embeddings = ImageEmbeddings(folder, model).select(ids)
-    history = train_stage1(model, images, labels, prompts, texts, FROZEN, tmp_path / "m", {}, 1, progress=False, embeddings=embeddings)
+    history = train_stage1(
+        model, images, labels, prompts, texts, FROZEN, tmp_path / "m", {}, 1, progress=False, embeddings=embeddings
+    )
     assert not calls and history[-1]["loss"] < history[0]["loss"]
     reference = _small()
     train_stage1(reference, images, labels, prompts, texts, FROZEN, tmp_path / "r", {}, 1, progress=False)
     probs, again = (np.zeros((4, 2, SIZE, SIZE), np.uint8) for _ in range(2))
-    predict_probabilities(model, images, prompts, texts, torch.device("cpu"), probs, 1, progress=False, embeddings=embeddings)
+    predict_probabilities(
+        model, images, prompts, texts, torch.device("cpu"), probs, 1, progress=False, embeddings=embeddings
+    )
     predict_probabilities(reference, images, prompts, texts, torch.device("cpu"), again, 1, progress=False)
-    assert not calls and np.abs(probs.astype(int) - again.astype(int)).max() <= 3  # the same model up to float16 embeddings
+    assert (
+        not calls and np.abs(probs.astype(int) - again.astype(int)).max() <= 3
+    )  # the same model up to float16 embeddings
     with pytest.raises(ConfigError, match="precomputed image embeddings were given, but the image encoder trains"):
-        train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "t", {}, 1, progress=False, embeddings=embeddings)
+        train_stage1(
+            _small(),
+            images,
+            labels,
+            prompts,
+            texts,
+            SETTINGS,
+            tmp_path / "t",
+            {},
+            1,
+            progress=False,
+            embeddings=embeddings,
+        )
 
 
 def test_class_sampling_draws_present_classes_reproducibly(tmp_path: Path) -> None:
@@ -100,7 +118,8 @@ def test_zero_shot_boxes_and_empty_predictions_without_a_box(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("name", ["small", "lite_medsam"])
 def test_the_shared_image_decoder_equals_segment_anythings(name: str) -> None:
-    """K prompts on one image through decode_single_mask == MaskDecoder with the image repeated K times, gradients included."""
+    """K prompts on one image through decode_single_mask == MaskDecoder with the image repeated K times, gradients
+    included."""
     from samdpo.sam.builders import SamSettings, build_sam
     from samdpo.sam.decoding import decode_single_mask
 
@@ -118,7 +137,10 @@ def test_the_shared_image_decoder_equals_segment_anythings(name: str) -> None:
     decoder.zero_grad()
     reference, reference_iou = decoder(embedding, pe, sparse, dense.expand(5, -1, -1, -1), multimask_output=False)
     (reference.square().mean() + reference_iou.sum()).backward()
-    assert masks.shape == reference.shape == (5, 1, 4 * grid[0], 4 * grid[1]) and iou.shape == reference_iou.shape == (5, 1)
+    assert masks.shape == reference.shape == (5, 1, 4 * grid[0], 4 * grid[1]) and iou.shape == reference_iou.shape == (
+        5,
+        1,
+    )
     assert torch.allclose(masks, reference, atol=1e-4, rtol=1e-4) and torch.allclose(iou, reference_iou, atol=1e-5)
     for n, p in decoder.named_parameters():  # the other mask tokens' heads do not reach the single-mask output
         assert torch.allclose(ours[n], p.grad, atol=1e-5, rtol=1e-3) if n in ours else not p.grad.any(), n
@@ -136,6 +158,10 @@ def test_ground_truth_boxes_replace_a_fraction_of_the_training_boxes(tmp_path: P
     assert exact.boxes.tolist() == [[4, 5, 10, 12], [18, 20, 29, 27], [4, 5, 10, 12]] and exact.has_box.all()
     jittered = jittered_truth_boxes(batch, masks, 1.0, 2.0, np.random.default_rng(0))
     assert (jittered.boxes - exact.boxes).abs().max() <= 2.0 and not torch.equal(jittered.boxes, exact.boxes)
-    assert (jittered.boxes[:, 2] >= jittered.boxes[:, 0]).all() and jittered.boxes.min() >= 0 and jittered.boxes.max() <= SIZE - 1
+    assert (
+        (jittered.boxes[:, 2] >= jittered.boxes[:, 0]).all()
+        and jittered.boxes.min() >= 0
+        and jittered.boxes.max() <= SIZE - 1
+    )
     with pytest.raises(ConfigError, match="gt_box_fraction"):
         replace(SETTINGS, gt_box_fraction=1.5)

@@ -75,15 +75,21 @@ def test_busi_bad_input(tmp_path: Path) -> None:
         list(readers.iter_samples("busi", tmp_path, 16))
     with pytest.raises(DataError, match="no BUSI images"):
         list(readers.iter_samples("busi", tmp_path / "benign", 16))
-    with pytest.raises(ConfigError, match="bad reader settings for busi"):
+    with pytest.raises(ConfigError, match="busi.include_normals: unknown setting"):
         list(readers.iter_samples("busi", tmp_path, 16, {"include_normals": True}))
 
 
 def test_montgomery_merges_left_and_right(tmp_path: Path) -> None:
     shape = (50, 40)
     _png(tmp_path / "MontgomerySet" / "CXR_png" / "MCUCXR_0001_0.png", np.full(shape, 90))
-    _png(tmp_path / "MontgomerySet" / "ManualMask" / "leftMask" / "MCUCXR_0001_0.png", _box_mask(shape, (10, 40), (24, 36)))
-    _png(tmp_path / "MontgomerySet" / "ManualMask" / "rightMask" / "MCUCXR_0001_0.png", _box_mask(shape, (10, 40), (4, 16)))
+    _png(
+        tmp_path / "MontgomerySet" / "ManualMask" / "leftMask" / "MCUCXR_0001_0.png",
+        _box_mask(shape, (10, 40), (24, 36)),
+    )
+    _png(
+        tmp_path / "MontgomerySet" / "ManualMask" / "rightMask" / "MCUCXR_0001_0.png",
+        _box_mask(shape, (10, 40), (4, 16)),
+    )
     [sample] = readers.iter_samples("cxr", tmp_path, 40, {"layout": "montgomery"})
     assert sample.sample_id == "mcucxr_0001_0" and sample.group == "montgomery"
     assert readers.summarize("cxr", tmp_path).foreground == {"lungs": 2 * 30 * 12}
@@ -92,7 +98,9 @@ def test_montgomery_merges_left_and_right(tmp_path: Path) -> None:
         list(readers.iter_samples("cxr", tmp_path, 40))
 
 
-@pytest.mark.parametrize("image_dir,mask_name", [("images", "X1.png"), ("images", "X1_mask.png"), ("CXR_png", "X1_mask.png")])
+@pytest.mark.parametrize(
+    "image_dir,mask_name", [("images", "X1.png"), ("images", "X1_mask.png"), ("CXR_png", "X1_mask.png")]
+)
 def test_paired_layouts(image_dir: str, mask_name: str, tmp_path: Path) -> None:
     _png(tmp_path / image_dir / "X1.png", np.full((20, 20), 50))
     _png(tmp_path / "masks" / mask_name, _box_mask((20, 20), (0, 10), (0, 20)))

@@ -14,7 +14,8 @@ ROOT = Path(samdpo.__file__).parent
 
 
 def _package(module: str) -> str:
-    """``samdpo.prompts.visual.crf`` -> ``prompts``; a top-level module is its own node (``samdpo.atomic`` -> ``atomic``)."""
+    """``samdpo.prompts.visual.crf`` -> ``prompts``; a top-level module is its own node (``samdpo.atomic`` ->
+    ``atomic``)."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 

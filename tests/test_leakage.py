@@ -1,11 +1,13 @@
 """No ground truth of unlabelled or test images reaches the prompts.
 
 The saliency, CRF, VQA, LLM and prompt-store commands read the sample table and images only:
-changing every label, or deleting labels.npy altogether, changes no saliency map, mask, box,
-point, VQA answer, description or prompt-store file. The anatomical prior reads the labelled
-split's labels only, and the CRF weighted by it and the SAM box refinement read none. Stage 1 reads
-the labelled split's labels only; prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box row read
-none; the oracle row (ground-truth boxes) is refused for any split but test.
+changing every label, or deleting labels.npy altogether, changes no saliency map, mask, box, point,
+VQA answer, description or prompt-store file. The anatomical prior reads the labelled split's labels
+only, and the CRF weighted by it and the SAM box refinement read none. Stage 1 reads the labelled
+split's labels only; prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box
+row read none (stage 2 anchored on the labelled split reads that split's only: its weights are the
+same bytes whatever the other labels hold); the oracle row (ground-truth boxes) is refused for any
+split but test.
 """
 
 from __future__ import annotations
@@ -27,14 +29,40 @@ TINY_CFG = {
 
 
 def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object, dict]:
-    """Every prompt step, from saliency to the per-image store: saliency bytes, CRF table, text tables and store files."""
+    """Every prompt step, from saliency to the per-image store: saliency bytes, CRF table, text tables and store
+    files."""
     args = ["--store", str(store), "--no-progress"]
-    assert main(["prompts", "saliency", *args, "--out", str(out), "--clip", f"local-dir:{clip}", "--settings", '{"top_k": 4}']) == 0
-    assert main(["prompts", "crf", *args, "--saliency", str(out), "--out", str(out / "crf.parquet")]) == 0
+    assert (
+        main(
+            [
+                "prompts",
+                "saliency",
+                *args,
+                "--out",
+                str(out),
+                "--clip",
+                f"local-dir:{clip}",
+                "--settings",
+                '{"top_k": 4}',
+            ]
+        )
+        == 0
+    )
+    crf = ["--crf", '{"sigmoid_center": 0.5}']
+    assert main(["prompts", "crf", *args, *crf, "--saliency", str(out), "--out", str(out / "crf.parquet")]) == 0
     text = [*args, "--modality", "breast ultrasound", "--cache", str(out / "answers")]
     assert main(["prompts", "vqa", *text, "--crf", str(out / "crf.parquet"), "--out", str(out / "vqa.parquet")]) == 0
     assert main(["prompts", "llm", *text, "--out", str(out / "llm.parquet")]) == 0
-    merged = ["--saliency", str(out), "--crf", str(out / "crf.parquet"), "--vqa", str(out / "vqa.parquet"), "--llm", str(out / "llm.parquet")]
+    merged = [
+        "--saliency",
+        str(out),
+        "--crf",
+        str(out / "crf.parquet"),
+        "--vqa",
+        str(out / "vqa.parquet"),
+        "--llm",
+        str(out / "llm.parquet"),
+    ]
     assert main(["prompts", "store", *args, *merged, "--out", str(out / "store")]) == 0
     tables = {name: pq.read_table(out / f"{name}.parquet") for name in ("vqa", "llm")}
     tables |= {f.name: pq.read_table(f) for f in sorted((out / "store").glob("*.parquet"))}
@@ -42,9 +70,28 @@ def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object, dict]:
 
 
 def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
-    save_clip_local_dir(tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
+    save_clip_local_dir(
+        tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64}
+    )
     store = tmp_path / "store"
-    assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(store), "--image-size", "64", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--kind",
+                "busi",
+                "--root",
+                str(busi_root),
+                "--out",
+                str(store),
+                "--image-size",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     maps_a, table_a, text_a = _prompts(store, tmp_path / "clip", tmp_path / "a")
     assert any(table_a.column("has_box").to_pylist()) and len(text_a) > 2
 
@@ -58,24 +105,85 @@ def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_cli
     assert maps_a == maps_b == maps_c
     assert table_a.equals(table_b) and table_a.equals(table_c)  # masks, boxes, points, labels of points
     assert text_a.keys() == text_b.keys() == text_c.keys()
-    assert all(text_a[name].equals(text_b[name]) and text_a[name].equals(text_c[name]) for name in text_a)  # answers, descriptions, store
+    assert all(
+        text_a[name].equals(text_b[name]) and text_a[name].equals(text_c[name]) for name in text_a
+    )  # answers, descriptions, store
     shutil.rmtree(tmp_path / "a")
 
 
 def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
     """Training sees the labelled split's labels only; prediction, candidates, the prompt-agreement
-    annotator and stage 2 read no label at all (only the virtual annotator and evaluation do)."""
+    annotator and stage 2 read no label at all (only the virtual annotator and evaluation do; stage 2
+    anchored on the labelled split reads that split's)."""
     from samdpo.data.splits import read_splits
 
-    save_clip_local_dir(tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
+    save_clip_local_dir(
+        tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64}
+    )
     store = tmp_path / "store"
-    assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(store), "--image-size", "64", "--no-progress"]) == 0
-    assert main(["data", "split", "--store", str(store), "--out", str(tmp_path / "splits.csv"), "--labeled", "0.3", "--unlabeled", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--kind",
+                "busi",
+                "--root",
+                str(busi_root),
+                "--out",
+                str(store),
+                "--image-size",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                "--store",
+                str(store),
+                "--out",
+                str(tmp_path / "splits.csv"),
+                "--labeled",
+                "0.3",
+                "--unlabeled",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     _prompts(store, tmp_path / "clip", tmp_path / "p")
     texts = tmp_path / "texts.parquet"
     common = ["--store", str(store), "--no-progress"]
-    assert main(["train", "embed-texts", *common, "--prompts", str(tmp_path / "p" / "store"), "--clip", f"local-dir:{tmp_path / 'clip'}", "--out", str(texts)]) == 0
-    run = [*common, "--splits", str(tmp_path / "splits.csv"), "--prompts", str(tmp_path / "p" / "store"), "--texts", str(texts)]
+    assert (
+        main(
+            [
+                "train",
+                "embed-texts",
+                *common,
+                "--prompts",
+                str(tmp_path / "p" / "store"),
+                "--clip",
+                f"local-dir:{tmp_path / 'clip'}",
+                "--out",
+                str(texts),
+            ]
+        )
+        == 0
+    )
+    run = [
+        *common,
+        "--splits",
+        str(tmp_path / "splits.csv"),
+        "--prompts",
+        str(tmp_path / "p" / "store"),
+        "--texts",
+        str(texts),
+    ]
     settings = '{"epochs": 2, "lr": 0.001}'
 
     def train_and_predict(name: str) -> tuple[bytes, bytes]:
@@ -93,12 +201,24 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
         out.mkdir()
         prior = ["--splits", str(tmp_path / "splits.csv"), "--settings", '{"saliency_power": 0.5}']
         if (store / "labels.npy").exists():
-            assert main(["prompts", "anatomy-prior", "--store", str(store), *prior, "--out", str(out / "prior.npz")]) == 0
+            assert (
+                main(["prompts", "anatomy-prior", "--store", str(store), *prior, "--out", str(out / "prior.npz")]) == 0
+            )
         else:
             shutil.copy(tmp_path / "prior_b" / "prior.npz", out / "prior.npz")
         visual = [*common, "--saliency", str(tmp_path / "p")]
-        assert main(["prompts", "crf", *visual, "--prior", str(out / "prior.npz"), "--out", str(out / "crf.parquet")]) == 0
-        refine = [*visual, *sam, "--crf", str(out / "crf.parquet"), "--embeddings", str(tmp_path / "emb"), "--settings", '{"iterations": 2}']
+        crf = ["--crf", '{"sigmoid_center": 0.5}', "--prior", str(out / "prior.npz")]
+        assert main(["prompts", "crf", *visual, *crf, "--out", str(out / "crf.parquet")]) == 0
+        refine = [
+            *visual,
+            *sam,
+            "--crf",
+            str(out / "crf.parquet"),
+            "--embeddings",
+            str(tmp_path / "emb"),
+            "--settings",
+            '{"iterations": 2}',
+        ]
         assert main(["prompts", "refine", *refine, "--out", str(out / "refined.parquet")]) == 0
         with np.load(out / "prior.npz") as data:
             maps = {key: data[key] for key in ("maps", "counts")}
@@ -125,20 +245,175 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     assert main(["align", "candidates", "--probs", str(tmp_path / "b"), "--out", str(tmp_path / "cand")]) == 0
     annotations = tmp_path / "annotations.parquet"
     prompts = str(tmp_path / "p" / "store")
-    assert main(["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "cand"), "--out", str(annotations), "--reference", "prompt", "--prompts", prompts]) == 0
+    assert (
+        main(
+            [
+                "align",
+                "annotate",
+                "--store",
+                str(store),
+                "--candidates",
+                str(tmp_path / "cand"),
+                "--out",
+                str(annotations),
+                "--reference",
+                "prompt",
+                "--prompts",
+                prompts,
+            ]
+        )
+        == 0
+    )
     # the uncertainty annotator (the model's consensus under box jitter) reads no label either; `present` needs them
-    consensus = ["--reference", "uncertainty", "--prompts", prompts, "--model", str(tmp_path / "b"), "--texts", str(texts)]
+    consensus = [
+        "--reference",
+        "uncertainty",
+        "--prompts",
+        prompts,
+        "--model",
+        str(tmp_path / "b"),
+        "--texts",
+        str(texts),
+    ]
     annotate = ["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "cand"), "--no-progress"]
-    assert main([*annotate, "--out", str(tmp_path / "uncertain.parquet"), *consensus, "--uncertainty", '{"augmentations": 2}']) == 0
+    assert (
+        main(
+            [
+                *annotate,
+                "--out",
+                str(tmp_path / "uncertain.parquet"),
+                *consensus,
+                "--uncertainty",
+                '{"augmentations": 2}',
+            ]
+        )
+        == 0
+    )
     assert pq.read_table(tmp_path / "uncertain.parquet").num_rows > 0
-    assert main([*annotate, "--out", str(tmp_path / "present.parquet"), "--reference", "prompt", "--prompts", prompts, "--classes", "present"]) != 0
+    assert (
+        main(
+            [
+                *annotate,
+                "--out",
+                str(tmp_path / "present.parquet"),
+                "--reference",
+                "prompt",
+                "--prompts",
+                prompts,
+                "--classes",
+                "present",
+            ]
+        )
+        != 0
+    )
     assert not (tmp_path / "present.parquet").exists()
-    align = ["--candidates", str(tmp_path / "cand"), "--annotations", str(annotations), "--prompts", prompts, "--texts", str(texts)]
-    assert main(["align", "train", *common, *align, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "s2"), "--settings", '{"epochs": 1}']) == 0
-    assert (tmp_path / "s2" / "model.safetensors").is_file()
+    # stage 2 on the uncertainty annotations: the prompt annotator prefers no candidate here, so stage 2 would not train
+    align = [
+        "--candidates",
+        str(tmp_path / "cand"),
+        "--annotations",
+        str(tmp_path / "uncertain.parquet"),
+        "--prompts",
+        prompts,
+        "--texts",
+        str(texts),
+    ]
+    assert (
+        main(
+            [
+                "align",
+                "train",
+                *common,
+                *align,
+                "--model",
+                str(tmp_path / "b"),
+                "--out",
+                str(tmp_path / "s2"),
+                "--settings",
+                '{"epochs": 1, "reduction": "sum"}',
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "s2" / "model.safetensors").read_bytes() != (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()  # it trained
+
+    def stage2_anchored(name: str, stored: np.ndarray) -> bytes:
+        """Stage 2 anchored on the labelled split's ground truth, with ``stored`` as labels.npy: its weights."""
+        np.save(store / "labels.npy", stored)
+        anchored = [
+            "--splits",
+            str(tmp_path / "splits.csv"),
+            "--settings",
+            '{"epochs": 1, "anchor_weight": 1.0, "anchor_on": "labeled", "reduction": "sum"}',
+        ]
+        assert (
+            main(
+                [
+                    "align",
+                    "train",
+                    *common,
+                    *align,
+                    *anchored,
+                    "--model",
+                    str(tmp_path / "b"),
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
+        return (tmp_path / name / "model.safetensors").read_bytes()
+
+    # the anchored stage 2 reads the labelled split's labels and no other: other poison in every
+    # unlabelled and test label leaves its weights byte-identical, a change in the labelled split's does not
+    other_poison = labels.copy()
+    other_poison[hidden] = np.random.default_rng(2).integers(0, 2, size=labels[hidden].shape, dtype=np.uint8)
+    assert not np.array_equal(other_poison[hidden], labels[hidden])
+    anchored_a = stage2_anchored("s2_anchored_a", labels)
+    assert stage2_anchored("s2_anchored_b", other_poison) == anchored_a
+    changed = labels.copy()
+    changed[~hidden] = np.roll(labels[~hidden], 5, axis=-1)  # the labelled split's ground truth moved
+    assert stage2_anchored("s2_anchored_c", changed) != anchored_a
+    (store / "labels.npy").unlink()
     # the shared image embeddings (made above) and the zero-shot row with CRF boxes read no label either
     zero = [*common, *sam, "--splits", str(tmp_path / "splits.csv"), "--embeddings", str(tmp_path / "emb")]
-    assert main(["train", "zero-shot", *zero, "--boxes", "cam", "--prompts", prompts, "--out", str(tmp_path / "zs"), "--splits-to-predict", "unlabeled", "test"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "zero-shot",
+                *zero,
+                "--boxes",
+                "cam",
+                "--prompts",
+                prompts,
+                "--out",
+                str(tmp_path / "zs"),
+                "--splits-to-predict",
+                "unlabeled",
+                "test",
+            ]
+        )
+        == 0
+    )
     # the oracle row reads test labels, so it predicts the test split alone (never candidates' images)
-    assert main(["train", "zero-shot", *zero, "--boxes", "gt", "--out", str(tmp_path / "gt"), "--splits-to-predict", "unlabeled", "test"]) != 0
+    assert (
+        main(
+            [
+                "train",
+                "zero-shot",
+                *zero,
+                "--boxes",
+                "gt",
+                "--out",
+                str(tmp_path / "gt"),
+                "--splits-to-predict",
+                "unlabeled",
+                "test",
+            ]
+        )
+        != 0
+    )
     assert not (tmp_path / "gt" / "probs.npy").exists()

@@ -15,9 +15,9 @@ from samdpo.errors import ConfigError, DataError
 from samdpo.sam import lite_medsam
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import read_state_dict
-from samdpo.synth import amos
-from samdpo.sam.specs import build_model
 from samdpo.sam.prompted import box_batch
+from samdpo.sam.specs import build_model
+from samdpo.synth import amos
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def test_shipped_weights_load_with_nothing_missing_or_unexpected(shipped: Path) 
 
 
 def test_liver_with_its_ground_truth_box(tmp_path: Path) -> None:
-    """Zero-shot on a synthetic AMOS slice (the default's 128 px phantoms, CT window): the liver's box gives Dice >= 0.85."""
+    """Zero-shot on a synthetic AMOS slice (the default's 128 px phantoms, CT window): the liver's box gives Dice >=
+    0.85."""
     amos.write(tmp_path, 1, seed=101, settings=amos.AmosSynthSettings(size=128, slices=6))
     samples = list(readers.iter_samples("amos", tmp_path, 128, {}))
     liver = samples[0].class_names.index("liver") + 1
@@ -46,7 +47,9 @@ def test_liver_with_its_ground_truth_box(tmp_path: Path) -> None:
     target = sample.label == liver
     rows, cols = np.nonzero(target)
     box = np.array([[cols.min(), rows.min(), cols.max(), rows.max()]], np.float32)
-    model = build_model({"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0).eval()
+    model = build_model(
+        {"name": "lite_medsam", "image_size": 256}, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0
+    ).eval()
     image = torch.from_numpy(np.round(sample.image * 255).astype(np.uint8))[None]
     with torch.inference_mode():
         logits, _ = model(model.embed_images(image), box_batch(box, 128))
@@ -60,7 +63,9 @@ def test_minmax_preprocessing_is_liteMedSAMs() -> None:
     image = torch.full((1, 64, 64), 40, dtype=torch.uint8)
     image[0, 10:20, 10:20] = 200
     x = model.preprocess(image)
-    assert x.shape == (1, 3, 256, 256) and float(x.min()) == 0.0 and float(x.max()) == 1.0  # [0, 1], no ImageNet mean / std
+    assert (
+        x.shape == (1, 3, 256, 256) and float(x.min()) == 0.0 and float(x.max()) == 1.0
+    )  # [0, 1], no ImageNet mean / std
     assert torch.equal(x[:, 0], x[:, 2])
     flat = model.preprocess(torch.full((1, 64, 64), 7, dtype=torch.uint8))
     assert torch.isfinite(flat).all() and float(flat.abs().max()) == 0.0

@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samdpo.align.annotator import Annotation, write_annotations
-from samdpo.align.candidates import write_candidates
+from samdpo.align.annotator import Annotation, read_annotations, write_annotations
+from samdpo.align.candidates import read_candidates, write_candidates
 from samdpo.class_maps import write_arrays
 from samdpo.cli import main
-from samdpo.align.annotator import read_annotations
-from samdpo.align.candidates import read_candidates
 from samdpo.errors import DataError
-from samdpo.predictions import read_predictions
+from samdpo.predictions import PROBS, read_predictions
 from samdpo.report.overlays import _judgement, build_examples, choose_examples
-from samdpo.predictions import PROBS
 from tests.test_show import SIZE, prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
 
 NAMES = ["liver", "spleen"]
@@ -35,7 +32,11 @@ def test_examples_with_a_preference_come_first_then_non_empty_pairs() -> None:
     levels[1, 1, 2:4, 2:4] = 2  # non-empty, preference
     levels[3, 0, 1:3, 1:3] = 1  # non-empty, no annotation
     ids = ["a", "b", "c", "d"]
-    annotations = {("a", 0): _annotation([4, 4, 4, 4]), ("b", 1): _annotation([3, 2, 1, 1]), ("c", 0): _annotation([1, 1, 1, 1])}
+    annotations = {
+        ("a", 0): _annotation([4, 4, 4, 4]),
+        ("b", 1): _annotation([3, 2, 1, 1]),
+        ("c", 0): _annotation([1, 1, 1, 1]),
+    }
     assert choose_examples(levels, annotations, ids, 1) == [(1, 1)]
     assert choose_examples(levels, annotations, ids, 3) == [(1, 1), (0, 0), (3, 0)]
     assert choose_examples(levels, annotations, ids, 10) == [(1, 1), (0, 0), (3, 0)]  # empty pairs never shown
@@ -59,29 +60,62 @@ def _write_inputs(root: Path, after_names: list[str] = NAMES, before_hash: str =
     levels = np.zeros((1, 2, SIZE, SIZE), np.uint8)
     levels[0, 0, 4:16, 14:28] = 1
     levels[0, 0, 5:15, 16:26] = 4
-    meta = {"dataset": "amos", "sample_ids": ["case01_s005"], "class_names": NAMES, "thresholds": THRESHOLDS, "model": "m", "model_settings_hash": "h"}
+    meta = {
+        "dataset": "amos",
+        "sample_ids": ["case01_s005"],
+        "class_names": NAMES,
+        "thresholds": THRESHOLDS,
+        "model": "m",
+        "model_settings_hash": "h",
+    }
     write_candidates(root / "candidates", levels, meta)
     rows = [
-        {"sample_id": "case01_s005", "class_index": 0, "order": [1, 2, 3, 0], "grades": [2, 4, 4, 3], "ties": [2, 4, 4, 3], "has_preference": True},
-        {"sample_id": "case01_s005", "class_index": 1, "order": [0, 1, 2, 3], "grades": [4, 4, 4, 4], "ties": [4, 4, 4, 4], "has_preference": False},
+        {
+            "sample_id": "case01_s005",
+            "class_index": 0,
+            "order": [1, 2, 3, 0],
+            "grades": [2, 4, 4, 3],
+            "ties": [2, 4, 4, 3],
+            "has_preference": True,
+        },
+        {
+            "sample_id": "case01_s005",
+            "class_index": 1,
+            "order": [0, 1, 2, 3],
+            "grades": [4, 4, 4, 4],
+            "ties": [4, 4, 4, 4],
+            "has_preference": False,
+        },
     ]
     write_annotations(root / "annotations_score.parquet", rows, {"mode": "score"})
     for name, names, model_hash, side in (("before", NAMES, before_hash, 8), ("after", after_names, "aligned", 4)):
         probs = np.full((2, 2, SIZE, SIZE), 255, np.uint8)  # row 0 is another image: all foreground
         probs[1] = 0
         probs[1, 0, 6 : 6 + side, 17 : 17 + side] = 255
-        pred_meta = {"dataset": "amos", "sample_ids": ["other", "case01_s005"], "class_names": names, "sample_splits": ["test", "unlabeled"], "model_settings_hash": model_hash}
+        pred_meta = {
+            "dataset": "amos",
+            "sample_ids": ["other", "case01_s005"],
+            "class_names": names,
+            "sample_splits": ["test", "unlabeled"],
+            "model_settings_hash": model_hash,
+        }
 
         def fill(out: np.ndarray, probs: np.ndarray = probs) -> None:
             out[...] = probs
 
         write_arrays(root / name, PROBS, probs.shape, fill, pred_meta)
-    return {"candidates": root / "candidates", "annotations": root / "annotations_score.parquet", "before": root / "before", "after": root / "after"}
+    return {
+        "candidates": root / "candidates",
+        "annotations": root / "annotations_score.parquet",
+        "before": root / "before",
+        "after": root / "after",
+    }
 
 
 def _command(paths: dict[str, Path], prompts: Path, out: Path) -> list[str]:
     return [
-        "overlays", "--prompts", str(prompts), "--candidates", str(paths["candidates"]), "--annotations", str(paths["annotations"]),
+        "overlays", "--prompts", str(prompts), "--candidates", str(paths["candidates"]),
+        "--annotations", str(paths["annotations"]),
         "--before", str(paths["before"]), "--after", str(paths["after"]), "--examples", "4", "--out", str(out),
     ]  # fmt: skip
 
@@ -94,7 +128,11 @@ def test_overlays_command_draws_one_row_per_example(tmp_path: Path, prompt_file:
     assert height == 250  # one example: the liver (spleen's candidates are all empty)
 
 
-def test_overlays_of_another_dataset_are_refused_and_nothing_is_written(tmp_path: Path, prompt_file: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+def test_overlays_of_another_dataset_are_refused_and_nothing_is_written(
+    tmp_path: Path,
+    prompt_file: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture,
+) -> None:
     out = tmp_path / "overlays.png"
     assert main(_command(_write_inputs(tmp_path, ["lungs", "heart"]), prompt_file.parent, out)) == 2
     assert "class names" in capsys.readouterr().err and not out.exists()

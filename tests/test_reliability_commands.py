@@ -21,8 +21,8 @@ from torch import nn
 from samdpo.align.candidates import write_candidates
 from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
-from samdpo.prompts.text.answer_cache import AnswerCache
 from samdpo.prompts.store import SCHEMA, SETTINGS_FILE
+from samdpo.prompts.text.answer_cache import AnswerCache
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import TrustNeeded, convert_checkpoint, load_checkpoint, pickle_globals, read_state_dict
 from tests.openai_server import OpenAIServer
@@ -51,7 +51,8 @@ def _tiny_state() -> dict[str, torch.Tensor]:
 
 
 def _dangerous(tmp_path: Path, layout: str) -> tuple[Path, Path]:
-    """A checkpoint whose pickle calls os.system (``layout``: zip, legacy torch.save or a plain pickle), and its marker."""
+    """A checkpoint whose pickle calls os.system (``layout``: zip, legacy torch.save or a plain pickle), and its
+    marker."""
     marker = tmp_path / "pwned"
     obj = {"model": _tiny_state(), "optimizer": _Payload(marker)}
     path = tmp_path / f"evil_{layout}.pth"
@@ -72,7 +73,14 @@ def test_checkpoint_that_calls_code_is_refused_and_never_run(tmp_path: Path, lay
     assert "--trust-pickle" not in str(err.value) and "Do not load or convert" in str(err.value)
     dst = tmp_path / "out.safetensors"
     for flags in ([], ["--trust-pickle"]):
-        line = expect_error(["sam", "convert", str(src), str(dst), *flags], capsys, str(src), "system", "Do not load or convert", absent=[dst, marker])
+        line = expect_error(
+            ["sam", "convert", str(src), str(dst), *flags],
+            capsys,
+            str(src),
+            "system",
+            "Do not load or convert",
+            absent=[dst, marker],
+        )
         assert "--trust-pickle" not in line
     with pytest.raises(ConfigError, match="system"):
         convert_checkpoint(src, dst, trust_pickle=True)
@@ -85,7 +93,12 @@ def test_checkpoint_stack_global_hidden_behind_the_memo_is_found(tmp_path: Path,
     payload = pickle.dumps([("posix", "system"), _Payload(marker)], protocol=4)
     src = tmp_path / "memo.pth"
     src.write_bytes(payload)
-    expect_error(["sam", "convert", str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"], capsys, "system", absent=[marker])
+    expect_error(
+        ["sam", "convert", str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"],
+        capsys,
+        "system",
+        absent=[marker],
+    )
 
 
 @pytest.mark.parametrize("content", [b"", b"junk", os.urandom(256), b"PK\x03\x04 truncated zip"])
@@ -95,7 +108,12 @@ def test_checkpoint_that_is_no_pickle_is_called_unreadable(tmp_path: Path, conte
     with pytest.raises(DataError, match="random.pth") as err:
         read_state_dict(src)
     assert "convert" not in str(err.value)
-    line = expect_error(["sam", "convert", str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"], capsys, str(src), "not a checkpoint")
+    line = expect_error(
+        ["sam", "convert", str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"],
+        capsys,
+        str(src),
+        "not a checkpoint",
+    )
     assert "--trust-pickle" not in line
 
 
@@ -103,7 +121,9 @@ def test_checkpoint_zip_without_data_pkl_is_not_a_checkpoint(tmp_path: Path, cap
     src = tmp_path / "archive.pth"
     with zipfile.ZipFile(src, "w") as archive:
         archive.writestr("archive/readme.txt", "hello")
-    expect_error(["sam", "convert", str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"], capsys, str(src), "data.pkl")
+    expect_error(
+        ["sam", "convert", str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"], capsys, str(src), "data.pkl"
+    )
 
 
 def test_convert_without_trust_names_the_flag(tmp_path: Path, capsys) -> None:
@@ -111,11 +131,20 @@ def test_convert_without_trust_names_the_flag(tmp_path: Path, capsys) -> None:
     model = nn.Linear(2, 2)
     torch.save({"model": model.state_dict(), "optimizer": torch.optim.Adam(model.parameters())}, src)
     dst = tmp_path / "epoch1.safetensors"
-    line = expect_error(["sam", "convert", str(src), str(dst)], capsys, str(src), "--trust-pickle", "torch.optim.adam.Adam", absent=[dst])
+    line = expect_error(
+        ["sam", "convert", str(src), str(dst)],
+        capsys,
+        str(src),
+        "--trust-pickle",
+        "torch.optim.adam.Adam",
+        absent=[dst],
+    )
     assert "trust_pickle=True" not in line
     with pytest.raises(TrustNeeded, match="trust_pickle=True"):  # library callers read the argument's name
         convert_checkpoint(src, dst, trust_pickle=False)
-    with pytest.raises(ConfigError, match=r"torch\.optim\.adam\.Adam(.|\n)*--trust-pickle"):  # loading says how to convert
+    with pytest.raises(
+        ConfigError, match=r"torch\.optim\.adam\.Adam(.|\n)*--trust-pickle"
+    ):  # loading says how to convert
         load_checkpoint(model, src)
     assert main(["sam", "convert", str(src), str(dst), "--trust-pickle"]) == 0
     assert set(read_state_dict(dst)) == {"weight", "bias"}
@@ -123,13 +152,25 @@ def test_convert_without_trust_names_the_flag(tmp_path: Path, capsys) -> None:
 
 def test_convert_of_a_missing_checkpoint(tmp_path: Path, capsys) -> None:
     dst = tmp_path / "o.safetensors"
-    expect_error(["sam", "convert", str(tmp_path / "absent.pth"), str(dst), "--trust-pickle"], capsys, "not found", "absent.pth", absent=[dst])
+    expect_error(
+        ["sam", "convert", str(tmp_path / "absent.pth"), str(dst), "--trust-pickle"],
+        capsys,
+        "not found",
+        "absent.pth",
+        absent=[dst],
+    )
 
 
 def test_convert_to_another_suffix(tmp_path: Path, capsys) -> None:
     src = tmp_path / "w.pth"
     torch.save(_tiny_state(), src)
-    expect_error(["sam", "convert", str(src), str(tmp_path / "w.bin"), "--trust-pickle"], capsys, ".safetensors", "w.bin", absent=[tmp_path / "w.bin"])
+    expect_error(
+        ["sam", "convert", str(src), str(tmp_path / "w.bin"), "--trust-pickle"],
+        capsys,
+        ".safetensors",
+        "w.bin",
+        absent=[tmp_path / "w.bin"],
+    )
 
 
 def test_convert_failure_leaves_an_existing_output_intact(tmp_path: Path, capsys) -> None:
@@ -137,7 +178,13 @@ def test_convert_failure_leaves_an_existing_output_intact(tmp_path: Path, capsys
     dst = tmp_path / "kept.safetensors"
     save_file(_tiny_state(), dst)
     before = dst.read_bytes()
-    expect_error(["sam", "convert", str(src), str(dst), "--trust-pickle"], capsys, "system", intact={dst: before}, absent=[marker])
+    expect_error(
+        ["sam", "convert", str(src), str(dst), "--trust-pickle"],
+        capsys,
+        "system",
+        intact={dst: before},
+        absent=[marker],
+    )
 
 
 def test_safetensors_with_wrong_keys_lists_them(tmp_path: Path) -> None:
@@ -146,15 +193,30 @@ def test_safetensors_with_wrong_keys_lists_them(tmp_path: Path) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["extra.weight"] = state.pop("mask_decoder.iou_token.weight")
     save_file(state, tmp_path / "edited.safetensors")
-    with pytest.raises(ConfigError, match=r"edited\.safetensors(.|\n)*1 missing, 1 unexpected(.|\n)*mask_decoder\.iou_token\.weight(.|\n)*extra\.weight"):
+    with pytest.raises(
+        ConfigError,
+        match=r"edited\.safetensors(.|\n)*1 missing, 1 "
+        r"unexpected(.|\n)*mask_decoder\.iou_token\.weight(.|\n)*extra\.weight",
+    ):
         load_checkpoint(model, tmp_path / "edited.safetensors")
     with pytest.raises(DataError, match="not found"):
         load_checkpoint(model, tmp_path / "absent.safetensors")
 
 
-@pytest.mark.parametrize("sam,needle", [("{not json", "--sam is not valid JSON"), ("[1]", "--sam must be a JSON object")])
+@pytest.mark.parametrize(
+    "sam,needle", [("{not json", "--sam is not valid JSON"), ("[1]", "--sam must be a JSON object")]
+)
 def test_bad_sam_json_is_refused_before_reading_data(tmp_path: Path, sam: str, needle: str, capsys) -> None:
-    args = ["prompts", "refine", "--store", str(tmp_path / "no-store"), "--saliency", str(tmp_path / "no-saliency"), "--crf", str(tmp_path / "crf.parquet")]
+    args = [
+        "prompts",
+        "refine",
+        "--store",
+        str(tmp_path / "no-store"),
+        "--saliency",
+        str(tmp_path / "no-saliency"),
+        "--crf",
+        str(tmp_path / "crf.parquet"),
+    ]
     out = tmp_path / "refined.parquet"
     expect_error([*args, "--embeddings", str(tmp_path), "--sam", sam, "--out", str(out)], capsys, needle, absent=[out])
 
@@ -171,7 +233,24 @@ def test_unknown_sam_name_lists_the_builders() -> None:
 def store(busi_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared 32 px BUSI store."""
     out = tmp_path_factory.mktemp("store") / "busi"
-    assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(out), "--image-size", "32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--kind",
+                "busi",
+                "--root",
+                str(busi_root),
+                "--out",
+                str(out),
+                "--image-size",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -183,7 +262,14 @@ def _sample_ids(store: Path) -> list[str]:
 def candidates(store: Path, tmp_path: Path) -> Path:
     ids = _sample_ids(store)[:3]
     levels = np.random.default_rng(0).integers(0, 5, size=(len(ids), 1, 32, 32), dtype=np.uint8)
-    meta = {"dataset": "busi", "sample_ids": ids, "class_names": ["tumor"], "thresholds": [0.3, 0.4, 0.5, 0.6], "model": "m", "model_settings_hash": "h"}
+    meta = {
+        "dataset": "busi",
+        "sample_ids": ids,
+        "class_names": ["tumor"],
+        "thresholds": [0.3, 0.4, 0.5, 0.6],
+        "model": "m",
+        "model_settings_hash": "h",
+    }
     write_candidates(tmp_path / "candidates", levels, meta)
     return tmp_path / "candidates"
 
@@ -196,22 +282,60 @@ def candidates(store: Path, tmp_path: Path) -> Path:
         ("uncertainty", [], ["--model", "--texts", "--prompts"]),
     ],
 )
-def test_annotate_reference_without_its_inputs(store: Path, candidates: Path, tmp_path: Path, reference: str, given: list, needles: list, capsys) -> None:
+def test_annotate_reference_without_its_inputs(
+    store: Path, candidates: Path, tmp_path: Path, reference: str, given: list, needles: list, capsys
+) -> None:
     out = tmp_path / "annotations.parquet"
-    args = ["align", "annotate", "--store", str(store), "--candidates", str(candidates), "--out", str(out), "--reference", reference, *given]
+    args = [
+        "align",
+        "annotate",
+        "--store",
+        str(store),
+        "--candidates",
+        str(candidates),
+        "--out",
+        str(out),
+        "--reference",
+        reference,
+        *given,
+    ]
     expect_error(args, capsys, *needles, absent=[out])
 
 
 def test_annotate_reference_prompt_without_prompt_files(store: Path, candidates: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "annotations.parquet"
-    args = ["align", "annotate", "--store", str(store), "--candidates", str(candidates), "--out", str(out), "--reference", "prompt", "--prompts", str(tmp_path)]
+    args = [
+        "align",
+        "annotate",
+        "--store",
+        str(store),
+        "--candidates",
+        str(candidates),
+        "--out",
+        str(out),
+        "--reference",
+        "prompt",
+        "--prompts",
+        str(tmp_path),
+    ]
     expect_error(args, capsys, "no prompt file for image", "prompt_store", absent=[out])
 
 
 @pytest.mark.parametrize("noise", ["-0.1", "1.5"])
 def test_annotate_noise_out_of_range(store: Path, candidates: Path, tmp_path: Path, noise: str, capsys) -> None:
     out = tmp_path / "annotations.parquet"
-    args = ["align", "annotate", "--store", str(store), "--candidates", str(candidates), "--out", str(out), "--noise", noise]
+    args = [
+        "align",
+        "annotate",
+        "--store",
+        str(store),
+        "--candidates",
+        str(candidates),
+        "--out",
+        str(out),
+        "--noise",
+        noise,
+    ]
     expect_error(args, capsys, "--noise", noise, absent=[out])
 
 
@@ -226,29 +350,84 @@ def test_align_with_a_missing_candidates_folder(store: Path, tmp_path: Path, act
 
 def test_align_candidates_of_another_store(store: Path, tmp_path: Path, capsys) -> None:
     levels = np.zeros((1, 1, 32, 32), dtype=np.uint8)
-    meta = {"sample_ids": ["not_in_store"], "class_names": ["tumor"], "thresholds": [0.3, 0.5], "model_settings_hash": "h"}
+    meta = {
+        "sample_ids": ["not_in_store"],
+        "class_names": ["tumor"],
+        "thresholds": [0.3, 0.5],
+        "model_settings_hash": "h",
+    }
     write_candidates(tmp_path / "other", levels, meta)
     out = tmp_path / "a.parquet"
-    expect_error(["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "other"), "--out", str(out)], capsys, "other samples or classes", absent=[out])
+    expect_error(
+        ["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "other"), "--out", str(out)],
+        capsys,
+        "other samples or classes",
+        absent=[out],
+    )
 
 
 def test_align_train_with_a_missing_model_folder(store: Path, candidates: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "stage2"
-    args = ["align", "train", "--store", str(store), "--candidates", str(candidates), "--annotations", "a", "--prompts", "p", "--texts", "t"]
-    expect_error([*args, "--model", str(tmp_path / "no-model"), "--out", str(out)], capsys, "no-model", "settings.json", absent=[out])
+    args = [
+        "align",
+        "train",
+        "--store",
+        str(store),
+        "--candidates",
+        str(candidates),
+        "--annotations",
+        "a",
+        "--prompts",
+        "p",
+        "--texts",
+        "t",
+    ]
+    expect_error(
+        [*args, "--model", str(tmp_path / "no-model"), "--out", str(out)],
+        capsys,
+        "no-model",
+        "settings.json",
+        absent=[out],
+    )
 
 
 def test_align_train_anchor_on_labeled_without_splits(tmp_path: Path, capsys) -> None:
     out = tmp_path / "stage2"
-    args = ["align", "train", "--store", "s", "--candidates", "c", "--annotations", "a", "--prompts", "p", "--texts", "t", "--model", "m"]
+    args = [
+        "align",
+        "train",
+        "--store",
+        "s",
+        "--candidates",
+        "c",
+        "--annotations",
+        "a",
+        "--prompts",
+        "p",
+        "--texts",
+        "t",
+        "--model",
+        "m",
+    ]
     settings = json.dumps({"anchor_weight": 0.5, "anchor_on": "labeled"})
     expect_error([*args, "--settings", settings, "--out", str(out)], capsys, "--splits", absent=[out])
 
 
 def test_align_candidates_bad_thresholds_before_reading(tmp_path: Path, capsys) -> None:
     out = tmp_path / "c"
-    expect_error(["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out), "--thresholds", "0.6", "0.3"], capsys, "candidates.thresholds", absent=[out])
-    expect_error(["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)], capsys, "absent", "run the prediction rule", absent=[out])
+    expect_error(
+        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out), "--thresholds", "0.6", "0.3"],
+        capsys,
+        "candidates.thresholds",
+        absent=[out],
+    )
+    expect_error(
+        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)],
+        capsys,
+        "absent",
+        "run the prediction rule",
+        absent=[out],
+    )
 
 
 # --- the answer cache, VQA and LLM commands --------------------------------------------------
@@ -258,14 +437,26 @@ def _crf_table(store: Path, path: Path) -> Path:
     """A minimal CRF table (one centred square mask per image) for the geometry VQA backend."""
     mask = np.zeros((32, 32), dtype=bool)
     mask[8:20, 10:22] = True
-    rows = [{"sample_id": s, "class_index": 0, "mask": np.packbits(mask).tobytes(), "mask_shape": [32, 32]} for s in _sample_ids(store)]
+    rows = [
+        {"sample_id": s, "class_index": 0, "mask": np.packbits(mask).tobytes(), "mask_shape": [32, 32]}
+        for s in _sample_ids(store)
+    ]
     table = pa.Table.from_pylist(rows).replace_schema_metadata({"samdpo": json.dumps({"settings_hash": "crf-test"})})
     pq.write_table(table, path)
     return path
 
 
 def _text_command(step: str, store: Path, tmp_path: Path, settings: dict, cache: Path | None = None) -> list[str]:
-    args = ["prompts", step, "--store", str(store), "--out", str(tmp_path / f"{step}.parquet"), "--modality", "breast ultrasound"]
+    args = [
+        "prompts",
+        step,
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / f"{step}.parquet"),
+        "--modality",
+        "breast ultrasound",
+    ]
     args += ["--cache", str(cache or tmp_path / "answers"), "--settings", json.dumps(settings), "--no-progress"]
     return [*args, "--crf", str(_crf_table(store, tmp_path / "crf.parquet"))] if step == "vqa" else args
 
@@ -295,7 +486,9 @@ def test_damaged_answer_cache(store: Path, tmp_path: Path, step: str, damage: st
     else:
         _damage_pages(database)
     out = tmp_path / f"{step}.parquet"
-    expect_error(_text_command(step, store, tmp_path, {}, cache), capsys, str(database), "delete the folder", absent=[out])
+    expect_error(
+        _text_command(step, store, tmp_path, {}, cache), capsys, str(database), "delete the folder", absent=[out]
+    )
 
 
 def test_answer_cache_damaged_while_asking_is_a_data_error(tmp_path: Path) -> None:
@@ -316,10 +509,22 @@ def test_answer_cache_on_a_file(tmp_path: Path, capsys) -> None:
 
 
 def _openai(server: OpenAIServer, **extra: object) -> dict:
-    return {"backend": "openai", "openai": {"model": "vision-test", "base_url": server.base_url, "backoff_s": 0.01, "retries": 0, "workers": 1, **extra}}
+    return {
+        "backend": "openai",
+        "openai": {
+            "model": "vision-test",
+            "base_url": server.base_url,
+            "backoff_s": 0.01,
+            "retries": 0,
+            "workers": 1,
+            **extra,
+        },
+    }
 
 
-def test_ctrl_c_keeps_every_answer_and_exits_130(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_ctrl_c_keeps_every_answer_and_exits_130(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     import samdpo.prompts.text.vqa as vqa
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -349,7 +554,13 @@ def test_openai_backend_without_its_key(store: Path, tmp_path: Path, monkeypatch
     monkeypatch.delenv("SAMDPO_TEST_KEY", raising=False)
     with OpenAIServer() as server:
         settings = _openai(server, api_key_env="SAMDPO_TEST_KEY")
-        expect_error(_text_command("llm", store, tmp_path, settings), capsys, "$SAMDPO_TEST_KEY", "export SAMDPO_TEST_KEY", absent=[tmp_path / "llm.parquet"])
+        expect_error(
+            _text_command("llm", store, tmp_path, settings),
+            capsys,
+            "$SAMDPO_TEST_KEY",
+            "export SAMDPO_TEST_KEY",
+            absent=[tmp_path / "llm.parquet"],
+        )
         assert server.requests == []
 
 
@@ -358,24 +569,49 @@ def test_openai_server_unreachable(store: Path, tmp_path: Path, monkeypatch: pyt
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = {"backend": "openai", "openai": {"model": "m", "base_url": f"http://127.0.0.1:{port}/v1", "retries": 1, "backoff_s": 0.01}}
-    expect_error(_text_command("llm", store, tmp_path, settings), capsys, f"127.0.0.1:{port}", "after 2 attempts", "connection failed", absent=[tmp_path / "llm.parquet"])
+    settings = {
+        "backend": "openai",
+        "openai": {"model": "m", "base_url": f"http://127.0.0.1:{port}/v1", "retries": 1, "backoff_s": 0.01},
+    }
+    expect_error(
+        _text_command("llm", store, tmp_path, settings),
+        capsys,
+        f"127.0.0.1:{port}",
+        "after 2 attempts",
+        "connection failed",
+        absent=[tmp_path / "llm.parquet"],
+    )
 
 
 @pytest.mark.parametrize(
     "openai,needle",
-    [({"modle": "x"}, "llm.openai"), ({"cache_endpoint": "yes"}, "openai.cache_endpoint"), ({"timeout_s": 0}, "openai.timeout_s")],
+    [
+        ({"modle": "x"}, "llm.openai"),
+        ({"cache_endpoint": "yes"}, "openai.cache_endpoint"),
+        ({"timeout_s": 0}, "openai.timeout_s"),
+    ],
 )
-def test_bad_openai_settings(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openai: dict, needle: str, capsys) -> None:
+def test_bad_openai_settings(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openai: dict, needle: str, capsys
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    expect_error(_text_command("llm", store, tmp_path, {"backend": "openai", "openai": openai}), capsys, needle, absent=[tmp_path / "llm.parquet"])
+    expect_error(
+        _text_command("llm", store, tmp_path, {"backend": "openai", "openai": openai}),
+        capsys,
+        needle,
+        absent=[tmp_path / "llm.parquet"],
+    )
 
 
-def test_cache_endpoint_makes_a_new_base_url_ask_again(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_endpoint_makes_a_new_base_url_ask_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with OpenAIServer() as first, OpenAIServer() as second:
         assert main(_text_command("llm", store, tmp_path, _openai(first))) == 0
-        assert main(_text_command("llm", store, tmp_path, _openai(second))) == 0  # the documented limit: served from the cache
+        assert (
+            main(_text_command("llm", store, tmp_path, _openai(second))) == 0
+        )  # the documented limit: served from the cache
         assert _asked(tmp_path / "llm.parquet") == (0, 1) and second.requests == []
         assert main(_text_command("llm", store, tmp_path, _openai(second, cache_endpoint=True))) == 0
         assert _asked(tmp_path / "llm.parquet") == (1, 0) and len(second.requests) == 1
@@ -392,7 +628,9 @@ def prompt_file(tmp_path: Path) -> Path:
     mask[4:12, 4:12] = True
     saliency = np.full((SIZE, SIZE), 30, dtype=np.uint8)
     rows = [_row(0, "liver", mask, saliency, [4.0, 4.0, 11.0, 11.0], [[8.0, 8.0]], [1])]
-    table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata({"samdpo": json.dumps({"dataset": "amos", "sample_id": "case01_s005"})})
+    table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
+        {"samdpo": json.dumps({"dataset": "amos", "sample_id": "case01_s005"})}
+    )
     path = tmp_path / "amos" / "case01_s005.parquet"
     path.parent.mkdir()
     pq.write_table(table, path)
@@ -420,13 +658,23 @@ def _tamper(path: Path, column: str, value: object) -> bytes:
         ("points", [[float("inf"), 1.0]], "not finite"),
     ],
 )
-def test_show_refuses_a_damaged_prompt_file(prompt_file: Path, tmp_path: Path, column: str, value: object, problem: str, capsys) -> None:
+def test_show_refuses_a_damaged_prompt_file(
+    prompt_file: Path, tmp_path: Path, column: str, value: object, problem: str, capsys
+) -> None:
     content = _tamper(prompt_file, column, value)
     blob = column.removesuffix("_shape")
     png = tmp_path / "out.png"
     for flags in ([], ["--json"], ["--png", str(png)]):
-        expect_error(["prompts", "show", str(prompt_file), *flags], capsys, str(prompt_file), "case01_s005", f"column {blob}", problem,
-                     absent=[png], intact={prompt_file: content})
+        expect_error(
+            ["prompts", "show", str(prompt_file), *flags],
+            capsys,
+            str(prompt_file),
+            "case01_s005",
+            f"column {blob}",
+            problem,
+            absent=[png],
+            intact={prompt_file: content},
+        )
 
 
 @pytest.mark.parametrize("target", ["input", "settings", "folder"])
@@ -438,20 +686,37 @@ def test_show_png_onto_an_input_is_refused(prompt_file: Path, target: str, capsy
 
 
 def test_show_missing_file_or_unknown_sample(prompt_file: Path, tmp_path: Path, capsys) -> None:
-    expect_error(["prompts", "show", str(prompt_file.parent / "case99_s001.parquet")], capsys, "case99_s001.parquet", "case01_s005")
-    expect_error(["prompts", "show", str(tmp_path / "nowhere" / "x.parquet")], capsys, "x.parquet", "run the prompt_store rule")
+    expect_error(
+        ["prompts", "show", str(prompt_file.parent / "case99_s001.parquet")],
+        capsys,
+        "case99_s001.parquet",
+        "case01_s005",
+    )
+    expect_error(
+        ["prompts", "show", str(tmp_path / "nowhere" / "x.parquet")], capsys, "x.parquet", "run the prompt_store rule"
+    )
 
 
 def test_show_file_that_is_not_a_prompt_file(tmp_path: Path, capsys) -> None:
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
-    expect_error(["prompts", "show", str(tmp_path / "junk.parquet")], capsys, "junk.parquet", "not a readable Parquet file")
+    expect_error(
+        ["prompts", "show", str(tmp_path / "junk.parquet")], capsys, "junk.parquet", "not a readable Parquet file"
+    )
     pq.write_table(pa.table({"a": [1]}), tmp_path / "other.parquet")
-    expect_error(["prompts", "show", str(tmp_path / "other.parquet")], capsys, "other.parquet", "not a samdpo prompt file")
+    expect_error(
+        ["prompts", "show", str(tmp_path / "other.parquet")], capsys, "other.parquet", "not a samdpo prompt file"
+    )
 
 
 def test_show_unknown_class(prompt_file: Path, tmp_path: Path, capsys) -> None:
     png = tmp_path / "o.png"
-    expect_error(["prompts", "show", str(prompt_file), "--classes", "spleen", "--png", str(png)], capsys, "spleen", "liver", absent=[png])
+    expect_error(
+        ["prompts", "show", str(prompt_file), "--classes", "spleen", "--png", str(png)],
+        capsys,
+        "spleen",
+        "liver",
+        absent=[png],
+    )
 
 
 def test_interrupt_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -469,26 +734,51 @@ def test_interrupt_prints_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> N
 
 
 def test_a_damaged_blob_is_an_error_wherever_it_is_decoded(prompt_file: Path) -> None:
-    """Not only `prompts show`: every reader of a stored array (CRF masks, saliency) refuses a truncated blob instead of zero-padding it."""
+    """Not only `prompts show`: every reader of a stored array (CRF masks, saliency) refuses a truncated blob instead
+    of zero-padding it."""
     from samdpo.prompts.store import array, read_prompts
 
     _tamper(prompt_file, "mask", b"\x01\x02")
     rows, _ = read_prompts(prompt_file)
-    with pytest.raises(DataError, match=r"sample .*, class liver: the mask column holds 2 bytes where its shape \[\d+, \d+\] needs \d+; the file is damaged"):
+    with pytest.raises(
+        DataError,
+        match=r"sample .*, class liver: the mask column holds 2 bytes where its shape \[\d+, \d+\] needs \d+; the "
+        r"file is damaged",
+    ):
         array(rows[0], "mask")
 
 
 def test_a_corrupt_prompt_settings_file_is_named(prompt_file: Path, capsys) -> None:
     settings = prompt_file.parent / SETTINGS_FILE
     settings.write_text("{truncated")
-    expect_error(["prompts", "show", str(prompt_file)], capsys, str(settings), "unreadable prompt settings", "rerun the prompt_store rule")
+    expect_error(
+        ["prompts", "show", str(prompt_file)],
+        capsys,
+        str(settings),
+        "unreadable prompt settings",
+        "rerun the prompt_store rule",
+    )
 
 
 def test_predict_with_a_missing_model_folder(tmp_path: Path, capsys) -> None:
     out = tmp_path / "probs"
-    args = ["--store", str(tmp_path / "s"), "--splits", str(tmp_path / "s.csv"), "--prompts", str(tmp_path), "--texts", str(tmp_path / "t")]
-    expect_error(["train", "predict", *args, "--model", str(tmp_path / "no-model"), "--out", str(out)], capsys,
-                 str(tmp_path / "no-model" / "settings.json"), "give a folder written by stage-1 training", absent=[out])
+    args = [
+        "--store",
+        str(tmp_path / "s"),
+        "--splits",
+        str(tmp_path / "s.csv"),
+        "--prompts",
+        str(tmp_path),
+        "--texts",
+        str(tmp_path / "t"),
+    ]
+    expect_error(
+        ["train", "predict", *args, "--model", str(tmp_path / "no-model"), "--out", str(out)],
+        capsys,
+        str(tmp_path / "no-model" / "settings.json"),
+        "give a folder written by stage-1 training",
+        absent=[out],
+    )
 
 
 def test_an_unknown_sam_name_without_image_size_is_named() -> None:

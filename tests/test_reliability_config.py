@@ -162,20 +162,42 @@ def test_amos_prompt_modality_other_than_the_scans_read(config: dict[str, Any], 
 @pytest.mark.parametrize("table,model", [("main", "prompt_30"), ("ablation", "no_vqa"), ("main", "prompt_10_seed7")])
 def test_table_row_naming_a_model_no_rule_makes(config: dict[str, Any], table: str, model: str) -> None:
     config["tables"][table]["ours"] = model
-    rejected(config, f"tables.{table}.ours: no rule makes a model {model!r}", "unet", "zero_shot_cam_box", "prompt_10_seed1", "dpo_rank")
+    rejected(
+        config,
+        f"tables.{table}.ours: no rule makes a model {model!r}",
+        "unet",
+        "zero_shot_cam_box",
+        "prompt_10_seed1",
+        "dpo_rank",
+    )
     config["tables"][table]["ours"] = "prompt_10_seed2"  # a seed's own model is a valid row
     check_config(config)
 
 
-def test_stage1_variants_without_prompt_10(config: dict[str, Any]) -> None:
+def test_stage1_variants_without_the_start_from_model(config: dict[str, Any]) -> None:
     del config["stage1_variants"]["prompt_10"]
-    rejected(config, "stage1_variants: no 'prompt_10' entry", "alignment", "add `prompt_10: {}`")
+    rejected(config, "align.start_from: 'prompt_10' is not a stage1_variants entry", "alignment", "add `prompt_10: {}`")
+
+
+def test_start_from_naming_no_stage1_variant(config: dict[str, Any]) -> None:
+    config["align"]["start_from"] = "dpo_rank"
+    rejected(config, "align.start_from: 'dpo_rank' is not a stage1_variants entry", "prompt_10, prompt_20")
+    config["align"]["start_from"] = "prompt_20"  # any stage-1 variant will do
+    check_config(config)
+
+
+def test_start_from_defaults_to_prompt_10(config: dict[str, Any]) -> None:
+    assert config["align"]["start_from"] == "prompt_10"
 
 
 @pytest.mark.parametrize(
     "section,name,needle",
-    [("stage1_variants", "dpo_rank", "align.variants"), ("stage1_variants", "oracle_gt_box", "zero-shot"),
-     ("stage1_variants", "prompt_10_seed1", "seed-1 model of prompt_10"), ("align", "unet", "align.variants.unet")],
+    [
+        ("stage1_variants", "dpo_rank", "align.variants"),
+        ("stage1_variants", "oracle_gt_box", "zero-shot"),
+        ("stage1_variants", "prompt_10_seed1", "seed-1 model of prompt_10"),
+        ("align", "unet", "align.variants.unet"),
+    ],
 )
 def test_model_names_that_clash(config: dict[str, Any], section: str, name: str, needle: str) -> None:
     if section == "align":
@@ -204,7 +226,10 @@ def test_study_varying_an_unknown_setting(config: dict[str, Any], change: dict[s
 
 @pytest.mark.parametrize(
     "change,needle",
-    [({"variations": {"mode": "score"}}, "variations: expected a list"), ({"variations": ["mode=score"]}, "variations[0]: expected settings")],
+    [
+        ({"variations": {"mode": "score"}}, "variations: expected a list"),
+        ({"variations": ["mode=score"]}, "variations[0]: expected settings"),
+    ],
 )
 def test_dataset_study_of_the_wrong_shape(config: dict[str, Any], change: dict[str, Any], needle: str) -> None:
     config["datasets"]["cxr"]["study"].update(change)
@@ -219,8 +244,13 @@ def test_study_unlabeled_fraction_leaving_no_test_cases(config: dict[str, Any], 
 
 @pytest.mark.parametrize(
     "path,key",
-    [("datasets.busi.anatomy", "saliency_pwer"), ("datasets.cxr.refine", "iteration"), ("datasets.amos.study", "variants"),
-     ("datasets.busi.clip.pretrain", "epoch"), ("boxes.by_class.lungs", "mod")],
+    [
+        ("datasets.busi.anatomy", "saliency_pwer"),
+        ("datasets.cxr.refine", "iteration"),
+        ("datasets.amos.study", "variants"),
+        ("datasets.busi.clip.pretrain", "epoch"),
+        ("boxes.by_class.lungs", "mod"),
+    ],
 )
 def test_override_naming_an_unknown_setting(config: dict[str, Any], path: str, key: str) -> None:
     node = config
@@ -231,9 +261,12 @@ def test_override_naming_an_unknown_setting(config: dict[str, Any], path: str, k
 
 
 @pytest.mark.parametrize(
-    "section,values,needle", [("refine", {"iterations": -1}, "refine.iterations"), ("anatomy", {"grid": 2}, "anatomy.grid")]
+    "section,values,needle",
+    [("refine", {"iterations": -1}, "refine.iterations"), ("anatomy", {"grid": 2}, "anatomy.grid")],
 )
-def test_dataset_override_with_a_bad_value(config: dict[str, Any], section: str, values: dict[str, Any], needle: str) -> None:
+def test_dataset_override_with_a_bad_value(
+    config: dict[str, Any], section: str, values: dict[str, Any], needle: str
+) -> None:
     config["datasets"]["cxr"][section].update(values)
     rejected(config, f"datasets.cxr.{section}:", needle)
 
@@ -250,8 +283,12 @@ def test_transformers_vqa_without_a_model(config: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "setting,value",
-    [("datasets.busi.root", "no/such/BUSI"), ("sam.checkpoint", "no/such/sam.pth"), ("llm.descriptions", "no/such.yaml"),
-     ("clip.model", "local-dir:no/such/clip")],
+    [
+        ("datasets.busi.root", "no/such/BUSI"),
+        ("sam.checkpoint", "no/such/sam.pth"),
+        ("llm.descriptions", "no/such.yaml"),
+        ("clip.model", "local-dir:no/such/clip"),
+    ],
 )
 def test_missing_configured_file_or_folder(config: dict[str, Any], setting: str, value: str) -> None:
     if setting == "datasets.busi.root":
@@ -285,7 +322,9 @@ def dry_run(
     (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
     environment = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "snakemake", "-n", "-p", "prompts_cache/busi", "--configfile", "changed.yaml"]
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=environment)
+    return subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=300, env=environment, check=False
+    )
 
 
 def _no_prompt_10(config: dict[str, Any]) -> None:
@@ -296,8 +335,13 @@ def _openai_llm(config: dict[str, Any]) -> None:
     config["llm"] = {"backend": "openai"}
 
 
-@pytest.mark.parametrize("change,needle", [(_no_prompt_10, "stage1_variants: no 'prompt_10' entry"), (_openai_llm, "OPENAI_API_KEY")])
-def test_workflow_refuses_a_bad_config_before_any_job(workdir: Path, change: Callable[[dict[str, Any]], None], needle: str) -> None:
+@pytest.mark.parametrize(
+    "change,needle",
+    [(_no_prompt_10, "align.start_from: 'prompt_10' is not a stage1_variants entry"), (_openai_llm, "OPENAI_API_KEY")],
+)
+def test_workflow_refuses_a_bad_config_before_any_job(
+    workdir: Path, change: Callable[[dict[str, Any]], None], needle: str
+) -> None:
     result = dry_run(workdir, change, env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"})
     assert result.returncode != 0
     assert needle in result.stderr + result.stdout

@@ -107,7 +107,17 @@ def _palette_mask() -> Image.Image:
 
 @pytest.mark.parametrize(
     "kind",
-    ["rgba_alpha", "la_alpha", "rgba_opaque_colour", "palette", "uint16", "uint16_12bit", "bool", "zero_one", "antialiased"],
+    [
+        "rgba_alpha",
+        "la_alpha",
+        "rgba_opaque_colour",
+        "palette",
+        "uint16",
+        "uint16_12bit",
+        "bool",
+        "zero_one",
+        "antialiased",
+    ],
 )
 def test_busi_mask_pixel_kinds_give_the_drawn_lesion(kind: str, tmp_path: Path, capsys: Capsys) -> None:
     root = _busi(tmp_path / "busi", n=1)
@@ -162,13 +172,17 @@ def test_image_with_transparent_pixels_is_refused(tmp_path: Path, capsys: Capsys
     root = _busi(tmp_path / "busi", n=1)
     rgba = np.dstack([_gray()] * 3 + [_lesion()])
     _png(root / "benign" / "benign (1).png", rgba, "RGBA")
-    expect_error(_prepare("busi", root, tmp_path / "out"), capsys, "benign (1).png", "transparent", absent=[tmp_path / "out"])
+    expect_error(
+        _prepare("busi", root, tmp_path / "out"), capsys, "benign (1).png", "transparent", absent=[tmp_path / "out"]
+    )
 
 
 # --- defect 2: 32-bit TIFF radiographs scaled by their range --------------------------------------
 
 
-@pytest.mark.parametrize("dtype,low,high", [(np.float32, 0.0, 1.0), (np.float32, -1000.0, 3000.0), (np.int32, 0, 70000)])
+@pytest.mark.parametrize(
+    "dtype,low,high", [(np.float32, 0.0, 1.0), (np.float32, -1000.0, 3000.0), (np.int32, 0, 70000)]
+)
 def test_cxr_32bit_tiff_is_scaled_by_its_range(dtype: type, low: float, high: float, tmp_path: Path) -> None:
     root = _cxr(tmp_path / "cxr", n=1)
     (root / "images" / "X1.png").unlink()
@@ -189,7 +203,9 @@ def test_16bit_radiograph_is_scaled_by_the_bits_it_uses(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content,needle", [("nan", "NaN or infinite"), ("inf", "NaN or infinite"), ("constant", "every pixel")]
 )
-def test_32bit_tiff_with_nan_inf_or_one_value_is_refused(content: str, needle: str, tmp_path: Path, capsys: Capsys) -> None:
+def test_32bit_tiff_with_nan_inf_or_one_value_is_refused(
+    content: str, needle: str, tmp_path: Path, capsys: Capsys
+) -> None:
     root = _cxr(tmp_path / "cxr")
     (root / "images" / "X2.png").unlink()
     image = np.full(SHAPE, 7.0, np.float32)
@@ -255,7 +271,9 @@ def test_amos_label_voxel_size_must_match_the_image(amos_copy: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("kind", ["busi", "cxr", "amos"])
-def test_file_name_without_a_usable_case_id_is_refused(kind: str, amos_root: Path, tmp_path: Path, capsys: Capsys) -> None:
+def test_file_name_without_a_usable_case_id_is_refused(
+    kind: str, amos_root: Path, tmp_path: Path, capsys: Capsys
+) -> None:
     if kind == "busi":
         root = _busi(tmp_path / "busi")
         _png(root / "benign" / "ééé.png", _gray())
@@ -368,7 +386,10 @@ def test_image_over_max_image_pixels_is_refused(kind: str, side: int, tmp_path: 
     _png(root / image, big)
     _png(root / mask, big)
     limit = json.dumps({"max_image_pixels": 1000})
-    for argv in (_summary(kind, root, "--settings", limit), _prepare(kind, root, tmp_path / "out", "--settings", limit)):
+    for argv in (
+        _summary(kind, root, "--settings", limit),
+        _prepare(kind, root, tmp_path / "out", "--settings", limit),
+    ):
         expect_error(argv, capsys, image, "1,000 pixels", "max_image_pixels", absent=[tmp_path / "out"])
     assert main(_summary(kind, root, "--settings", json.dumps({"max_image_pixels": side * side}))) == 0
 
@@ -376,7 +397,9 @@ def test_image_over_max_image_pixels_is_refused(kind: str, side: int, tmp_path: 
 @pytest.mark.parametrize("value", [0, -5, "big", True, 1.5])
 def test_bad_max_image_pixels_setting(value: object, tmp_path: Path, capsys: Capsys) -> None:
     root = _busi(tmp_path / "busi")
-    expect_error(_summary("busi", root, "--settings", json.dumps({"max_image_pixels": value})), capsys, "max_image_pixels")
+    expect_error(
+        _summary("busi", root, "--settings", json.dumps({"max_image_pixels": value})), capsys, "max_image_pixels"
+    )
 
 
 # --- errors the readers already reported: still one line naming the file or setting ------------------------
@@ -384,14 +407,20 @@ def test_bad_max_image_pixels_setting(value: object, tmp_path: Path, capsys: Cap
 
 @pytest.mark.parametrize(
     "kind,needle",
-    [("busi", "BUSI folder does not exist"), ("cxr", "chest X-ray folder does not exist"), ("amos", "AMOS folder does not exist")],
+    [
+        ("busi", "BUSI folder does not exist"),
+        ("cxr", "chest X-ray folder does not exist"),
+        ("amos", "AMOS folder does not exist"),
+    ],
 )
 def test_missing_dataset_folder(kind: str, needle: str, tmp_path: Path, capsys: Capsys) -> None:
     out = tmp_path / "out"
     expect_error(_prepare(kind, tmp_path / "nowhere", out), capsys, "nowhere", needle, absent=[out])
 
 
-@pytest.mark.parametrize("kind,needle", [("busi", "no BUSI images"), ("cxr", "needs images/"), ("amos", "dataset.json: missing")])
+@pytest.mark.parametrize(
+    "kind,needle", [("busi", "no BUSI images"), ("cxr", "needs images/"), ("amos", "dataset.json: missing")]
+)
 def test_empty_dataset_folder(kind: str, needle: str, tmp_path: Path, capsys: Capsys) -> None:
     (tmp_path / "empty").mkdir()
     expect_error(_summary(kind, tmp_path / "empty"), capsys, "empty", needle)
@@ -446,7 +475,9 @@ def test_amos_shape_and_label_values(amos_copy: Path, tmp_path: Path, capsys: Ca
     nib.save(nib.Nifti1Image(data, label.affine, label.header), path)
     expect_error(_summary("amos", amos_copy), capsys, str(path), "outside the class map")
     nib.save(nib.Nifti1Image(data[:, :, :5] * 0, label.affine, label.header), path)
-    expect_error(_prepare("amos", amos_copy, tmp_path / "out"), capsys, str(path), "does not match", absent=[tmp_path / "out"])
+    expect_error(
+        _prepare("amos", amos_copy, tmp_path / "out"), capsys, str(path), "does not match", absent=[tmp_path / "out"]
+    )
 
 
 def test_amos_4d_volume(amos_copy: Path, tmp_path: Path, capsys: Capsys) -> None:
@@ -526,9 +557,10 @@ def test_corrupt_store_is_named(broken: str, tmp_path: Path, capsys: Capsys) -> 
             SampleStore(store).images()
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage\x00\xff", b"", b"case,fold\na,1\n", b"case_id,split\na,train\n"])
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00garbage\x00\xff", b"", b"case,fold\na,1\n", b"case_id,split\na,train\n"]
+)
 def test_unreadable_split_table(content: bytes, tmp_path: Path) -> None:
     (tmp_path / "splits.csv").write_bytes(content)
     with pytest.raises(DataError, match="splits.csv"):
         read_splits(tmp_path / "splits.csv")
-

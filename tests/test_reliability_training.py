@@ -1,4 +1,4 @@
-"""Reliability of the resumable trainers (stage 1, the U-Net baseline) and of atomic writes.
+"""Reliability of the resumable trainers (stage 1, stage 2, the U-Net baseline) and of atomic writes.
 
 A checkpoint resumes only a run of the same settings, data contents and initial weights; a damaged
 one is set aside and training starts over; a killed run leaves no temporary file behind for good;
@@ -8,6 +8,7 @@ a renamed file was flushed to disk first.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,13 +22,21 @@ import pytest
 import torch
 
 from samdpo import atomic
+from samdpo.align import stage2 as stage2_module
+from samdpo.align.stage2 import (
+    LabelledSet,
+    Stage2Settings,
+    preference_pairs,
+    train_stage2,
+)
 from samdpo.baselines import unet as unet_module
 from samdpo.baselines.unet import WEIGHTS as UNET_WEIGHTS
 from samdpo.baselines.unet import train_unet
 from samdpo.cli import main
 from samdpo.train import stage1 as stage1_module
-from samdpo.train.stage1 import train_stage1
 from samdpo.train.model_folder import WEIGHTS
+from samdpo.train.stage1 import train_stage1
+from tests.test_align import _stage2_inputs
 from tests.test_stage1 import SETTINGS as STAGE1
 from tests.test_stage1 import _data, _small
 from tests.test_unet_baseline import FAST, SPLIT, _train_images
@@ -99,7 +108,9 @@ def test_stage1_resume_restarts_when_any_input_content_changes(
     assert (cut / WEIGHTS).read_bytes() == (tmp_path / "fresh" / WEIGHTS).read_bytes()
 
 
-def test_stage1_resumes_when_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage1_resumes_when_nothing_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     cut = tmp_path / "cut"
     images, labels, prompts, texts = _stage1_cut(tmp_path, monkeypatch, cut)
     capsys.readouterr()
@@ -109,7 +120,11 @@ def test_stage1_resumes_when_nothing_changed(tmp_path: Path, monkeypatch: pytest
 
 @pytest.mark.parametrize("what", ["split", "label", "settings"])
 def test_unet_resume_restarts_when_its_training_set_changes(
-    what: str, data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    what: str,
+    data: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The reproduction of the issue: interrupt, change ``splits.seed`` (same image count, other images), rerun."""
     images, labels = _train_images(data[0])
@@ -153,7 +168,11 @@ def _damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["empty", "truncated", "random bytes", "not a checkpoint", "missing entries"])
 def test_a_damaged_checkpoint_is_set_aside_and_training_restarts(
-    how: str, data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    how: str,
+    data: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     images, labels = _train_images(data[0])
     real = unet_module.segmentation_loss
@@ -177,12 +196,35 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_restarts(
 def test_a_killed_training_resumes_and_leaves_no_temporary_file(
     data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGKILL of `samdpo unet train` mid-run: the rerun resumes, ends bit-identical and removes the killed write's temporaries."""
+    """SIGKILL of `samdpo unet train` mid-run: the rerun resumes, ends bit-identical and removes the killed write's
+    temporaries."""
     store, splits = data
-    settings = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1, "epochs": 12, "lr": 0.01, "batch_size": 4, "device": "cpu"}
-    argv = ["unet", "train", "--store", str(store), "--splits", str(splits), "--settings", json.dumps(settings), "--no-progress"]
+    settings = {
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "epochs": 12,
+        "lr": 0.01,
+        "batch_size": 4,
+        "device": "cpu",
+    }
+    argv = [
+        "unet",
+        "train",
+        "--store",
+        str(store),
+        "--splits",
+        str(splits),
+        "--settings",
+        json.dumps(settings),
+        "--no-progress",
+    ]
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "samdpo.cli", *argv, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "samdpo.cli", *argv, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -198,7 +240,9 @@ def test_a_killed_training_resumes_and_leaves_no_temporary_file(
     assert not list(out.glob(".*.tmp")) and not (out / "checkpoint.pt").exists()
 
 
-def test_atomic_writes_are_flushed_before_the_rename_and_clean_up_after_a_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_writes_are_flushed_before_the_rename_and_clean_up_after_a_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
@@ -216,3 +260,129 @@ def test_atomic_writes_are_flushed_before_the_rename_and_clean_up_after_a_kill(t
         tmp.write_text("half")
         raise RuntimeError("crash")
     assert not (tmp_path / "crash.txt").exists() and not list(tmp_path.glob(".crash.txt.*"))
+
+
+#: Stage 2 with everything a resume must restore: a scheduler that steps every epoch and the labelled
+#: anchor's generator (it draws labelled pairs every step).
+STAGE2 = Stage2Settings(epochs=3, lr=1e-3, lr_step=1, batch_pairs=3, anchor_weight=0.5, anchor_on="labeled")
+
+
+def _stage2_data(tmp_path: Path) -> dict:
+    images, levels, prompts, texts, ids, annotations = _stage2_inputs(tmp_path)
+    _, labels, _, _ = _data(tmp_path)
+    pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
+    labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
+    return {
+        "images": images,
+        "levels": levels,
+        "pairs": pairs,
+        "prompts": prompts,
+        "texts": texts,
+        "labelled": labelled,
+    }
+
+
+def _train2(data: dict, out: Path, settings: Stage2Settings = STAGE2, reference_seed: int = 0) -> list[dict]:
+    return train_stage2(
+        _small(),
+        _small(seed=reference_seed),
+        data["images"],
+        data["levels"],
+        4,
+        data["pairs"],
+        data["prompts"],
+        data["texts"],
+        settings,
+        out,
+        {},
+        1,
+        progress=False,
+        labelled=data["labelled"],
+    )
+
+
+def _stage2_cut(data: dict, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train stage 2 into ``out`` until the first step of epoch 3 (checkpoint after epoch 2)."""
+    steps = math.ceil(len(data["pairs"].image) / STAGE2.batch_pairs)
+    real = stage2_module.weighted_dpo_loss
+    _interrupted(monkeypatch, stage2_module, "weighted_dpo_loss", 2 * steps + 1)
+    with pytest.raises(KeyboardInterrupt):
+        _train2(data, out)
+    monkeypatch.setattr(stage2_module, "weighted_dpo_loss", real)
+    assert (out / "checkpoint.pt").is_file() and not (out / WEIGHTS).exists()
+
+
+def test_stage2_an_interrupted_run_resumes_to_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _stage2_data(tmp_path)
+    assert len(data["pairs"].image) > STAGE2.batch_pairs  # several steps per epoch
+    whole = _train2(data, tmp_path / "whole")
+    _stage2_cut(data, tmp_path / "cut", monkeypatch)
+    capsys.readouterr()
+    history = _train2(data, tmp_path / "cut")
+    assert "resuming from" in capsys.readouterr().out
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert (tmp_path / "cut" / WEIGHTS).read_bytes() == (tmp_path / "whole" / WEIGHTS).read_bytes()
+    logged = [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    assert logged == [{k: v for k, v in row.items() if k != "seconds"} for row in whole]
+    assert (tmp_path / "cut" / "settings.json").read_text() == (tmp_path / "whole" / "settings.json").read_text()
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+
+
+def _changed2(what: str, data: dict) -> tuple[dict, Stage2Settings, int]:
+    """The stage-2 inputs with one of them changed in content only (same shapes, same count)."""
+    data, settings, reference_seed = dict(data), STAGE2, 0
+    if what == "preference":  # one pair's preference reversed
+        weights = data["pairs"].weights.copy()
+        weights[0] = weights[0][::-1]
+        data["pairs"] = replace(data["pairs"], weights=weights)
+    elif what == "candidate mask":
+        levels = data["levels"].copy()
+        image, klass = data["pairs"].image[0], data["pairs"].klass[0]
+        levels[image, klass, 6, 6] = (levels[image, klass, 6, 6] + 2) % 5
+        data["levels"] = levels
+    elif what == "labelled label":
+        labels = data["labelled"].labels.copy()
+        labels[0, 6, 6] = 0
+        data["labelled"] = replace(data["labelled"], labels=labels)
+    elif what == "reference weights":
+        reference_seed = 7
+    elif what == "settings":
+        settings = replace(STAGE2, beta2=0.25)
+    return data, settings, reference_seed
+
+
+@pytest.mark.parametrize("what", ["preference", "candidate mask", "labelled label", "reference weights", "settings"])
+def test_stage2_resume_restarts_when_any_input_content_changes(
+    what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _stage2_data(tmp_path)
+    _stage2_cut(data, tmp_path / "cut", monkeypatch)
+    changed, settings, reference_seed = _changed2(what, data)
+    capsys.readouterr()
+    history = _train2(changed, tmp_path / "cut", settings, reference_seed)
+    out = capsys.readouterr()
+    assert "training starts over" in out.err and "resuming" not in out.out
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    _train2(changed, tmp_path / "fresh", settings, reference_seed)
+    assert (tmp_path / "cut" / WEIGHTS).read_bytes() == (tmp_path / "fresh" / WEIGHTS).read_bytes()
+
+
+def test_stage2_a_damaged_checkpoint_is_set_aside_and_training_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Damage of any kind takes the same path (see the U-Net's cases); here an entry stage 2 saves is missing."""
+    data = _stage2_data(tmp_path)
+    _stage2_cut(data, tmp_path / "cut", monkeypatch)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    _damage(checkpoint, "missing entries")
+    damaged = checkpoint.read_bytes()
+    capsys.readouterr()
+    history = _train2(data, tmp_path / "cut")
+    err = capsys.readouterr().err
+    assert f"{checkpoint}: damaged checkpoint" in err and "moved to" in err and "training starts over" in err
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert (tmp_path / "cut" / "checkpoint.pt.damaged").read_bytes() == damaged
+    _train2(data, tmp_path / "fresh")
+    assert (tmp_path / "cut" / WEIGHTS).read_bytes() == (tmp_path / "fresh" / WEIGHTS).read_bytes()

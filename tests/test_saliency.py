@@ -9,9 +9,13 @@ from pytorch_grad_cam import ScoreCAM
 
 from samdpo.errors import ConfigError
 from samdpo.prompts.visual.gscorecam import GScoreCAM, top_channels
-from samdpo.prompts.visual.saliency import ClipScorer, PromptTarget, SaliencyEngine, SaliencySettings, _tokens_to_grid
+from samdpo.prompts.visual.saliency import ClipScorer, PromptTarget, SaliencyEngine, SaliencySettings, tokens_to_grid
 
-PROMPTS = ["an abdominal CT slice with the liver", "an abdominal CT slice with the spleen", "an abdominal CT slice with background tissue only"]
+PROMPTS = [
+    "an abdominal CT slice with the liver",
+    "an abdominal CT slice with the spleen",
+    "an abdominal CT slice with background tissue only",
+]
 
 
 def _image(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -87,7 +91,9 @@ def test_class_contrast_removes_what_the_classes_share(tiny_clip) -> None:
     assert contrasted[0, 0, 0] == 1.0 and contrasted[1, 7, 7] == 1.0 and not contrasted[:, 2:6, 2:6].any()
     assert not contrasted[2].any()
     plain = SaliencyEngine(tiny_clip, PROMPTS[:2], PROMPTS[2:], SaliencySettings(top_k=8)).maps(_image())
-    contrast = SaliencyEngine(tiny_clip, PROMPTS[:2], PROMPTS[2:], SaliencySettings(top_k=8, class_contrast=True)).maps(_image())
+    contrast = SaliencyEngine(tiny_clip, PROMPTS[:2], PROMPTS[2:], SaliencySettings(top_k=8, class_contrast=True)).maps(
+        _image()
+    )
     assert contrast.shape == plain.shape and contrast.max() <= 1.0
     corr = pair_correlations(contrast)[0, 1]
     assert not corr > pair_correlations(plain)[0, 1]  # NaN (a map emptied) or lower
@@ -106,7 +112,7 @@ def test_engine_rejects_bad_settings(tiny_clip) -> None:
 
 def test_vit_tokens_become_a_grid() -> None:
     tokens = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)  # CLS + 4x4 patches
-    grid = _tokens_to_grid(tokens)
+    grid = tokens_to_grid(tokens)
     assert grid.shape == (2, 3, 4, 4)
     assert torch.equal(grid[0, :, 0, 1], tokens[0, 2])  # first patch token after CLS is at (0, 0)
-    assert _tokens_to_grid(torch.zeros(1, 16, 3)).shape == (1, 3, 4, 4)  # no CLS token
+    assert tokens_to_grid(torch.zeros(1, 16, 3)).shape == (1, 3, 4, 4)  # no CLS token

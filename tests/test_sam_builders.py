@@ -23,7 +23,14 @@ from samdpo.sam.checkpoints import (
     save_weights,
 )
 
-ADAPTER_KEYS = {"norm.weight", "norm.bias", "channel.0.weight", "channel.2.weight", "spatial.0.weight", "spatial.2.weight"}
+ADAPTER_KEYS = {
+    "norm.weight",
+    "norm.bias",
+    "channel.0.weight",
+    "channel.2.weight",
+    "spatial.0.weight",
+    "spatial.2.weight",
+}
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -100,7 +107,11 @@ def test_sam_med2d_checkpoint_loads(med2d: nn.Module, tmp_path: Path) -> None:
     torch.save({"model": state}, path)
     load_checkpoint(med2d, path)
     loaded = med2d.state_dict()
-    for key in ("image_encoder.pos_embed", "image_encoder.blocks.11.Adapter.spatial.2.weight", "mask_decoder.iou_token.weight"):
+    for key in (
+        "image_encoder.pos_embed",
+        "image_encoder.blocks.11.Adapter.spatial.2.weight",
+        "mask_decoder.iou_token.weight",
+    ):
         assert torch.equal(loaded[key], state[key]), key
 
 
@@ -114,7 +125,10 @@ def test_checkpoint_with_wrong_keys_is_refused(med2d: nn.Module, small: nn.Modul
         load_checkpoint(med2d, path)
     message = str(err.value)
     assert "1 missing, 1 unexpected, 0 of another shape" in message
-    assert "image_encoder.blocks.3.Adapter.norm.bias" in message and "image_encoder.blocks.3.Adapter.extra.weight" in message
+    assert (
+        "image_encoder.blocks.3.Adapter.norm.bias" in message
+        and "image_encoder.blocks.3.Adapter.extra.weight" in message
+    )
 
     # small's weights into SAM-Med2D, and SAM-Med2D's into small: both refused with the lists.
     torch.save(small.state_dict(), tmp_path / "small.pth")
@@ -131,7 +145,9 @@ def test_pickled_objects_need_an_explicit_conversion(small: nn.Module, tmp_path:
     src = tmp_path / "epoch15_sam.pth"
     # What SAM-Med2D's train.py saves: the optimizer object itself, next to the weights.
     torch.save({"model": small.state_dict(), "optimizer": torch.optim.Adam(small.parameters())}, src)
-    with pytest.raises(ConfigError, match=r"torch\.optim\.adam\.Adam(.|\n)*samdpo sam convert .*epoch15_sam.pth .* --trust-pickle"):
+    with pytest.raises(
+        ConfigError, match=r"torch\.optim\.adam\.Adam(.|\n)*samdpo sam convert .*epoch15_sam.pth .* --trust-pickle"
+    ):
         load_checkpoint(small, src)
     with pytest.raises(ConfigError, match="trust_pickle=True"):
         convert_checkpoint(src, tmp_path / "out.safetensors", trust_pickle=False)
@@ -204,12 +220,16 @@ def test_vanilla_checkpoint_fits_another_size(tmp_path: Path) -> None:
     torch.save(state, path)
     at_256 = build_sam(SamSettings("sam_vit_b", 256, checkpoint=str(path)))
     loaded = at_256.state_dict()
-    assert torch.allclose(loaded["image_encoder.pos_embed"], resize_pos_embed(state["image_encoder.pos_embed"], (16, 16)))
+    assert torch.allclose(
+        loaded["image_encoder.pos_embed"], resize_pos_embed(state["image_encoder.pos_embed"], (16, 16))
+    )
     rel_pos = "image_encoder.blocks.5.attn.rel_pos_h"
     assert torch.allclose(loaded[rel_pos], resize_rel_pos(state[rel_pos], 31))
     assert torch.equal(loaded["image_encoder.blocks.4.attn.rel_pos_h"], state["image_encoder.blocks.4.attn.rel_pos_h"])
-    assert torch.equal(loaded["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
-                       state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"])
+    assert torch.equal(
+        loaded["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
+        state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
+    )
     assert at_256.prompt_encoder.image_embedding_size == (16, 16)
     assert at_256.prompt_encoder.input_image_size == (256, 256)
 
@@ -221,7 +241,9 @@ def test_small_model(small: nn.Module) -> None:
         embedding = small.image_encoder(torch.rand(2, 3, 128, 128) * 255)
         assert embedding.shape == (2, 64, 16, 16)
         image = torch.rand(3, 100, 128) * 255
-        out = small([{"image": image, "original_size": (100, 128), "boxes": torch.tensor([[10.0, 20.0, 60.0, 80.0]])}], True)
+        out = small(
+            [{"image": image, "original_size": (100, 128), "boxes": torch.tensor([[10.0, 20.0, 60.0, 80.0]])}], True
+        )
     assert out[0]["masks"].shape == (1, 3, 100, 128)
     assert out[0]["low_res_logits"].shape == (1, 3, 64, 64)
     decoder = sum(p.numel() for p in small.mask_decoder.parameters())

@@ -19,7 +19,15 @@ SIZE = 32
 PEAK_XY = (20, 9)  # x (column), y (row) of the liver saliency maximum
 
 
-def _row(class_index: int, name: str, mask: np.ndarray, saliency: np.ndarray, box: list[float] | None, points: list, labels: list) -> dict:
+def _row(
+    class_index: int,
+    name: str,
+    mask: np.ndarray,
+    saliency: np.ndarray,
+    box: list[float] | None,
+    points: list,
+    labels: list,
+) -> dict:
     image = (np.arange(SIZE * SIZE) % 256).astype(np.uint8).reshape(SIZE, SIZE)
     return {
         "sample_id": "case01_s005",
@@ -130,7 +138,10 @@ def test_png_one_class(prompt_file: Path, tmp_path: Path) -> None:
     draw_png(rows, meta, out, classes=["spleen"])
     with Image.open(out) as image:
         assert image.format == "PNG" and 350 <= image.size[0] <= 450
-    assert format_table(rows, meta).count("\n") >= 5 and json.loads(to_json(rows[:1], meta))["records"][0]["class_name"] == "liver"
+    assert (
+        format_table(rows, meta).count("\n") >= 5
+        and json.loads(to_json(rows[:1], meta))["records"][0]["class_name"] == "liver"
+    )
 
 
 def test_unknown_class(prompt_file: Path, tmp_path: Path) -> None:

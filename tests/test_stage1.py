@@ -17,13 +17,13 @@ from samdpo.errors import DataError
 from samdpo.prompts.store import SCHEMA
 from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import load_checkpoint
-from samdpo.train import stage1 as stage1_module
 from samdpo.sam.prompted import PromptedSam, PromptSwitches
+from samdpo.train import stage1 as stage1_module
+from samdpo.train.batches import make_batch
+from samdpo.train.model_folder import WEIGHTS
 from samdpo.train.predict import predict_probabilities
 from samdpo.train.prompt_data import load_image_prompts
 from samdpo.train.stage1 import Stage1Settings, train_stage1
-from samdpo.train.model_folder import WEIGHTS
-from samdpo.train.batches import make_batch
 from samdpo.train.text_embeddings import vqa_text
 from tests.test_show import SIZE, _row
 
@@ -36,9 +36,19 @@ def _write(folder: Path, sample_id: str, boxes: list, points: list | None = None
         mask = np.zeros((SIZE, SIZE), bool)
         if box is not None and all(np.isfinite(box)) and box[2] >= box[0] and box[3] >= box[1]:
             mask[max(int(box[1]), 0) : max(int(box[3]) + 1, 0), max(int(box[0]), 0) : max(int(box[2]) + 1, 0)] = True
-        row = _row(t, name, mask, np.zeros((SIZE, SIZE), np.uint8), box, points or [[8.0, 8.0]], [1] * len(points or [[8.0, 8.0]]))
+        row = _row(
+            t,
+            name,
+            mask,
+            np.zeros((SIZE, SIZE), np.uint8),
+            box,
+            points or [[8.0, 8.0]],
+            [1] * len(points or [[8.0, 8.0]]),
+        )
         rows.append({**row, "sample_id": sample_id})
-    table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata({"samdpo": json.dumps({"format_version": 1})})
+    table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
+        {"samdpo": json.dumps({"format_version": 1})}
+    )
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / f"{sample_id}.parquet")
     return folder
@@ -50,7 +60,9 @@ def test_prompts_are_read_and_bad_boxes_are_named(tmp_path: Path) -> None:
     assert prompts.has_box.tolist() == [True, False]
     assert prompts.boxes[0].tolist() == [4, 5, 10, 12] and prompts.boxes[1].tolist() == [0, 0, 0, 0]
     assert prompts.points.shape == (2, 1, 2) and prompts.point_labels.tolist() == [[1], [1]]
-    assert prompts.vqa[0] == vqa_text(_row(0, "liver", np.zeros((1, 1), bool), np.zeros((1, 1), np.uint8), None, [], [])["vqa"])
+    assert prompts.vqa[0] == vqa_text(
+        _row(0, "liver", np.zeros((1, 1), bool), np.zeros((1, 1), np.uint8), None, [], [])["vqa"]
+    )
     # partly outside: clipped to the image
     clipped = load_image_prompts(_write(tmp_path / "b", "b", [[-3.0, 2.0, 40.0, 12.0], None]), "b", CLASSES)
     assert clipped.boxes[0].tolist() == [0, 2, SIZE - 1, 12]
@@ -71,7 +83,11 @@ def test_prompts_are_read_and_bad_boxes_are_named(tmp_path: Path) -> None:
 
 def _small(switches: PromptSwitches = PromptSwitches(), seed: int = 0) -> PromptedSam:
     torch.manual_seed(seed)
-    sam = build_sam(SamSettings(name="small", image_size=32, encoder_width=32, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16))
+    sam = build_sam(
+        SamSettings(
+            name="small", image_size=32, encoder_width=32, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16
+        )
+    )
     return PromptedSam(sam, text_dim=8, switches=switches)
 
 
@@ -89,7 +105,11 @@ def test_token_layout_switches_and_no_box(tmp_path: Path) -> None:
     assert tokens.shape == (3, 1 + 2 + 1 + 1, 16)  # 1 point, 2 box corners, VQA, LLM
     no_box = tokens[1, 1:3]
     assert torch.equal(no_box, model.sam.prompt_encoder.not_a_point_embed.weight.expand(2, -1))
-    assert _small(PromptSwitches(box=False, vqa=False)).sparse_tokens(batch).shape == (3, 3, 16)  # point + SAM's pad point, LLM
+    assert _small(PromptSwitches(box=False, vqa=False)).sparse_tokens(batch).shape == (
+        3,
+        3,
+        16,
+    )  # point + SAM's pad point, LLM
     images = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)
     with torch.no_grad():
         logits, iou = model(model.embed_images(images), batch)
@@ -109,11 +129,16 @@ def _data(tmp_path: Path, count: int = 4):
     labels[::2, 20:28, 18:30] = 2
     images[labels == 1] = 220
     ids = [f"s{i}" for i in range(count)]
-    prompts = [load_image_prompts(_write(tmp_path / "p", s, [[4.0, 5.0, 10.0, 12.0], [18.0, 20.0, 29.0, 27.0]]), s, CLASSES) for s in ids]
+    prompts = [
+        load_image_prompts(_write(tmp_path / "p", s, [[4.0, 5.0, 10.0, 12.0], [18.0, 20.0, 29.0, 27.0]]), s, CLASSES)
+        for s in ids
+    ]
     return images, labels, prompts, _texts(prompts)
 
 
-SETTINGS = Stage1Settings(epochs=3, lr=1e-3, batch_images=2, train=("image_encoder", "prompt_encoder", "mask_decoder", "text_proj"))
+SETTINGS = Stage1Settings(
+    epochs=3, lr=1e-3, batch_images=2, train=("image_encoder", "prompt_encoder", "mask_decoder", "text_proj")
+)
 
 
 def test_training_is_reproducible_and_learns(tmp_path: Path) -> None:
@@ -175,7 +200,14 @@ def test_prediction_covers_every_class_and_loads_the_saved_weights(tmp_path: Pat
     load_checkpoint(loaded, tmp_path / "m" / WEIGHTS)
     probs = np.zeros((4, 2, SIZE, SIZE), np.uint8)
     predict_probabilities(loaded, images, prompts, texts, torch.device("cpu"), probs, 1, batch_images=3, progress=False)
-    assert probs.any()
+    # every (image, class) slot holds that class's own prediction: each class predicted alone gives the same map
+    loaded.eval()
+    with torch.no_grad():
+        embeddings = loaded.embed_images(torch.from_numpy(images))
+        for t in range(len(CLASSES)):
+            alone = torch.sigmoid(loaded(embeddings, make_batch(prompts, [[t]] * len(images), texts, SIZE, 1))[0]) * 255
+            assert np.abs(alone.round().numpy() - probs[:, t]).max() <= 1
+    assert all(not np.array_equal(probs[i, 0], probs[i, 1]) for i in range(len(images)))  # the classes differ
     again = np.zeros_like(probs)
     predict_probabilities(model, images, prompts, texts, torch.device("cpu"), again, 1, progress=False)
     assert np.array_equal(probs, again)
@@ -184,7 +216,11 @@ def test_prediction_covers_every_class_and_loads_the_saved_weights(tmp_path: Pat
 def test_a_prompt_does_not_depend_on_its_batch(tmp_path: Path) -> None:
     """Padding to the run's point count: an image predicts the same alone or beside one with more points."""
     few = load_image_prompts(_write(tmp_path / "a", "few", [[4.0, 5.0, 10.0, 12.0], None]), "few", CLASSES)
-    many = load_image_prompts(_write(tmp_path / "b", "many", [[4.0, 5.0, 10.0, 12.0], None], [[8.0, 8.0], [20.0, 20.0], [3.0, 3.0]]), "many", CLASSES)
+    many = load_image_prompts(
+        _write(tmp_path / "b", "many", [[4.0, 5.0, 10.0, 12.0], None], [[8.0, 8.0], [20.0, 20.0], [3.0, 3.0]]),
+        "many",
+        CLASSES,
+    )
     texts = _texts([few, many])
     model = _small()
     images = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)

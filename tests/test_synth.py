@@ -75,3 +75,20 @@ def test_cxr_layouts(layout: str, tmp_path: Path) -> None:
         assert {f"CXR_png/{stem}", f"ManualMask/leftMask/{stem}", f"ManualMask/rightMask/{stem}"} <= set(names)
     else:
         assert any(n.startswith("images/") for n in names) and any(n.endswith("_mask.png") for n in names)
+
+
+def test_an_unknown_kind_or_layout_is_a_config_error(tmp_path: Path) -> None:
+    """Bad settings are the package's typed error (one line from the CLI), and nothing is written."""
+    from samdpo import synth
+    from samdpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown phantom kind 'ct'; expected one of \('amos', 'busi', 'cxr'\)"):
+        synth.write("ct", tmp_path / "ct", 1, 0)
+    with pytest.raises(ConfigError, match=r"layout must be one of \('montgomery', 'paired'\), got 'nih'"):
+        synth.write("cxr", tmp_path / "nih", 1, 0, layout="nih")
+    for size, slices in ((0, 40), (32, 0), (-3, 40)):  # were ZeroDivisionError / numpy ValueError tracebacks
+        with pytest.raises(
+            ConfigError, match=f"synth amos: size and slices must be at least 1, got {size} and {slices}"
+        ):
+            synth.write("amos", tmp_path / "amos", 1, 0, size=size, slices=slices)
+    assert not list(tmp_path.iterdir())

@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from samdpo.cli import main
-from samdpo.errors import ConfigError
-from samdpo.prompts.text.answer_cache import request_key
-from samdpo.prompts.text.question_pool import ask_all
 from samdpo.clip.loader import save_clip_local_dir
+from samdpo.errors import ConfigError
+from samdpo.prompts.store import array, read_prompts
+from samdpo.prompts.text.answer_cache import request_key
 from samdpo.prompts.text.llm import KnowledgeLLM, make_requests
 from samdpo.prompts.text.openai_chat import AnswerError, OpenAISettings, chat, make_client
-from samdpo.prompts.store import array, read_prompts
+from samdpo.prompts.text.question_pool import ask_all
 from samdpo.prompts.text.vqa import geometry_answer
 from tests.openai_server import OpenAIServer, answer_for
 from tests.test_leakage import TINY_CFG
@@ -51,7 +51,10 @@ def test_geometry_answers_name_shape_size_and_place() -> None:
 
 
 def test_request_key_is_stable_and_sensitive_to_what_is_asked() -> None:
-    request = {"messages": [{"role": "user", "content": "Where is the liver located?"}], "parameters": {"temperature": 0}}
+    request = {
+        "messages": [{"role": "user", "content": "Where is the liver located?"}],
+        "parameters": {"temperature": 0},
+    }
     key = request_key("openai", "gpt-4o", request)
     assert key == request_key("openai", "gpt-4o", json.loads(json.dumps(request)))
     assert len(key) == 64
@@ -76,7 +79,9 @@ def test_ask_all_keeps_order_and_stops_at_the_first_failure() -> None:
 
 
 def _settings(server: OpenAIServer, **extra) -> OpenAISettings:
-    return OpenAISettings(model="vision-test", base_url=server.base_url, timeout_s=5, retries=2, backoff_s=0.01, **extra)
+    return OpenAISettings(
+        model="vision-test", base_url=server.base_url, timeout_s=5, retries=2, backoff_s=0.01, **extra
+    )
 
 
 @pytest.fixture()
@@ -92,15 +97,22 @@ def test_rate_limits_and_server_errors_are_retried_then_answered(api_key: str) -
     script = ["429", "500", "ok"]
     with OpenAIServer(lambda n: script[n]) as server:
         settings = _settings(server)
-        assert chat(make_client(settings), settings, MESSAGES, "image a, class spleen") == answer_for({"model": "vision-test", "messages": MESSAGES})
+        assert chat(make_client(settings), settings, MESSAGES, "image a, class spleen") == answer_for(
+            {"model": "vision-test", "messages": MESSAGES}
+        )
         assert len(server.requests) == 3
         assert server.authorizations == [f"Bearer {KEY}"] * 3
 
 
-@pytest.mark.parametrize("mode,reason", [("500", "HTTP 500"), ("429", "HTTP 429"), ("malformed", "JSONDecodeError"), ("timeout", "timed out")])
+@pytest.mark.parametrize(
+    "mode,reason",
+    [("500", "HTTP 500"), ("429", "HTTP 429"), ("malformed", "JSONDecodeError"), ("timeout", "timed out")],
+)
 def test_persistent_faults_fail_after_retries_naming_image_and_class(api_key: str, mode: str, reason: str) -> None:
     with OpenAIServer(lambda n: mode, delay_s=1.0) as server:
-        settings = OpenAISettings(model="vision-test", base_url=server.base_url, timeout_s=0.3, retries=2, backoff_s=0.01)
+        settings = OpenAISettings(
+            model="vision-test", base_url=server.base_url, timeout_s=0.3, retries=2, backoff_s=0.01
+        )
         with pytest.raises(AnswerError, match=f"image benign_3, class tumor.*after 3 attempts: {reason}"):
             chat(make_client(settings), settings, MESSAGES, "image benign_3, class tumor")
         assert len(server.requests) == 3
@@ -126,7 +138,12 @@ def test_knowledge_descriptions_cover_every_dataset_class() -> None:
     from samdpo.data.amos import AMOS_CLASSES
 
     llm = KnowledgeLLM()
-    for modality, classes in (("abdominal CT", AMOS_CLASSES), ("abdominal MRI", AMOS_CLASSES), ("breast ultrasound", ("tumor",)), ("chest X-ray", ("lungs",))):
+    for modality, classes in (
+        ("abdominal CT", AMOS_CLASSES),
+        ("abdominal MRI", AMOS_CLASSES),
+        ("breast ultrasound", ("tumor",)),
+        ("chest X-ray", ("lungs",)),
+    ):
         for request in make_requests(list(classes), modality, "Describe the {name} in {modality}."):
             assert len(llm.ask(request)) > 60
     assert llm.model.startswith("descriptions.yaml@sha256:")
@@ -143,20 +160,70 @@ def test_knowledge_descriptions_cover_every_dataset_class() -> None:
 def visual(busi_root: Path, tiny_clip, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared store with saliency maps and the CRF table (tiny CLIP, 64 px)."""
     root = tmp_path_factory.mktemp("visual")
-    save_clip_local_dir(tiny_clip.model, TINY_CFG, root / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64})
+    save_clip_local_dir(
+        tiny_clip.model, TINY_CFG, root / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64}
+    )
     store = root / "store"
-    assert main(["data", "prepare", "--kind", "busi", "--root", str(busi_root), "--out", str(store), "--image-size", "64", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--kind",
+                "busi",
+                "--root",
+                str(busi_root),
+                "--out",
+                str(store),
+                "--image-size",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     args = ["--store", str(store), "--no-progress"]
-    assert main(["prompts", "saliency", *args, "--out", str(root / "p"), "--clip", f"local-dir:{root / 'clip'}", "--settings", '{"top_k": 4}']) == 0
-    assert main(["prompts", "crf", *args, "--saliency", str(root / "p"), "--out", str(root / "p" / "crf.parquet")]) == 0
+    assert (
+        main(
+            [
+                "prompts",
+                "saliency",
+                *args,
+                "--out",
+                str(root / "p"),
+                "--clip",
+                f"local-dir:{root / 'clip'}",
+                "--settings",
+                '{"top_k": 4}',
+            ]
+        )
+        == 0
+    )
+    crf = ["--crf", '{"sigmoid_center": 0.5}']
+    assert (
+        main(["prompts", "crf", *args, *crf, "--saliency", str(root / "p"), "--out", str(root / "p" / "crf.parquet")])
+        == 0
+    )
     return root
 
 
-def text_prompts(root: Path, out: Path, vqa: dict | None = None, llm: dict | None = None, cache: Path | None = None) -> tuple[int, int]:
+def text_prompts(
+    root: Path, out: Path, vqa: dict | None = None, llm: dict | None = None, cache: Path | None = None
+) -> tuple[int, int]:
     """Run `prompts vqa` and `prompts llm`; their exit codes."""
-    common = ["--store", str(root / "store"), "--modality", "breast ultrasound", "--cache", str(cache or out / "answers"), "--no-progress"]
+    common = [
+        "--store",
+        str(root / "store"),
+        "--modality",
+        "breast ultrasound",
+        "--cache",
+        str(cache or out / "answers"),
+        "--no-progress",
+    ]
     crf = ["--crf", str(root / "p" / "crf.parquet")]
-    vqa_code = main(["prompts", "vqa", *common, *crf, "--out", str(out / "vqa.parquet"), "--settings", json.dumps(vqa or {})])
+    vqa_code = main(
+        ["prompts", "vqa", *common, *crf, "--out", str(out / "vqa.parquet"), "--settings", json.dumps(vqa or {})]
+    )
     llm_code = main(["prompts", "llm", *common, "--out", str(out / "llm.parquet"), "--settings", json.dumps(llm or {})])
     return vqa_code, llm_code
 
@@ -167,7 +234,10 @@ def _meta(path: Path) -> dict:
 
 def test_openai_answers_are_cached_and_a_rerun_asks_nothing(visual: Path, tmp_path: Path, api_key: str, capsys) -> None:
     with OpenAIServer() as server:
-        backend = {"backend": "openai", "openai": {"model": "vision-test", "base_url": server.base_url, "backoff_s": 0.01, "workers": 3}}
+        backend = {
+            "backend": "openai",
+            "openai": {"model": "vision-test", "base_url": server.base_url, "backoff_s": 0.01, "workers": 3},
+        }
         assert text_prompts(visual, tmp_path, backend, backend) == (0, 0)
         vqa = pq.read_table(tmp_path / "vqa.parquet").to_pylist()
         images = len(pq.read_table(visual / "store" / "samples.parquet"))
@@ -190,13 +260,26 @@ def test_openai_answers_are_cached_and_a_rerun_asks_nothing(visual: Path, tmp_pa
     assert KEY not in output.out + output.err
 
 
-def test_an_interrupted_run_resumes_asking_only_what_is_missing(visual: Path, tmp_path: Path, api_key: str, capsys) -> None:
+def test_an_interrupted_run_resumes_asking_only_what_is_missing(
+    visual: Path, tmp_path: Path, api_key: str, capsys
+) -> None:
     images = len(pq.read_table(visual / "store" / "samples.parquet"))
     with OpenAIServer(lambda n: "ok" if n < 5 else "500") as server:
-        backend = {"backend": "openai", "openai": {"model": "vision-test", "base_url": server.base_url, "backoff_s": 0.01, "retries": 1, "workers": 1}}
+        backend = {
+            "backend": "openai",
+            "openai": {
+                "model": "vision-test",
+                "base_url": server.base_url,
+                "backoff_s": 0.01,
+                "retries": 1,
+                "workers": 1,
+            },
+        }
         assert text_prompts(visual, tmp_path, backend)[0] == 2
         error = capsys.readouterr().err
-        assert "samdpo: error: image benign_" in error and "class tumor" in error and "after 2 attempts: HTTP 500" in error
+        assert (
+            "samdpo: error: image benign_" in error and "class tumor" in error and "after 2 attempts: HTTP 500" in error
+        )
         assert not (tmp_path / "vqa.parquet").exists()  # nothing half-written
     with OpenAIServer() as server:
         backend["openai"]["base_url"] = server.base_url
@@ -205,7 +288,9 @@ def test_an_interrupted_run_resumes_asking_only_what_is_missing(visual: Path, tm
         assert _meta(tmp_path / "vqa.parquet")["reused"] == 5
 
 
-def test_missing_key_stops_the_vqa_command_before_any_question(visual: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_missing_key_stops_the_vqa_command_before_any_question(
+    visual: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with OpenAIServer() as server:
         backend = {"backend": "openai", "openai": {"model": "m", "base_url": server.base_url}}
@@ -221,7 +306,17 @@ def test_default_backends_and_the_prompt_store(visual: Path, tmp_path: Path, cap
     out = tmp_path / "prompts_cache" / "busi"
     p = visual / "p"
     args = ["prompts", "store", "--store", str(visual / "store"), "--saliency", str(p), "--crf", str(p / "crf.parquet")]
-    args += ["--vqa", str(tmp_path / "vqa.parquet"), "--llm", str(tmp_path / "llm.parquet"), "--out", str(out), "--saliency-size", "32", "--no-progress"]
+    args += [
+        "--vqa",
+        str(tmp_path / "vqa.parquet"),
+        "--llm",
+        str(tmp_path / "llm.parquet"),
+        "--out",
+        str(out),
+        "--saliency-size",
+        "32",
+        "--no-progress",
+    ]
     assert main(args) == 0
     samples = pq.read_table(visual / "store" / "samples.parquet").column("sample_id").to_pylist()
     assert sorted(f.stem for f in out.glob("*.parquet")) == sorted(samples) and (out / "_settings.json").is_file()
@@ -229,19 +324,31 @@ def test_default_backends_and_the_prompt_store(visual: Path, tmp_path: Path, cap
     rows, meta = read_prompts(out / f"{samples[0]}.parquet")
     (row,) = rows
     assert row["sample_id"] == samples[0] and row["class_name"] == "tumor" and row["modality"] == "breast ultrasound"
-    assert array(row, "image").shape == (64, 64) and array(row, "saliency").shape == (32, 32) and array(row, "mask").shape == (64, 64)
+    assert (
+        array(row, "image").shape == (64, 64)
+        and array(row, "saliency").shape == (32, 32)
+        and array(row, "mask").shape == (64, 64)
+    )
     assert [qa["question_id"] for qa in row["vqa"]] == ["shape", "location"]
     assert row["description"].startswith("A breast tumor on ultrasound")
-    assert row["vqa_backend"] == "geometry" and row["llm_backend"] == "knowledge" and row["clip"].startswith("local-dir:")
+    assert (
+        row["vqa_backend"] == "geometry" and row["llm_backend"] == "knowledge" and row["clip"].startswith("local-dir:")
+    )
     assert len(row["visual_hash"]) == len(row["vqa_hash"]) == len(row["llm_hash"]) == 16
-    assert meta["format_version"] == 1 and meta["settings"]["vqa"]["settings"]["questions"]["shape"] == "What is the shape of the {name}?"
+    assert (
+        meta["format_version"] == 1
+        and meta["settings"]["vqa"]["settings"]["questions"]["shape"] == "What is the shape of the {name}?"
+    )
     mask = array(row, "mask")
     assert row["has_box"] == bool(mask.any())
 
     assert main(["prompts", "show", str(out / f"{samples[0]}.parquet")]) == 0
     table = capsys.readouterr().out
     assert "tumor" in table and samples[0] in table
-    assert main(["prompts", "show", str(out / f"{samples[0]}.parquet"), "--json", "--png", str(tmp_path / "show.png")]) == 0
+    assert (
+        main(["prompts", "show", str(out / f"{samples[0]}.parquet"), "--json", "--png", str(tmp_path / "show.png")])
+        == 0
+    )
     shown = json.loads(capsys.readouterr().out)
     assert shown["records"][0]["vqa"] == row["vqa"]
     assert (tmp_path / "show.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -253,7 +360,15 @@ def test_merge_refuses_tables_of_other_samples(visual: Path, tmp_path: Path, cap
     pq.write_table(vqa.slice(0, 2).replace_schema_metadata(vqa.schema.metadata), tmp_path / "vqa.parquet")
     p = visual / "p"
     args = ["prompts", "store", "--store", str(visual / "store"), "--saliency", str(p), "--crf", str(p / "crf.parquet")]
-    args += ["--vqa", str(tmp_path / "vqa.parquet"), "--llm", str(tmp_path / "llm.parquet"), "--out", str(tmp_path / "out"), "--no-progress"]
+    args += [
+        "--vqa",
+        str(tmp_path / "vqa.parquet"),
+        "--llm",
+        str(tmp_path / "llm.parquet"),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(args) == 2
     assert "vqa.parquet: no answers for" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

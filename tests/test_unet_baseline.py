@@ -21,13 +21,16 @@ from samdpo.data.splits import write_splits
 from samdpo.data.store import IMAGES, LABELS, TABLE, SampleStore, write_store
 from samdpo.errors import ConfigError, DataError
 from samdpo.predictions import PROBS
+from samdpo.settings import parse_settings
 
 SIZE, CASES = 32, 16
 CLASSES = ("square", "disk")
 SPLIT = {f"case{i:02d}": "labeled" if i < 4 else "unlabeled" if i < 10 else "test" for i in range(CASES)}
 #: Labels of the test split hold an impossible class: training fails if it ever reads them.
 POISON = 9
-FAST = UnetSettings(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, epochs=2, lr=1e-2, batch_size=4, device="cpu")
+FAST = UnetSettings(
+    channels=(8, 16, 32), strides=(2, 2), num_res_units=1, epochs=2, lr=1e-2, batch_size=4, device="cpu"
+)
 
 
 def _case(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,7 +54,19 @@ def _case(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _sample(i: int) -> Sample:
     image, label, _ = _case(i)
-    return Sample(f"s{i:02d}", f"case{i:02d}", 0, image, label, (1.0, 1.0), "px", CLASSES, "synthetic", f"s{i:02d}.png", (SIZE, SIZE))
+    return Sample(
+        f"s{i:02d}",
+        f"case{i:02d}",
+        0,
+        image,
+        label,
+        (1.0, 1.0),
+        "px",
+        CLASSES,
+        "synthetic",
+        f"s{i:02d}.png",
+        (SIZE, SIZE),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +117,48 @@ def _train_images(store: Path, splits: tuple[str, ...] = ("labeled", "unlabeled"
 )
 def test_bad_settings_name_the_field(values: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        UnetSettings.from_dict(values)
+        parse_settings(UnetSettings, values, "unet")
 
 
 def test_bad_settings_on_the_command_line_and_sizes(data: tuple[Path, Path], tmp_path: Path) -> None:
     store, splits = data
     with pytest.raises(ConfigError, match="unet.epochs"):
-        _run("unet", "train", "--store", str(store), "--splits", str(splits), "--out", str(tmp_path), "--settings", '{"epochs": 0}')
+        _run(
+            "unet",
+            "train",
+            "--store",
+            str(store),
+            "--splits",
+            str(splits),
+            "--out",
+            str(tmp_path),
+            "--settings",
+            '{"epochs": 0}',
+        )
     with pytest.raises(ConfigError, match="--settings is not valid JSON"):
-        _run("unet", "train", "--store", str(store), "--splits", str(splits), "--out", str(tmp_path), "--settings", "{epochs")
+        _run(
+            "unet",
+            "train",
+            "--store",
+            str(store),
+            "--splits",
+            str(splits),
+            "--out",
+            str(tmp_path),
+            "--settings",
+            "{epochs",
+        )
     images, labels = _train_images(store)
     with pytest.raises(ConfigError, match="unet.strides"):  # 32 px cannot go down 5 times by 2 and keep 2 px
-        train_unet(images, labels, 2, replace(FAST, channels=(4, 4, 4, 4, 4, 4), strides=(2,) * 5), tmp_path, {}, progress=False)
+        train_unet(
+            images,
+            labels,
+            2,
+            replace(FAST, channels=(4, 4, 4, 4, 4, 4), strides=(2,) * 5),
+            tmp_path,
+            {},
+            progress=False,
+        )
     with pytest.raises(DataError, match="label 9"):
         train_unet(*_train_images(store, ("test",)), 2, FAST, tmp_path, {}, progress=False)
     assert not (tmp_path / WEIGHTS).exists()
@@ -129,7 +174,12 @@ def test_training_is_reproducible(data: tuple[Path, Path], tmp_path: Path) -> No
         assert (tmp_path / "a" / name).stat().st_size > 0
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
     saved = json.loads((tmp_path / "a" / "settings.json").read_text())
-    assert saved["test"] == 1 and saved["unet"]["channels"] == [8, 16, 32] and saved["class_count"] == 2 and saved["image_size"] == SIZE
+    assert (
+        saved["test"] == 1
+        and saved["unet"]["channels"] == [8, 16, 32]
+        and saved["class_count"] == 2
+        and saved["image_size"] == SIZE
+    )
     model, spec = load_unet(tmp_path / "a")
     assert spec["settings_hash"] == saved["settings_hash"]
     reference = build_unet(2, FAST)
@@ -139,7 +189,9 @@ def test_training_is_reproducible(data: tuple[Path, Path], tmp_path: Path) -> No
     np.testing.assert_array_equal(predict_unet(model, images, cpu, 3, progress=False), again)
 
 
-def test_an_interrupted_run_resumes_to_the_same_weights(data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_resumes_to_the_same_weights(
+    data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images, labels = _train_images(data[0])
     settings = replace(FAST, epochs=3)
     train_unet(images, labels, 2, settings, tmp_path / "whole", {}, progress=False)
@@ -163,10 +215,29 @@ def test_an_interrupted_run_resumes_to_the_same_weights(data: tuple[Path, Path],
 
 def test_the_command_line_learns_and_predicts_without_labels(data: tuple[Path, Path], tmp_path: Path) -> None:
     store, splits = data
-    settings = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1, "epochs": 30, "lr": 0.01, "batch_size": 2, "device": "cpu"}
+    settings = {
+        "channels": [8, 16, 32],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "epochs": 30,
+        "lr": 0.01,
+        "batch_size": 2,
+        "device": "cpu",
+    }
     model = tmp_path / "model"
     # the test split's labels are poisoned (label 9): training must read only the labelled + unlabelled ones
-    _run("unet", "train", "--store", str(store), "--splits", str(splits), "--out", str(model), "--settings", json.dumps(settings))
+    _run(
+        "unet",
+        "train",
+        "--store",
+        str(store),
+        "--splits",
+        str(splits),
+        "--out",
+        str(model),
+        "--settings",
+        json.dumps(settings),
+    )
     losses = [float(line.split(",")[1]) for line in (model / "loss.csv").read_text().splitlines()[1:]]
     assert len(losses) == 30 and losses[-1] < 0.3 * losses[0]
     saved = json.loads((model / "settings.json").read_text())
@@ -178,12 +249,32 @@ def test_the_command_line_learns_and_predicts_without_labels(data: tuple[Path, P
         shutil.copy(store / name, blind / name)
     assert not (blind / LABELS).exists()
     out = tmp_path / "probs"
-    _run("unet", "predict", "--store", str(blind), "--splits", str(splits), "--model", str(model), "--out", str(out), "--no-progress")
+    _run(
+        "unet",
+        "predict",
+        "--store",
+        str(blind),
+        "--splits",
+        str(splits),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     probs = np.load(out / f"{PROBS}.npy")
     meta = json.loads((out / f"{PROBS}.json").read_text())
     chosen = [i for i in range(CASES) if SPLIT[f"case{i:02d}"] in ("unlabeled", "test")]
     assert probs.dtype == np.uint8 and probs.shape == (len(chosen), len(CLASSES), SIZE, SIZE)
-    assert set(meta) == {"dataset", "sample_ids", "sample_splits", "splits", "class_names", "model", "model_settings_hash"}
+    assert set(meta) == {
+        "dataset",
+        "sample_ids",
+        "sample_splits",
+        "splits",
+        "class_names",
+        "model",
+        "model_settings_hash",
+    }
     assert meta["sample_ids"] == [f"s{i:02d}" for i in chosen] and meta["splits"] == ["unlabeled", "test"]
     assert meta["sample_splits"] == [SPLIT[f"case{i:02d}"] for i in chosen]
     assert meta["class_names"] == list(CLASSES) and meta["dataset"] == "synthetic"

@@ -19,6 +19,7 @@ ANSWERS = ("round", "oval", "left", "right")
 SIZE = 64
 WORDS = "what is the shape of where located liver kidney spleen in ct mri image left right ? , .".split()
 
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -74,7 +75,10 @@ def test_answers_one_of_the_labels_deterministically(vilt_dir: Path) -> None:
 
 def test_vqa_table_goes_through_the_answer_cache(vilt_dir: Path, tmp_path: Path) -> None:
     images = _images(2)
-    templates = {"shape": "What is the shape of the {name}?", "location": "Where is the {name} located in this {modality} image?"}
+    templates = {
+        "shape": "What is the shape of the {name}?",
+        "location": "Where is the {name} located in this {modality} image?",
+    }
     questions = make_questions(["s0", "s1"], ["liver", "kidney"], templates, "ct")
     n = len(questions)
     assert n == 8

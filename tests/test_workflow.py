@@ -1,9 +1,11 @@
-"""The Snakemake workflow: dry run of the main target, the data rules on the smoke config, bad config."""
+"""The Snakemake workflow: dry runs of the main target, the whole DAG on the smoke config (its reruns, the
+alignment study and the report), bad configs."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,8 +28,19 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--set-threads", "crf=1", "--directory", str(workdir), *args]
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1200)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--set-threads",
+        "crf=1",
+        "--directory",
+        str(workdir),
+        *args,
+    ]
+    return subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=1200)
 
 
 def test_dry_run_of_the_main_table_shows_the_data_rules(workdir: Path) -> None:
@@ -37,7 +50,7 @@ def test_dry_run_of_the_main_table_shows_the_data_rules(workdir: Path) -> None:
         assert rule in result.stdout
 
 
-def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
+def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_and_reports(workdir: Path) -> None:
     result = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml")
     assert result.returncode == 0, result.stderr
     assert "extended by additional config" not in result.stdout + result.stderr  # replaced, not merged
@@ -49,16 +62,29 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
     assert (workdir / "results/benchmarks/prepare_samples/amos.tsv").is_file()
     for dataset in ("amos", "busi", "cxr"):
         table = pd.read_csv(workdir / f"results/{dataset}_table.csv")
-        assert list(table["method"]) == ["unet", "zero_shot_cam_box", "sam_box", "ours_prompt_10", "ours_prompt_20", "ours_dpo_10_10", "oracle_gt_box"]
+        assert list(table["method"]) == [
+            "unet",
+            "zero_shot_cam_box",
+            "sam_box",
+            "ours_prompt_10",
+            "ours_prompt_20",
+            "ours_dpo_10_10",
+            "oracle_gt_box",
+        ]
         main_metric = "mdice" if dataset == "amos" else "dice"
         assert {main_metric, "nsd", "hd95", "data_models"} <= set(table.columns)
         assert table["data_models"].str.contains("synthetic").all()
         ablation = pd.read_csv(workdir / f"results/{dataset}_ablation.csv")
         assert list(ablation["method"]) == ["ours_prompt_10", "ours_dpo_score", "ours_dpo_rank", "ours_dpo_best"]
         effect = pd.read_csv(workdir / f"results/{dataset}_dpo_effect.csv")
-        assert {"pairs", "median_disagreement_px", "at_ln2", "mean_margin", "best_rose", "why_no_preference"} <= set(effect.columns)
+        assert {"pairs", "median_disagreement_px", "at_ln2", "mean_margin", "best_rose", "why_no_preference"} <= set(
+            effect.columns
+        )
         assert "Alignment diagnostics" in (workdir / f"results/{dataset}_dpo_effect.md").read_text()
-        assert sorted(effect["model"]) == ["dpo_best", "dpo_rank", "dpo_score"] and (effect["reference_model"] == "prompt_10").all()
+        assert (
+            sorted(effect["model"]) == ["dpo_best", "dpo_rank", "dpo_score"]
+            and (effect["reference_model"] == "prompt_10").all()
+        )
         assert (effect["low"] <= effect["difference"]).all() and (effect["difference"] <= effect["high"]).all()
         for suffix in (".md", ".png"):
             assert (workdir / f"results/{dataset}_table{suffix}").is_file()
@@ -75,39 +101,98 @@ def test_data_and_prompt_rules_on_the_smoke_config(workdir: Path) -> None:
         assert files == sorted(samples["sample_id"])
         probs = json.loads((workdir / f"results/stage1/{dataset}/prompt_10/probs.json").read_text())
         assert probs["splits"] == ["unlabeled", "test"] and len(probs["sample_ids"]) < len(samples)
-        assert json.loads((workdir / f"results/stage1/{dataset}/prompt_20/probs.json").read_text())["splits"] == ["test"]
-        assert json.loads((workdir / f"results/zero_shot/{dataset}/gt_box/probs.json").read_text())["splits"] == ["test"]
+        assert json.loads((workdir / f"results/stage1/{dataset}/prompt_20/probs.json").read_text())["splits"] == [
+            "test"
+        ]
+        assert json.loads((workdir / f"results/zero_shot/{dataset}/gt_box/probs.json").read_text())["splits"] == [
+            "test"
+        ]
         embedded = json.loads((workdir / f"results/embeddings/{dataset}/embeddings.json").read_text())
         assert embedded["sample_ids"] == list(samples["sample_id"])
         assert (workdir / f"results/stage1/{dataset}/prompt_10/loss.png").is_file()
-    shown = subprocess.run(["samdpo", "prompts", "show", files[0] + ".parquet"], cwd=workdir / "prompts_cache/cxr", capture_output=True, text=True)
+    shown = subprocess.run(
+        ["samdpo", "prompts", "show", files[0] + ".parquet"],
+        check=False,
+        cwd=workdir / "prompts_cache/cxr",
+        capture_output=True,
+        text=True,
+    )
     assert shown.returncode == 0 and "lungs" in shown.stdout and "geometry" in shown.stdout, shown.stderr
     rerun = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     # a changed setting reruns its rule and what depends on it, nothing upstream or beside it
     for change, rerun_rules, kept in (
-        ({"crf.iterations": 2}, {"crf", "refine_boxes", "box_quality", "vqa", "prompt_store", "train_stage1", "align"}, {"saliency", "anatomy_prior", "pretrain_clip", "llm", "train_unet"}),
-        ({"refine.margin": 3}, {"refine_boxes", "box_quality", "vqa", "prompt_store", "predict_zero_shot"}, {"crf", "anatomy_prior", "saliency", "embed_images", "train_unet"}),
-        ({"anatomy.smoothing": 2.0}, {"anatomy_prior", "crf", "refine_boxes", "box_quality"}, {"saliency", "embed_images", "train_unet"}),
-        ({"vqa.questions": {"shape": "What shape is the {name}?"}}, {"vqa", "prompt_store", "embed_texts"}, {"crf", "saliency", "llm"}),
+        (
+            {"crf.iterations": 2},
+            {"crf", "refine_boxes", "box_quality", "vqa", "prompt_store", "train_stage1", "align"},
+            {"saliency", "anatomy_prior", "pretrain_clip", "llm", "train_unet"},
+        ),
+        (
+            {"refine.margin": 3},
+            {"refine_boxes", "box_quality", "vqa", "prompt_store", "predict_zero_shot"},
+            {"crf", "anatomy_prior", "saliency", "embed_images", "train_unet"},
+        ),
+        (
+            {"anatomy.smoothing": 2.0},
+            {"anatomy_prior", "crf", "refine_boxes", "box_quality"},
+            {"saliency", "embed_images", "train_unet"},
+        ),
+        (
+            {"vqa.questions": {"shape": "What shape is the {name}?"}},
+            {"vqa", "prompt_store", "embed_texts"},
+            {"crf", "saliency", "llm"},
+        ),
         ({"llm.prompt": "Describe the {name}."}, {"llm", "prompt_store"}, {"vqa", "crf"}),
         ({"prompt_store.saliency_size": 32}, {"prompt_store", "train_stage1"}, {"vqa", "llm", "crf"}),
-        ({"stage1.lr": 0.002}, {"train_stage1", "predict_sam", "candidates", "align", "results_table"}, {"embed_texts", "prompt_store", "train_unet", "embed_images", "predict_zero_shot"}),
-        ({"align.stage2.beta2": 0.25}, {"align", "predict_sam", "evaluate", "results_table"}, {"train_stage1", "candidates", "annotate"}),
+        (
+            {"stage1.lr": 0.002},
+            {"train_stage1", "predict_sam", "candidates", "align", "results_table"},
+            {"embed_texts", "prompt_store", "train_unet", "embed_images", "predict_zero_shot"},
+        ),
+        (
+            {"align.stage2.beta2": 0.25},
+            {"align", "predict_sam", "evaluate", "results_table"},
+            {"train_stage1", "candidates", "annotate"},
+        ),
         ({"align.classes": "present"}, {"annotate", "align", "dpo_effect"}, {"train_stage1", "candidates"}),
         ({"align.noise": 0.3}, {"annotate", "align"}, {"train_stage1", "candidates"}),
         ({"align.stage2.anchor_weight": 1.0}, {"align", "dpo_effect"}, {"candidates", "annotate"}),
         # three stage-1 seeds: two more models per stage-1 row, averaged by the tables; alignment keeps its start
-        ({"seeds": [0, 1, 2]}, {"train_stage1", "predict_sam", "evaluate", "results_table", "ablation_table"}, {"candidates", "annotate", "align"}),
+        (
+            {"seeds": [0, 1, 2]},
+            {"train_stage1", "predict_sam", "evaluate_stage1", "results_table"},
+            {"candidates", "annotate", "align", "evaluate"},
+        ),
     ):
         changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
         jobs = set(_planned_jobs(changed.stdout))
         assert rerun_rules <= jobs and not kept & jobs, (change, jobs)
     seeded = _planned_jobs(snakemake(workdir, "--configfile", str(_config(workdir, {"seeds": [0, 1, 2]})), "-n").stdout)
     assert seeded["train_stage1"] == 3 * 2 * 3, seeded  # 3 datasets x 2 more seeds x 3 stage-1 variants
+    # one evaluation per dataset and seed, both tables of each dataset
+    assert seeded["evaluate_stage1"] == 3 * 2 and seeded["results_table"] == 3 * 2, seeded
+    # table rows named with spaces and parentheses: each name reaches `samdpo table` whole, nothing else reruns
+    rows = {
+        "U-Net (2D)": "unet",
+        "ours, 10% labels": "prompt_10",
+        "oracle GT box": "oracle_gt_box",
+        "x": "sam_box",
+        "y": "zero_shot_cam_box",
+        "z": "prompt_20",
+        "DPO 'rank'": "dpo_rank",
+    }
+    renamed = snakemake(workdir, "results/busi_table.csv", "--configfile", str(_config(workdir, {"tables.main": rows})))
+    assert renamed.returncode == 0, renamed.stderr
+    assert set(_planned_jobs(renamed.stderr)) == {"results_table"}
+    assert list(pd.read_csv(workdir / "results/busi_table.csv")["method"]) == sorted(rows)  # the order _config wrote
     # the alignment study (not in rule all): a small grid on BUSI, one row per run, against prompt_10
-    study = {"factorial": {"reduction": ["sum", "disagreement_mean"]}, "variations": [{"unlabeled": 0.3}, {"reference": "uncertainty", "classes": "all"}]}
-    studied = snakemake(workdir, "results/busi_alignment_study.csv", "--configfile", str(_config(workdir, {"study": study})))
+    study = {
+        "factorial": {"reduction": ["sum", "disagreement_mean"]},
+        "variations": [{"unlabeled": 0.3}, {"reference": "uncertainty", "classes": "all"}],
+    }
+    studied = snakemake(
+        workdir, "results/busi_alignment_study.csv", "--configfile", str(_config(workdir, {"study": study}))
+    )
     assert studied.returncode == 0, studied.stderr
     rows = pd.read_csv(workdir / "results/busi_alignment_study.csv")
     assert list(rows["run"]) == ["reduction=sum", "default", "unlabeled=0.3", "reference=uncertainty"]
@@ -152,6 +237,51 @@ def _config(workdir: Path, change: dict) -> Path:
     return path
 
 
+def _shell_commands(dry_run_output: str, program: str) -> list[list[str]]:
+    """The arguments of each shell command of a ``-n -p`` dry run that runs ``program`` (e.g. ``samdpo table``)."""
+    lines = [line[line.index(program) :] for line in dry_run_output.splitlines() if program in line]
+    return [shlex.split(line.split(" > ")[0]) for line in lines]
+
+
+def test_table_method_names_with_spaces_reach_the_command_whole(workdir: Path) -> None:
+    config = {
+        "tables.main": {"U-Net (2D)": "unet", "ours prompt 10": "prompt_10"},
+        "tables.ablation": {"it's DPO": "dpo_rank"},
+    }
+    targets = ["results/cxr_table.csv", "results/cxr_ablation.csv"]
+    result = snakemake(workdir, "-n", "-p", *targets, "--configfile", str(_config(workdir, config)))
+    assert result.returncode == 0, result.stderr
+    commands = _shell_commands(result.stdout, "samdpo table")
+    methods = [argv[argv.index("--methods") + 1 : argv.index("--provenance")] for argv in commands]
+    assert sorted(methods) == [["U-Net (2D)", "ours prompt 10"], ["it's DPO"]]
+
+
+def test_align_start_from_moves_every_rule_that_starts_from_it(workdir: Path) -> None:
+    targets = ["results/cxr_dpo_effect.csv", "results/report/cxr/overlays.png", "results/cxr_alignment_study.csv"]
+    start_from = "align={start_from: prompt_20, reference: uncertainty}"
+    result = snakemake(workdir, "-n", "-p", *targets, "--config", start_from)
+    assert result.returncode == 0, result.stderr
+    starting = {
+        "samdpo align candidates": "--probs",
+        "samdpo align annotate": "--model",
+        "samdpo align train": "--model",
+        "samdpo align study": "--model",
+        "samdpo overlays": "--before",
+    }
+    for program, option in starting.items():
+        commands = _shell_commands(result.stdout, program)
+        assert commands, program
+        assert all(argv[argv.index(option) + 1] == "results/stage1/cxr/prompt_20" for argv in commands), program
+    (effect,) = _shell_commands(result.stdout, "samdpo dpo-effect")
+    assert effect[effect.index("--reference") + 1] == "prompt_20"
+    predicted = {
+        argv[argv.index("--model") + 1]: argv[argv.index("--splits-to-predict") + 1 : argv.index("--embeddings")]
+        for argv in _shell_commands(result.stdout, "samdpo train predict")
+    }
+    assert predicted["results/stage1/cxr/prompt_20"] == ["unlabeled", "test"]
+    assert predicted["results/stage1/cxr/prompt_10"] == ["test"]
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
@@ -190,13 +320,26 @@ def test_real_configs_name_every_missing_path_before_any_work(workdir: Path, dat
     result = snakemake(workdir, "-n", f"results/{dataset}_table.csv", "--configfile", f"workflow/config/{dataset}.yaml")
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert f"datasets.{dataset}.root:" in output and "sam.checkpoint: /models/sam-med2d_b.safetensors does not exist" in output
+    assert (
+        f"datasets.{dataset}.root:" in output
+        and "sam.checkpoint: /models/sam-med2d_b.safetensors does not exist" in output
+    )
     assert not (workdir / "results").exists()
 
 
 def test_slurm_profile_dry_run_maps_gpu_rules_to_gpus(workdir: Path) -> None:
-    command = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", "-n", "results/cxr_table.csv", "--directory", str(workdir)]
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "workflow/profiles/slurm",
+        "-n",
+        "results/cxr_table.csv",
+        "--directory",
+        str(workdir),
+    ]
+    result = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     jobs = result.stdout.split("rule ")
     training = [job for job in jobs if job.startswith("train_stage1:")]
@@ -206,10 +349,32 @@ def test_slurm_profile_dry_run_maps_gpu_rules_to_gpus(workdir: Path) -> None:
 
 def test_stage1_given_several_gpus_starts_under_torchrun(workdir: Path) -> None:
     target = "results/stage1/cxr/prompt_10/model.safetensors"
-    one = subprocess.run([sys.executable, "-m", "snakemake", target, "-n", "-p", "--directory", str(workdir)], cwd=workdir, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "snakemake", target, "-n", "-p", "--directory", str(workdir)],
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     four = subprocess.run(
-        [sys.executable, "-m", "snakemake", target, "-n", "-p", "--set-resources", "train_stage1:gpu=4", "--directory", str(workdir)],
-        cwd=workdir, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            target,
+            "-n",
+            "-p",
+            "--set-resources",
+            "train_stage1:gpu=4",
+            "--directory",
+            str(workdir),
+        ],
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert one.returncode == 0 and four.returncode == 0, one.stderr + four.stderr
     assert "samdpo train stage1" in one.stdout and "torchrun" not in one.stdout
@@ -217,9 +382,26 @@ def test_stage1_given_several_gpus_starts_under_torchrun(workdir: Path) -> None:
 
 
 def test_an_openai_backend_without_its_key_fails_at_start(workdir: Path) -> None:
-    command = [sys.executable, "-m", "snakemake", "-n", "--directory", str(workdir), "--config", "llm={backend: openai}"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--directory",
+        str(workdir),
+        "--config",
+        "llm={backend: openai}",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    missing = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
+    missing = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=300, env=env)
     assert missing.returncode != 0 and "OPENAI_API_KEY" in missing.stdout + missing.stderr
-    given = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300, env={**env, "OPENAI_API_KEY": "sk-test"})
+    given = subprocess.run(
+        command,
+        check=False,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "OPENAI_API_KEY": "sk-test"},
+    )
     assert given.returncode == 0, given.stderr

@@ -83,7 +83,9 @@ def _from_values(values: np.ndarray, scored: bool, identical: bool = False) -> A
     values = np.asarray(values, dtype=np.int64)
     tied = len(np.unique(values)) == 1
     reason = "" if not tied else IDENTICAL if identical else EQUAL
-    return Annotation(order=np.argsort(-values, kind="stable"), grades=values if scored else None, ties=values, reason=reason)
+    return Annotation(
+        order=np.argsort(-values, kind="stable"), grades=values if scored else None, ties=values, reason=reason
+    )
 
 
 def annotate(candidates: np.ndarray, reference: np.ndarray, mode: str) -> Annotation:
@@ -100,7 +102,12 @@ def annotate(candidates: np.ndarray, reference: np.ndarray, mode: str) -> Annota
 
 def not_graded(count: int, mode: str) -> Annotation:
     """The annotation of a pair the annotator skips (``classes="present"`` and the class is absent)."""
-    return Annotation(order=np.arange(count), grades=np.ones(count, np.int64) if mode == "score" else None, ties=np.zeros(count, np.int64), reason=NOT_GRADED)
+    return Annotation(
+        order=np.arange(count),
+        grades=np.ones(count, np.int64) if mode == "score" else None,
+        ties=np.zeros(count, np.int64),
+        reason=NOT_GRADED,
+    )
 
 
 def add_noise(annotation: Annotation, noise: float, rng: np.random.Generator) -> Annotation:
@@ -169,7 +176,11 @@ def annotate_all(
             if graded is not None and not graded[n, t]:
                 row.append(not_graded(count, mode))
                 continue
-            row.append(add_noise(annotate(masks[t], reference[t], mode), noise, rng) if noise > 0 else annotate(masks[t], reference[t], mode))
+            row.append(
+                add_noise(annotate(masks[t], reference[t], mode), noise, rng)
+                if noise > 0
+                else annotate(masks[t], reference[t], mode)
+            )
         out.append(row)
     return out
 
@@ -201,7 +212,9 @@ def write_annotations(path: Path, rows: list[dict[str, Any]], meta: Mapping[str,
             ("reason", pa.string()),
         ]
     )
-    table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata({"samdpo": json.dumps(dict(meta), sort_keys=True)})
+    table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
+        {"samdpo": json.dumps(dict(meta), sort_keys=True)}
+    )
     with atomic.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -213,5 +226,7 @@ def read_annotations(path: Path) -> dict[tuple[str, int], Annotation]:
     out = {}
     for row in pq.read_table(path).to_pylist():
         grades = None if row["grades"] is None else np.asarray(row["grades"])
-        out[(row["sample_id"], row["class_index"])] = Annotation(np.asarray(row["order"]), grades, np.asarray(row["ties"]), row.get("reason") or "")
+        out[(row["sample_id"], row["class_index"])] = Annotation(
+            np.asarray(row["order"]), grades, np.asarray(row["ties"]), row.get("reason") or ""
+        )
     return out

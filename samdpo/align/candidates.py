@@ -24,7 +24,9 @@ def check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
     """Strictly ascending thresholds in (0, 1)."""
     values = tuple(float(t) for t in thresholds)
     if len(values) < 2 or any(not 0 < t < 1 for t in values) or any(a >= b for a, b in zip(values, values[1:])):
-        raise ConfigError(f"candidates.thresholds must be at least two strictly ascending values in (0, 1), got {list(thresholds)}")
+        raise ConfigError(
+            f"candidates.thresholds must be at least two strictly ascending values in (0, 1), got {list(thresholds)}"
+        )
     return values
 
 

@@ -45,7 +45,9 @@ def rank_weights(beta1: float = 1.0, beta2: float = 0.5) -> torch.Tensor:
     return torch.tensor([beta1, beta2, -beta2, -beta1])
 
 
-def weighted_dpo_loss(policy_logp: torch.Tensor, ref_logp: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def weighted_dpo_loss(
+    policy_logp: torch.Tensor, ref_logp: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch mean of -log sigmoid(sum_k w_k r_k), and the (B,) margins sum_k w_k r_k.
 
     Args:

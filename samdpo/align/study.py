@@ -61,13 +61,23 @@ class StudyRun:
     def settings(self) -> dict[str, Any]:
         """The run's flat settings (the study table's columns)."""
         stage2 = {key: getattr(self.stage2, key) for key in STAGE2_KEYS}
-        return {"mode": self.mode, "objective": self.objective, "reference": self.reference, "classes": self.classes,
-                "noise": self.noise, "unlabeled": self.unlabeled, "thresholds": self.thresholds, **stage2}
+        return {
+            "mode": self.mode,
+            "objective": self.objective,
+            "reference": self.reference,
+            "classes": self.classes,
+            "noise": self.noise,
+            "unlabeled": self.unlabeled,
+            "thresholds": self.thresholds,
+            **stage2,
+        }
 
 
 def make_run(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> StudyRun:
     """The run of ``base`` (flat settings: :data:`ANNOTATOR_KEYS` and stage-2 keys) with ``overrides``."""
-    unknown = sorted(set(base) - set(ANNOTATOR_KEYS) - set(STAGE2_KEYS) - {"device"}) + sorted(set(overrides) - set(ANNOTATOR_KEYS) - set(STAGE2_KEYS))
+    unknown = sorted(set(base) - set(ANNOTATOR_KEYS) - set(STAGE2_KEYS) - {"device"}) + sorted(
+        set(overrides) - set(ANNOTATOR_KEYS) - set(STAGE2_KEYS)
+    )
     if unknown:
         raise ConfigError(f"study: unknown settings {unknown}; use {', '.join(ANNOTATOR_KEYS + STAGE2_KEYS)}")
     merged = {**base, **overrides}
@@ -77,18 +87,36 @@ def make_run(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> StudyRun:
     if merged["classes"] == "present" and merged["reference"] != "ground_truth":
         raise ConfigError(f"study: classes present needs the ground_truth reference, got {merged['reference']!r}")
     if not 0.0 < float(merged["unlabeled"]) < 1.0 or not 0.0 <= float(merged["noise"]) <= 1.0:
-        raise ConfigError(f"study: unlabeled must be in (0, 1) and noise in [0, 1], got {merged['unlabeled']}, {merged['noise']}")
-    stage2 = Stage2Settings(**{key: merged[key] for key in (*STAGE2_KEYS, "device") if key in merged}, objective=merged["objective"])
+        raise ConfigError(
+            f"study: unlabeled must be in (0, 1) and noise in [0, 1], got {merged['unlabeled']}, {merged['noise']}"
+        )
+    stage2 = Stage2Settings(
+        **{key: merged[key] for key in (*STAGE2_KEYS, "device") if key in merged}, objective=merged["objective"]
+    )
     name = ",".join(f"{key}={value}" for key, value in overrides.items()) or "default"
     thresholds = check_thresholds(merged["thresholds"])
-    return StudyRun(name, merged["mode"], merged["objective"], merged["reference"], merged["classes"], float(merged["noise"]), float(merged["unlabeled"]), thresholds, stage2)
+    return StudyRun(
+        name,
+        merged["mode"],
+        merged["objective"],
+        merged["reference"],
+        merged["classes"],
+        float(merged["noise"]),
+        float(merged["unlabeled"]),
+        thresholds,
+        stage2,
+    )
 
 
-def expand_grid(base: Mapping[str, Any], factorial: Mapping[str, Sequence[Any]], variations: Sequence[Mapping[str, Any]]) -> list[StudyRun]:
+def expand_grid(
+    base: Mapping[str, Any], factorial: Mapping[str, Sequence[Any]], variations: Sequence[Mapping[str, Any]]
+) -> list[StudyRun]:
     """Every combination of the ``factorial`` values, then each of the ``variations`` alone on the
     base; runs equal to an earlier one (same settings) are dropped."""
     keys = list(factorial)
-    overrides = [dict(zip(keys, values)) for values in itertools.product(*(factorial[k] for k in keys))] if keys else [{}]
+    overrides = (
+        [dict(zip(keys, values)) for values in itertools.product(*(factorial[k] for k in keys))] if keys else [{}]
+    )
     overrides += [dict(v) for v in variations]
     default = make_run(base, {}).settings
     runs, seen = [], set()
@@ -154,6 +182,61 @@ def _ranking(data: StudyData, ids: list[str], levels: np.ndarray, count: int, re
     return annotate_all(levels, count, lambda n: masks[n], "rank")
 
 
+def _seeded(run: StudyRun, seed: int) -> StudyRun:
+    """``run`` with its stage-2 seed set to ``seed``."""
+    stage2 = Stage2Settings(**{**{f.name: getattr(run.stage2, f.name) for f in fields(Stage2Settings)}, "seed": seed})
+    return StudyRun(
+        run.name, run.mode, run.objective, run.reference, run.classes, run.noise, run.unlabeled, run.thresholds, stage2
+    )
+
+
+def _tau_vs_virtual(
+    run: StudyRun,
+    data: StudyData,
+    ids: list[str],
+    levels: np.ndarray,
+    virtual: dict[tuple[float, tuple[float, ...]], list[list[Annotation]]],
+) -> tuple[float, int]:
+    """Mean Kendall's tau of ``run``'s reference against the virtual annotator (both in rank mode,
+    every class) and its pair count; NaN and 0 for the virtual annotator itself. ``virtual`` caches
+    the virtual rankings per (unlabelled fraction, thresholds)."""
+    if run.reference == "ground_truth":
+        return float("nan"), 0
+    key = (run.unlabeled, run.thresholds)
+    if key not in virtual:
+        virtual[key] = _ranking(data, ids, levels, len(run.thresholds), "ground_truth")
+    return mean_tau(_ranking(data, ids, levels, len(run.thresholds), run.reference), virtual[key])
+
+
+def _study_row(
+    run: StudyRun, ids: list[str], levels: np.ndarray, pairs: Any, trained: Trained, effect: Any, tau: tuple[float, int]
+) -> dict[str, Any]:
+    """One row of the study table (``run`` seeded; ``effect`` from ``paired_difference``); ``seconds`` is left to the
+    caller."""
+    return {
+        "run": run.name,
+        "seed": run.stage2.seed,
+        **run.settings,
+        "unlabeled_images": len(ids),
+        "pairs": len(ids) * levels.shape[1],
+        "pairs_with_preference": len(pairs.image),
+        "why_no_preference": "; ".join(f"{k}: {v}" for k, v in sorted(pairs.reasons.items())),
+        "median_disagreement_px": trained.diagnostics.get("median_disagreement_px"),
+        "at_ln2": trained.diagnostics.get("at_ln2"),
+        "mean_margin": trained.diagnostics.get("mean_margin"),
+        "best_rose": trained.diagnostics.get("best_rose"),
+        "tau_vs_virtual": tau[0],
+        "tau_pairs": tau[1],
+        "reference_mdice": effect.reference,
+        "mdice": effect.model,
+        "difference": effect.difference,
+        "low": effect.low,
+        "high": effect.high,
+        "test_cases": effect.cases,
+        "test_images": effect.images,
+    }
+
+
 def run_study(
     runs: Sequence[StudyRun],
     data: StudyData,
@@ -184,43 +267,15 @@ def run_study(
     for run in runs:
         for seed in seeds:
             began = time.perf_counter()
-            stage2 = Stage2Settings(**{**{f.name: getattr(run.stage2, f.name) for f in fields(Stage2Settings)}, "seed": seed})
-            seeded = StudyRun(run.name, run.mode, run.objective, run.reference, run.classes, run.noise, run.unlabeled, run.thresholds, stage2)
+            seeded = _seeded(run, seed)
             ids, levels, annotations = annotate_run(seeded, data, seed)
-            tau, tau_pairs = float("nan"), 0
-            if run.reference != "ground_truth":  # rankings compared: both annotators in rank mode, every class
-                key = (run.unlabeled, run.thresholds)
-                if key not in virtual:
-                    virtual[key] = _ranking(data, ids, levels, len(run.thresholds), "ground_truth")
-                tau, tau_pairs = mean_tau(_ranking(data, ids, levels, len(run.thresholds), run.reference), virtual[key])
+            tau = _tau_vs_virtual(run, data, ids, levels, virtual)
             lookup = {(sample, t): a for sample, row in zip(ids, annotations) for t, a in enumerate(row)}
-            pairs = preference_pairs(ids, levels.shape[1], lookup, stage2.beta1, stage2.beta2)
+            pairs = preference_pairs(ids, levels.shape[1], lookup, seeded.stage2.beta1, seeded.stage2.beta2)
             trained = train(seeded, seed, ids, levels, pairs)
             effect = paired_difference(reference, score(trained))
             rows.append(
-                {
-                    "run": run.name,
-                    "seed": seed,
-                    **seeded.settings,
-                    "unlabeled_images": len(ids),
-                    "pairs": len(ids) * levels.shape[1],
-                    "pairs_with_preference": len(pairs.image),
-                    "why_no_preference": "; ".join(f"{k}: {v}" for k, v in sorted(pairs.reasons.items())),
-                    "median_disagreement_px": trained.diagnostics.get("median_disagreement_px"),
-                    "at_ln2": trained.diagnostics.get("at_ln2"),
-                    "mean_margin": trained.diagnostics.get("mean_margin"),
-                    "best_rose": trained.diagnostics.get("best_rose"),
-                    "tau_vs_virtual": tau,
-                    "tau_pairs": tau_pairs,
-                    "reference_mdice": effect.reference,
-                    "mdice": effect.model,
-                    "difference": effect.difference,
-                    "low": effect.low,
-                    "high": effect.high,
-                    "test_cases": effect.cases,
-                    "test_images": effect.images,
-                    "seconds": time.perf_counter() - began,
-                }
+                {**_study_row(seeded, ids, levels, pairs, trained, effect, tau), "seconds": time.perf_counter() - began}
             )
             if on_row is not None:
                 on_row(rows)
@@ -231,17 +286,40 @@ def write_study(rows: Sequence[Mapping[str, Any]], out: Path, provenance: str) -
     """The study table as CSV and Markdown (with its provenance), each atomically."""
     frame = pd.DataFrame(list(rows))
     atomic.write_text(out, frame.to_csv(index=False))
-    shown = ["run", "pairs", "pairs_with_preference", "median_disagreement_px", "at_ln2", "mean_margin", "best_rose", "tau_vs_virtual",
-             "mdice", "difference", "low", "high", "seconds"]
-    lines = [f"# Alignment study ({provenance})", "",
-             "Each run against the stage-1 model it started from, on the same test images: paired mean-Dice difference "
-             "(percentage points) with a case-bootstrap 95% interval.", "",
-             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    shown = [
+        "run",
+        "pairs",
+        "pairs_with_preference",
+        "median_disagreement_px",
+        "at_ln2",
+        "mean_margin",
+        "best_rose",
+        "tau_vs_virtual",
+        "mdice",
+        "difference",
+        "low",
+        "high",
+        "seconds",
+    ]
+    lines = [
+        f"# Alignment study ({provenance})",
+        "",
+        "Each run against the stage-1 model it started from, on the same test images: paired mean-Dice difference "
+        "(percentage points) with a case-bootstrap 95% interval.",
+        "",
+        "| " + " | ".join(shown) + " |",
+        "|" + "---|" * len(shown),
+    ]
     for row in rows:
         cells = []
         for key in shown:
             value = row.get(key)
-            cells.append(f"{value:.3f}" if isinstance(value, float) and key in ("at_ln2", "best_rose", "tau_vs_virtual")
-                         else f"{value:.2f}" if isinstance(value, float) else str(value))
+            cells.append(
+                f"{value:.3f}"
+                if isinstance(value, float) and key in ("at_ln2", "best_rose", "tau_vs_virtual")
+                else f"{value:.2f}"
+                if isinstance(value, float)
+                else str(value)
+            )
         lines.append("| " + " | ".join(cells) + " |")
     atomic.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -18,8 +18,8 @@ from tqdm import tqdm
 from samdpo.errors import ConfigError
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptBatch, PromptedSam
-from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.batches import make_batch
+from samdpo.train.prompt_data import ImagePrompts
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,10 @@ class UncertaintySettings:
 
     def __post_init__(self) -> None:
         if self.augmentations < 2 or not 0.0 < self.jitter <= 0.5:
-            raise ConfigError(f"align.uncertainty: augmentations must be >= 2 and jitter in (0, 0.5], got {self.augmentations}, {self.jitter}")
+            raise ConfigError(
+                f"align.uncertainty: augmentations must be >= 2 and jitter in (0, 0.5], got {self.augmentations}, "
+                f"{self.jitter}"
+            )
 
 
 def jitter_boxes(batch: PromptBatch, jitter: float, rng: np.random.Generator) -> PromptBatch:
@@ -47,7 +50,9 @@ def jitter_boxes(batch: PromptBatch, jitter: float, rng: np.random.Generator) ->
     sides = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) + 1.0  # XYXY, inclusive maxima
     spans = np.concatenate([sides, sides], 1)
     moved = np.clip(boxes + rng.uniform(-jitter, jitter, size=boxes.shape) * spans, 0, batch.size - 1)
-    fixed = np.stack([moved[:, [0, 2]].min(1), moved[:, [1, 3]].min(1), moved[:, [0, 2]].max(1), moved[:, [1, 3]].max(1)], 1)
+    fixed = np.stack(
+        [moved[:, [0, 2]].min(1), moved[:, [1, 3]].min(1), moved[:, [0, 2]].max(1), moved[:, [1, 3]].max(1)], 1
+    )
     return PromptBatch(**{**vars(batch), "boxes": torch.from_numpy(fixed.astype(np.float32))})
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from samdpo import atomic
 from samdpo.data.splits import SPLITS
-from samdpo.errors import ConfigError, DataError
-from samdpo.fingerprint import fingerprint
-from samdpo.train.history import plot_history, resume, save_epoch, write_history
-from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
-from samdpo.fingerprint import spec_hash
 from samdpo.devices import pick_device
-
-CHECKPOINT, WEIGHTS, LOSS_CSV, LOSS_PNG, SETTINGS = "checkpoint.pt", "model.safetensors", "loss.csv", "loss.png", "settings.json"
+from samdpo.errors import ConfigError, DataError
+from samdpo.settings import parse_settings
+from samdpo.train.loop import Loop, Step, Training, train_epochs
+from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
+from samdpo.train.model_folder import SETTINGS, WEIGHTS
 
 
 def _is_int(value: object) -> bool:
@@ -74,12 +70,19 @@ class UnetSettings:
             raise ConfigError(f"unet.channels must be at least two positive integers, got {list(self.channels)}")
         if len(self.strides) != len(self.channels) - 1 or not all(_is_int(s) and s >= 1 for s in self.strides):
             want = len(self.channels) - 1
-            raise ConfigError(f"unet.strides must be {want} positive integers (one fewer than unet.channels), got {list(self.strides)}")
+            raise ConfigError(
+                f"unet.strides must be {want} positive integers (one fewer than unet.channels), got "
+                f"{list(self.strides)}"
+            )
         for name, least in (("num_res_units", 0), ("epochs", 1), ("batch_size", 1), ("seed", 0)):
             value = getattr(self, name)
             if not _is_int(value) or value < least:
                 raise ConfigError(f"unet.{name} must be an integer >= {least}, got {value!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, (int, float))
+            or not (math.isfinite(self.lr) and self.lr > 0)
+        ):
             raise ConfigError(f"unet.lr must be a number > 0, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
         if self.device not in ("auto", "cpu", "cuda"):
@@ -87,15 +90,6 @@ class UnetSettings:
         unknown = [s for s in self.splits if s not in SPLITS]
         if not self.splits or unknown or len(set(self.splits)) != len(self.splits):
             raise ConfigError(f"unet.splits must be distinct splits among {', '.join(SPLITS)}, got {list(self.splits)}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> UnetSettings:
-        """Settings from a JSON object; an unknown key is a :class:`ConfigError` naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unet.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-        return cls(**values)
 
 
 def check_image_size(settings: UnetSettings, image_size: int) -> None:
@@ -109,7 +103,8 @@ def check_image_size(settings: UnetSettings, image_size: int) -> None:
 
 
 def build_unet(class_count: int, settings: UnetSettings, seed: int | None = None) -> torch.nn.Module:
-    """MONAI's 2D U-Net, one input channel, ``class_count`` logit channels; initialised from ``seed`` (default: settings.seed)."""
+    """MONAI's 2D U-Net, one input channel, ``class_count`` logit channels; initialised from ``seed`` (default:
+    settings.seed)."""
     from monai.networks.nets import UNet
 
     if class_count < 1:
@@ -136,6 +131,64 @@ def to_targets(labels: np.ndarray, class_count: int, device: torch.device) -> to
     return torch.from_numpy((np.asarray(labels)[:, None] == classes).astype(np.float32)).to(device)
 
 
+def _check_training_set(images: np.ndarray, labels: np.ndarray, class_count: int) -> None:
+    """(N, S, S) uint8 images and label maps, N >= 1, no label above ``class_count``; else a :class:`DataError`."""
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or labels.shape != images.shape:
+        raise DataError(f"train_unet: images {images.shape} and labels {labels.shape} must both be (N, S, S)")
+    if len(images) == 0:
+        raise DataError("no training image: the chosen splits are empty")
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise DataError(f"train_unet: images and labels must be uint8, got {images.dtype} and {labels.dtype}")
+    if int(labels.max()) > class_count:
+        raise DataError(f"a label map holds label {int(labels.max())} but the store has {class_count} classes")
+
+
+#: What the U-Net logs per epoch (means over the image-class channels).
+UNET_COLUMNS = ("loss", "focal", "dice")
+
+
+def _unet_step(
+    model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, class_count: int, device: torch.device
+) -> Step:
+    """The U-Net's :data:`~samdpo.train.loop.Step`: stage 1's 20 x focal + Dice over the chosen images' B x T masks."""
+
+    def step(chosen: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float], int]:
+        chosen = np.sort(chosen)
+        logits = model(to_input(images[chosen], device)).flatten(0, 1)  # (B * T, S, S)
+        target = to_targets(labels[chosen], class_count, device).flatten(0, 1)
+        loss = segmentation_loss(logits, target)
+        with torch.no_grad():
+            focal, dice = focal_loss(logits, target), dice_loss(logits, target)
+        n = len(chosen)
+        return loss, {name: value.item() * n for name, value in zip(UNET_COLUMNS, (loss, focal, dice))}, n
+
+    return step
+
+
+def _unet_loop(out: Path, settings: UnetSettings, count: int, written: Mapping[str, Any], progress: bool) -> Loop:
+    """The U-Net's epochs over its ``count`` images (the epoch line printed with progress, else the last only)."""
+
+    def describe(row: dict[str, Any]) -> str | None:
+        if not (progress or row["epoch"] == settings.epochs):
+            return None
+        losses = f"loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f})"
+        return f"epoch {row['epoch']}: {losses}, {row['images_per_s']:.1f} images/s"
+
+    panels = [("U-Net baseline: training loss", UNET_COLUMNS, True)]
+    return Loop(
+        Path(out),
+        settings.epochs,
+        settings.seed,
+        np.arange(count),
+        settings.batch_size,
+        UNET_COLUMNS,
+        panels,
+        lambda history: written,
+        describe,
+        rate="images_per_s",
+    )
+
+
 def train_unet(
     images: np.ndarray,
     labels: np.ndarray,
@@ -158,70 +211,35 @@ def train_unet(
         progress: show progress bars.
 
     Returns:
-        One row per epoch: loss, focal, dice (means over the image-class channels), seconds, images per second.
+        One row per epoch: loss, focal, dice (means over the image-class channels), lr, seconds, images per second.
     """
-    from samdpo.sam.checkpoints import save_weights
-
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 3 or images.shape[1] != images.shape[2] or labels.shape != images.shape:
-        raise DataError(f"train_unet: images {images.shape} and labels {labels.shape} must both be (N, S, S)")
-    if len(images) == 0:
-        raise DataError("no training image: the chosen splits are empty")
-    if images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise DataError(f"train_unet: images and labels must be uint8, got {images.dtype} and {labels.dtype}")
-    if int(labels.max()) > class_count:
-        raise DataError(f"a label map holds label {int(labels.max())} but the store has {class_count} classes")
+    _check_training_set(images, labels, class_count)
     size = images.shape[-1]
     check_image_size(settings, size)
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("unet.device is cuda but no GPU is visible")
-    full_spec = {**spec, "unet": asdict(settings), "class_count": class_count, "image_size": size, "training_images": len(images)}
-    settings_hash = spec_hash(full_spec)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    full_spec = {
+        **spec,
+        "unet": asdict(settings),
+        "class_count": class_count,
+        "image_size": size,
+        "training_images": len(images),
+    }
     device = pick_device(settings.device)
     model = build_unet(class_count, settings).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    checkpoint = out / CHECKPOINT
-    states = {"model": model, "optimizer": optimizer}
     # the checkpoint is resumed only by a run of the same settings, image and label bytes and initial weights
-    resume_key = fingerprint({"spec": full_spec, "images": images, "labels": labels, "initial": model.state_dict()})
-    history, start_epoch = resume(checkpoint, resume_key, states, device)
+    inputs = {"spec": full_spec, "images": images, "labels": labels, "initial": model.state_dict()}
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"U-Net baseline: {len(images)} training images of {size}x{size}, {class_count} classes, {parameters:,} parameters, {device}")
-    for epoch in range(start_epoch, settings.epochs + 1):
-        model.train()
-        order = np.random.default_rng(settings.seed * 1000 + epoch).permutation(len(images))
-        sums = {"loss": 0.0, "focal": 0.0, "dice": 0.0}
-        count, began = 0, time.perf_counter()
-        steps = range(0, len(order), settings.batch_size)
-        for step in tqdm(steps, desc=f"epoch {epoch}/{settings.epochs}", unit="step", disable=not progress):
-            chosen = np.sort(order[step : step + settings.batch_size])
-            logits = model(to_input(images[chosen], device)).flatten(0, 1)  # (B * T, S, S)
-            target = to_targets(labels[chosen], class_count, device).flatten(0, 1)
-            loss = segmentation_loss(logits, target)  # stage 1's 20 x focal + Dice, over the (B * T) masks
-            with torch.no_grad():
-                focal, dice = focal_loss(logits, target), dice_loss(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in (("loss", loss), ("focal", focal), ("dice", dice)):
-                sums[key] += value.item() * len(chosen)
-            count += len(chosen)
-        seconds = time.perf_counter() - began
-        row = {"epoch": epoch, **{key: value / count for key, value in sums.items()}, "lr": settings.lr, "seconds": seconds}
-        row["images_per_s"] = count / seconds
-        history.append(row)
-        if progress or epoch == settings.epochs:
-            losses = f"loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f})"
-            print(f"epoch {epoch}: {losses}, {row['images_per_s']:.1f} images/s")
-        save_epoch(checkpoint, epoch, resume_key, history, states)
-    save_weights(model, out / WEIGHTS)
-    write_history(history, out / LOSS_CSV)
-    plot_history(history, [("U-Net baseline: training loss", ("loss", "focal", "dice"), True)], out / LOSS_PNG)
-    atomic.write_text(out / SETTINGS, json.dumps({**full_spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
-    checkpoint.unlink()
-    return history
+    print(
+        f"U-Net baseline: {len(images)} training images of {size}x{size}, {class_count} classes, {parameters:,} "
+        f"parameters, {device}"
+    )
+    loop = _unet_loop(out, settings, len(images), full_spec, progress)
+    step = _unet_step(model, images, labels, class_count, device)
+    training = Training(model, optimizer, device=device, progress=progress)
+    return train_epochs(loop, training, step, inputs, begin=lambda rng: model.train())
 
 
 def load_unet(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -234,7 +252,7 @@ def load_unet(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise DataError(f"{folder}: no trained U-Net ({SETTINGS} and {WEIGHTS}); run `samdpo unet train` first")
     try:
         spec = json.loads(path.read_text())
-        settings = UnetSettings.from_dict(spec["unet"])
+        settings = parse_settings(UnetSettings, spec["unet"], "unet")
         class_count = int(spec["class_count"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: not a U-Net settings file ({exc})") from exc
@@ -274,7 +292,9 @@ def predict_unet(
             classes = model(torch.zeros((1, 1, size, size), device=device)).shape[1]
             out = np.zeros((count, classes, size, size), np.uint8)
         if out.shape[0] != count or out.shape[2:] != (size, size) or out.dtype != np.uint8:
-            raise DataError(f"predict_unet: the output {out.shape} {out.dtype} does not fit {count} images of {size}x{size}")
+            raise DataError(
+                f"predict_unet: the output {out.shape} {out.dtype} does not fit {count} images of {size}x{size}"
+            )
         for start in tqdm(range(0, count, batch_size), desc="predict", unit="batch", disable=not progress):
             stop = min(start + batch_size, count)
             probs = torch.sigmoid(model(to_input(images[start:stop], device)).float())

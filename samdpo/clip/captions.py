@@ -44,7 +44,7 @@ def position_word(mask: np.ndarray) -> str:
 
 
 def size_word(mask: np.ndarray) -> str:
-    """"small" (< 2% of the image), "medium" (< 10%) or "large"."""
+    """ "small" (< 2% of the image), "medium" (< 10%) or "large"."""
     fraction = float(mask.mean())
     return SIZES[0] if fraction < 0.02 else SIZES[1] if fraction < 0.10 else SIZES[2]
 

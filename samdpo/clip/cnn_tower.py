@@ -22,6 +22,8 @@ def samdpo_resnet_s8(pretrained: bool = False, **kwargs: object) -> ResNet:
     if pretrained:
         raise ValueError(f"{TOWER_NAME} has no pretrained weights; the pipeline trains it")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
-    model = ResNet(BasicBlock, (1, 1, 1, 1), channels=(16, 32, 48, 64), stem_width=8, stem_type="deep", output_stride=8, **kwargs)
+    model = ResNet(
+        BasicBlock, (1, 1, 1, 1), channels=(16, 32, 48, 64), stem_width=8, stem_type="deep", output_stride=8, **kwargs
+    )
     model.pretrained_cfg = model.default_cfg = {"architecture": TOWER_NAME, "num_classes": 0}
     return model

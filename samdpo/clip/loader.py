@@ -25,8 +25,8 @@ from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
 from safetensors.torch import save_file
 
 from samdpo.atomic import atomic_dir
-from samdpo.errors import ConfigError, SamdpoError
 from samdpo.clip import cnn_tower  # noqa: F401  (registers the pipeline's CNN tower with timm)
+from samdpo.errors import ConfigError, SamdpoError
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"

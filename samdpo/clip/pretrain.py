@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samdpo import atomic, synth
-from samdpo.data import readers
-from samdpo.errors import ConfigError
 from samdpo.clip import cnn_tower
 from samdpo.clip.captions import Caption, position_word, size_word, vocabulary
 from samdpo.clip.loader import resolve_hf_name, save_clip_local_dir
+from samdpo.data import readers
+from samdpo.errors import ConfigError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 _READER = {"amos": {}, "busi": {"include_normal": True}, "cxr": {}}
@@ -52,11 +52,17 @@ class PretrainSettings:
         seed: training seed.
     """
 
-    corpus: dict = field(default_factory=lambda: {"amos": {"cases": 8, "seed": 9001}, "busi": {"cases": 120, "seed": 9002}, "cxr": {"cases": 60, "seed": 9003}})
+    corpus: dict = field(
+        default_factory=lambda: {
+            "amos": {"cases": 8, "seed": 9001},
+            "busi": {"cases": 120, "seed": 9002},
+            "cxr": {"cases": 60, "seed": 9003},
+        }
+    )
     image_size: int = 128
     embed_dim: int = 128
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     crop_fraction: float = 0.5
@@ -122,7 +128,9 @@ def model_config(settings: PretrainSettings) -> dict:
     }
 
 
-def _item(corpus: Corpus, index: int, rng: np.random.Generator, settings: PretrainSettings) -> tuple[np.ndarray, Caption, dict]:
+def _item(
+    corpus: Corpus, index: int, rng: np.random.Generator, settings: PretrainSettings
+) -> tuple[np.ndarray, Caption, dict]:
     """One training item: (S, S) uint8 image (maybe a resized crop), its caption, and the truth
     (class -> (position, size)) used to decide which captions match it."""
     image, label = corpus.images[index], corpus.labels[index]
@@ -130,8 +138,21 @@ def _item(corpus: Corpus, index: int, rng: np.random.Generator, settings: Pretra
     if rng.uniform() < settings.crop_fraction:
         side = int(size * rng.uniform(0.4, 0.8))
         r, c = rng.integers(0, size - side + 1, size=2)
-        image = F.interpolate(torch.from_numpy(image[r : r + side, c : c + side].astype(np.float32))[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
-        label = F.interpolate(torch.from_numpy(label[r : r + side, c : c + side])[None, None].float(), size=(size, size), mode="nearest")[0, 0].numpy().astype(np.uint8)
+        image = F.interpolate(
+            torch.from_numpy(image[r : r + side, c : c + side].astype(np.float32))[None, None],
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].numpy()
+        label = (
+            F.interpolate(
+                torch.from_numpy(label[r : r + side, c : c + side])[None, None].float(),
+                size=(size, size),
+                mode="nearest",
+            )[0, 0]
+            .numpy()
+            .astype(np.uint8)
+        )
     visible = np.ones(label.shape, dtype=bool)
     if rng.uniform() < settings.mask_fraction:
         image, visible = _masked(image, label, rng)
@@ -197,6 +218,50 @@ def _pooled_text(model: torch.nn.Module, tokenizer, texts: list[str]) -> torch.T
     return model.text.pooler(model.text.transformer(input_ids=tokens, attention_mask=mask), mask)
 
 
+def _build_model(settings: PretrainSettings, cfg: dict, text_dir: Path) -> tuple[torch.nn.Module, object]:
+    """The small CLIP (CNN tower, frozen sentence-embedding text tower) and its tokenizer."""
+    build_cfg = {
+        **cfg,
+        "text_cfg": {**cfg["text_cfg"], "hf_model_name": str(text_dir), "hf_tokenizer_name": str(text_dir)},
+    }
+    build_cfg.pop("custom_text")
+    model = open_clip.CustomTextCLIP(**build_cfg)
+    model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
+    tokenizer = open_clip.tokenizer.HFTokenizer(str(text_dir), context_length=cfg["text_cfg"]["context_length"])
+    return model, tokenizer
+
+
+def _contrastive_loss(
+    model: torch.nn.Module, batch: torch.Tensor, texts: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric multi-positive InfoNCE over a batch: (loss, logits (B, B)); ``targets`` (B, B) marks true captions."""
+    image_features = F.normalize(model.encode_image(batch), dim=-1)
+    text_features = F.normalize(model.text.proj(texts), dim=-1)
+    logits = model.logit_scale.exp() * image_features @ text_features.T
+    loss = 0.5 * (
+        -(targets / targets.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+        - (targets.T / targets.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
+    )
+    return loss, logits
+
+
+def _save(
+    model: torch.nn.Module, cfg: dict, settings: PretrainSettings, out_dir: Path, text_dir: Path, history: list
+) -> None:
+    """Write the CLIP in ``local-dir:`` format, its training log and its settings."""
+    preprocess_cfg = {
+        "size": settings.image_size,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "interpolation": "bilinear",
+        "resize_mode": "squash",
+    }
+    save_clip_local_dir(model, cfg, out_dir, preprocess_cfg=preprocess_cfg, tokenizer_dir=text_dir)
+    rows = ["epoch,loss,match_accuracy"] + [f"{r['epoch']},{r['loss']:.6f},{r['match_accuracy']:.6f}" for r in history]
+    atomic.write_text(out_dir / "train_log.csv", "\n".join(rows) + "\n")
+    atomic.write_text(out_dir / "pretrain_settings.json", json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n")
+
+
 def pretrain(settings: PretrainSettings, out_dir: Path, progress: bool = True) -> list[dict]:
     """Build the corpus, train the small CLIP and save it in ``local-dir:`` format at ``out_dir``.
 
@@ -208,17 +273,12 @@ def pretrain(settings: PretrainSettings, out_dir: Path, progress: bool = True) -
     rng = np.random.default_rng(settings.seed)
     text_dir = resolve_hf_name(settings.text_model)
     cfg = model_config(settings)
-    build_cfg = {**cfg, "text_cfg": {**cfg["text_cfg"], "hf_model_name": str(text_dir), "hf_tokenizer_name": str(text_dir)}}
-    build_cfg.pop("custom_text")
-    model = open_clip.CustomTextCLIP(**build_cfg)
-    model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
-    tokenizer = open_clip.tokenizer.HFTokenizer(str(text_dir), context_length=cfg["text_cfg"]["context_length"])
+    model, tokenizer = _build_model(settings, cfg, text_dir)
     with tempfile.TemporaryDirectory(prefix="samdpo-clip-corpus-") as tmp:
         corpus = build_corpus(settings, Path(tmp))
     captions = [c for kind, names in sorted(corpus.class_names.items()) for c in vocabulary(kind, names)]
     pooled = dict(zip(captions, _pooled_text(model, tokenizer, [c.text() for c in captions])))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     steps = settings.epochs * len(_batches(corpus.kinds, settings.batch_size, np.random.default_rng(0)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
@@ -229,15 +289,13 @@ def pretrain(settings: PretrainSettings, out_dir: Path, progress: bool = True) -
         for batch_indices in _batches(corpus.kinds, settings.batch_size, rng):
             items = [_item(corpus, int(i), rng, settings) for i in batch_indices]
             pixels = torch.from_numpy(np.stack([im for im, _, _ in items]).astype(np.float32) / 255.0)
-            batch = (pixels[:, None].expand(-1, 3, -1, -1) - mean) / std
             kinds = [corpus.kinds[int(i)] for i in batch_indices]
-            targets = torch.tensor([[float(_matches(c, k, t)) for _, c, _ in items] for k, (_, _, t) in zip(kinds, items)])
-            image_features = F.normalize(model.encode_image(batch), dim=-1)
-            text_features = F.normalize(model.text.proj(torch.stack([pooled[c] for _, c, _ in items])), dim=-1)
-            logits = model.logit_scale.exp() * image_features @ text_features.T
-            loss = 0.5 * (
-                -(targets / targets.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
-                - (targets.T / targets.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
+            targets = torch.tensor(
+                [[float(_matches(c, k, t)) for _, c, _ in items] for k, (_, _, t) in zip(kinds, items)]
+            )
+            texts = torch.stack([pooled[c] for _, c, _ in items])
+            loss, logits = _contrastive_loss(
+                model, (pixels[:, None].expand(-1, 3, -1, -1) - mean) / std, texts, targets
             )
             optimizer.zero_grad()
             loss.backward()
@@ -249,9 +307,5 @@ def pretrain(settings: PretrainSettings, out_dir: Path, progress: bool = True) -
             hits.append(float(targets[torch.arange(len(items)), logits.argmax(1)].mean()))
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "match_accuracy": float(np.mean(hits))})
     model.eval()
-    preprocess_cfg = {"size": settings.image_size, "mean": list(MEAN), "std": list(STD), "interpolation": "bilinear", "resize_mode": "squash"}
-    save_clip_local_dir(model, cfg, out_dir, preprocess_cfg=preprocess_cfg, tokenizer_dir=text_dir)
-    rows = ["epoch,loss,match_accuracy"] + [f"{r['epoch']},{r['loss']:.6f},{r['match_accuracy']:.6f}" for r in history]
-    atomic.write_text(out_dir / "train_log.csv", "\n".join(rows) + "\n")
-    atomic.write_text(out_dir / "pretrain_settings.json", json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n")
+    _save(model, cfg, settings, out_dir, text_dir, history)
     return history

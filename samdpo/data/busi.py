@@ -73,7 +73,9 @@ def list_cases(root: Path, settings: BusiSettings) -> list[image_mask_pairs.Imag
             found = [p for _, p in sorted(masks.get(stem, []))]
             if not found:
                 raise DataError(f"{images[stem]}: no mask file {stem}_mask.png beside it")
-            cases.append(image_mask_pairs.ImageMaskCase(files.case_id(stem, images[stem]), group, images[stem], tuple(found)))
+            cases.append(
+                image_mask_pairs.ImageMaskCase(files.case_id(stem, images[stem]), group, images[stem], tuple(found))
+            )
     if not cases:
         raise DataError(f"{root}: no BUSI images found in {', '.join(g + '/' for g in groups)}")
     image_mask_pairs.check_unique(cases, root)

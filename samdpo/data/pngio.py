@@ -85,7 +85,9 @@ def read_gray(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndar
     """Read an image file as (H, W) float32 gray in [0, 1] (see the module notes for the scaling)."""
     colour, alpha = _decode(path, max_pixels)
     if _varies(alpha):
-        raise DataError(f"{path}: the image has transparent pixels, whose gray is undefined; save it without transparency")
+        raise DataError(
+            f"{path}: the image has transparent pixels, whose gray is undefined; save it without transparency"
+        )
     if colour.ndim == 3:
         gray = colour.astype(np.float32).mean(axis=-1)
         return gray / np.float32(np.iinfo(colour.dtype).max)
@@ -99,7 +101,9 @@ def read_gray(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndar
         raise DataError(f"{path}: the image has NaN or infinite pixels")
     low, high = float(values.min()), float(values.max())
     if low == high:
-        raise DataError(f"{path}: every pixel of the {colour.dtype} image is {low:g}; there is nothing to scale to [0, 1]")
+        raise DataError(
+            f"{path}: every pixel of the {colour.dtype} image is {low:g}; there is nothing to scale to [0, 1]"
+        )
     return ((values - low) / (high - low)).astype(np.float32)
 
 

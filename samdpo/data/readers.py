@@ -11,6 +11,7 @@ from samdpo.data import amos, busi, cxr
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
 from samdpo.errors import ConfigError
+from samdpo.settings import parse_settings
 
 KINDS = ("amos", "busi", "cxr")
 _MODULES: dict[str, tuple[ModuleType, type]] = {
@@ -24,10 +25,7 @@ def _reader(kind: str, settings: Mapping[str, Any] | None) -> tuple[ModuleType, 
     if kind not in _MODULES:
         raise ConfigError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
     module, settings_type = _MODULES[kind]
-    try:
-        return module, settings_type(**dict(settings or {}))
-    except TypeError as exc:
-        raise ConfigError(f"bad reader settings for {kind}: {exc}") from exc
+    return module, parse_settings(settings_type, settings, kind)
 
 
 def iter_samples(kind: str, root: Path, image_size: int, settings: Mapping[str, Any] | None = None) -> Iterator[Sample]:

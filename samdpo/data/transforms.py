@@ -41,4 +41,3 @@ def resize_label(label: np.ndarray, size: int) -> np.ndarray:
         return label.astype(np.uint8, copy=False)
     pil = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))
     return np.asarray(pil.resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
-

@@ -43,8 +43,6 @@ from samdpo.errors import ConfigError, DataError
 IMAGE_COLUMNS = ("sample_id", "case_id", "class_name", "dice", "nsd", "hd95", "pred_empty")
 #: Columns of the per-volume table returned by :func:`volume_dice`.
 VOLUME_COLUMNS = ("case_id", "class_name", "dice", "slices")
-#: Columns of the per-class table returned by :func:`absent_class_false_positives`.
-FALSE_POSITIVE_COLUMNS = ("class_name", "absent_images", "false_positives", "false_positive_rate")
 #: Sample-table columns the metrics read.
 SAMPLE_COLUMNS = ("sample_id", "case_id", "slice_index", "spacing_row", "spacing_col")
 
@@ -68,7 +66,10 @@ def _check_arrays(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     if probs.shape[0] != labels.shape[0] or probs.shape[2:] != labels.shape[1:]:
         raise DataError(f"probabilities {probs.shape} and labels {labels.shape} do not describe the same images")
     if probs.shape[1] != len(class_names):
-        raise DataError(f"probabilities have {probs.shape[1]} classes but {len(class_names)} class names were given: {list(class_names)}")
+        raise DataError(
+            f"probabilities have {probs.shape[1]} classes but {len(class_names)} class names were given: "
+            f"{list(class_names)}"
+        )
 
 
 def _check_samples(samples: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -82,7 +83,9 @@ def _check_samples(samples: pd.DataFrame, count: int) -> pd.DataFrame:
     return samples.reset_index(drop=True)
 
 
-def _images(probs: np.ndarray, labels: np.ndarray, threshold: float) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+def _images(
+    probs: np.ndarray, labels: np.ndarray, threshold: float
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: index, (T, S, S) bool prediction, (T, S, S) bool target, (T,) bool "class present"."""
     cut = probability_cut(threshold)
     classes = probs.shape[1]
@@ -102,6 +105,45 @@ def _monai(tensor: np.ndarray) -> torch.Tensor:
     and ``compute_dice`` returns float32 either way.
     """
     return torch.from_numpy(tensor.astype(np.float32))[None]
+
+
+def _surface_scores(
+    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """NSD (0-100 %) and HD95 (spacing unit) of K non-empty (K, S, S) bool predictions against their targets."""
+    # imported here, as in _image_scores: `import monai` takes ~3.7 s
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    y_pred, y = _monai(pred), _monai(target)
+    with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal use of a deprecated argument
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+        nsd = (
+            compute_surface_dice(y_pred, y, [float(tolerance)] * len(pred), include_background=True, spacing=spacing)[
+                0
+            ].numpy()
+            * 100.0
+        )
+        hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)[0].numpy()
+    return nsd, hd95
+
+
+def _image_scores(
+    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dice (0-100 %), NSD (0-100 %), HD95 (spacing unit) and "prediction non-empty" of K (K, S, S)
+    bool predictions of present classes against their targets: each (K,); NSD 0 and HD95 NaN where
+    the prediction is empty (Dice is MONAI's there; the caller reports 0)."""
+    # imported here: `import monai` takes ~3.7 s, which the readers of predictions in this module
+    # (candidates, overlays) need not pay
+    from monai.metrics import compute_dice
+
+    nonempty = pred.any(axis=(1, 2))
+    dice = compute_dice(_monai(pred), _monai(target), include_background=True)[0].numpy() * 100.0
+    nsd = np.zeros(len(pred))
+    hd95 = np.full(len(pred), np.nan)
+    if nonempty.any():
+        nsd[nonempty], hd95[nonempty] = _surface_scores(pred[nonempty], target[nonempty], spacing, tolerance)
+    return dice, nsd, hd95, nonempty
 
 
 def evaluate(
@@ -132,10 +174,6 @@ def evaluate(
         DataError: shapes, class count or sample table inconsistent.
         ConfigError: threshold or tolerance out of range.
     """
-    # imported here: `import monai` takes ~3.7 s, which the readers of predictions in this module
-    # (candidates, overlays) need not pay
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
-
     _check_arrays(probs, labels, class_names)
     samples = _check_samples(samples, probs.shape[0])
     if not (math.isfinite(tolerance_mm) and tolerance_mm > 0):
@@ -145,21 +183,8 @@ def evaluate(
         classes = np.flatnonzero(present)
         if classes.size == 0:
             continue
-        pred, target = pred[classes], target[classes]
-        nonempty = pred.any(axis=(1, 2))
-        dice = compute_dice(_monai(pred), _monai(target), include_background=True)[0].numpy() * 100.0
-        nsd = np.zeros(classes.size)
-        hd95 = np.full(classes.size, np.nan)
-        if nonempty.any():
-            row = samples.iloc[i]
-            spacing = (float(row["spacing_row"]), float(row["spacing_col"]))
-            y_pred, y = _monai(pred[nonempty]), _monai(target[nonempty])
-            with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal use of a deprecated argument
-                warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-                nsd[nonempty] = compute_surface_dice(
-                    y_pred, y, [float(tolerance_mm)] * int(nonempty.sum()), include_background=True, spacing=spacing
-                )[0].numpy() * 100.0
-                hd95[nonempty] = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)[0].numpy()
+        spacing = (float(samples.at[i, "spacing_row"]), float(samples.at[i, "spacing_col"]))
+        dice, nsd, hd95, nonempty = _image_scores(pred[classes], target[classes], spacing, tolerance_mm)
         sample_id, case_id = samples.at[i, "sample_id"], samples.at[i, "case_id"]
         for k, c in enumerate(classes):
             rows.append(
@@ -173,7 +198,9 @@ def evaluate(
                     "pred_empty": not bool(nonempty[k]),
                 }
             )
-    return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS)).astype({"dice": float, "nsd": float, "hd95": float, "pred_empty": bool})
+    return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS)).astype(
+        {"dice": float, "nsd": float, "hd95": float, "pred_empty": bool}
+    )
 
 
 def absent_class_false_positives(
@@ -202,7 +229,12 @@ def absent_class_false_positives(
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(absent > 0, positive / np.maximum(absent, 1), np.nan)
     return pd.DataFrame(
-        {"class_name": list(class_names), "absent_images": absent, "false_positives": positive, "false_positive_rate": rate}
+        {
+            "class_name": list(class_names),
+            "absent_images": absent,
+            "false_positives": positive,
+            "false_positive_rate": rate,
+        }
     )
 
 
@@ -254,7 +286,12 @@ def volume_dice(
         inter, size_p, size_g = overlap[index].sum(0), predicted[index].sum(0), truth[index].sum(0)
         for c in np.flatnonzero(size_g > 0):
             rows.append(
-                {"case_id": case_id, "class_name": class_names[c], "dice": 200.0 * inter[c] / (size_p[c] + size_g[c]), "slices": len(index)}
+                {
+                    "case_id": case_id,
+                    "class_name": class_names[c],
+                    "dice": 200.0 * inter[c] / (size_p[c] + size_g[c]),
+                    "slices": len(index),
+                }
             )
     return pd.DataFrame(rows, columns=list(VOLUME_COLUMNS)).astype({"dice": float, "slices": int})
 
@@ -333,5 +370,3 @@ def summarize(
             str(row.class_name): _number(row.false_positive_rate) for row in false_positives.itertuples(index=False)
         }
     return summary
-
-

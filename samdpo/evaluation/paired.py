@@ -86,7 +86,10 @@ def paired_difference(
     left, right = reference.set_index(KEYS).sort_index(), model.set_index(KEYS).sort_index()
     if not left.index.equals(right.index):
         only = left.index.symmetric_difference(right.index)
-        raise DataError(f"the two tables evaluate different (image, class) rows, e.g. {only[0]}: compare models predicted on the same test split")
+        raise DataError(
+            f"the two tables evaluate different (image, class) rows, e.g. {only[0]}: compare models predicted on the "
+            "same test split"
+        )
     if left.empty:
         raise DataError("nothing to compare: the tables are empty")
     rows = left.index.to_frame(index=False)
@@ -97,10 +100,20 @@ def paired_difference(
     ones = np.ones((1, len(cases)))
     point_ref, point_model = float(_mdice(ones, sums_ref, counts)[0]), float(_mdice(ones, sums_model, counts)[0])
     rng = np.random.default_rng(seed)
-    weights = np.stack([np.bincount(rng.integers(0, len(cases), len(cases)), minlength=len(cases)) for _ in range(draws)]).astype(np.float64)
+    weights = np.stack(
+        [np.bincount(rng.integers(0, len(cases), len(cases)), minlength=len(cases)) for _ in range(draws)]
+    ).astype(np.float64)
     differences = _mdice(weights, sums_model, counts) - _mdice(weights, sums_ref, counts)
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.nanpercentile(differences, [tail, 100.0 - tail])
     return PairedDifference(
-        point_ref, point_model, point_model - point_ref, float(low), float(high), confidence, len(cases), int(rows["sample_id"].nunique()), draws
+        point_ref,
+        point_model,
+        point_model - point_ref,
+        float(low),
+        float(high),
+        confidence,
+        len(cases),
+        int(rows["sample_id"].nunique()),
+        draws,
     )

@@ -12,6 +12,7 @@ values are empty cells.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,60 @@ from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
 
 FIXED_COLUMNS = ("method", "mdice", "dice", "mdice_sd", "dice_sd", "mdice_3d", "nsd", "hd95", "seeds", "data_models")
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """A JSON object file (a ``samdpo eval`` summary, an aligned model's settings.json).
+
+    Raises:
+        DataError: unreadable, not JSON, or not an object.
+    """
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable summary ({exc})") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: not a JSON object")
+    return value
+
+
+def table_rows(summary_paths: Sequence[str | Path], methods: Sequence[str], provenance: str) -> list[dict[str, Any]]:
+    """The rows :func:`build_table` takes: one per summary file, named by the matching ``methods`` entry; each
+    row's provenance is ``provenance`` plus the summary's model folder and settings hash.
+
+    Raises:
+        ConfigError: not one method per summary.
+        DataError: a summary unreadable or without class names.
+    """
+    if len(methods) != len(summary_paths):
+        raise ConfigError(
+            f"--methods names {len(methods)} methods but --summaries gives {len(summary_paths)} files; "
+            "give one name per summary, in the same order"
+        )
+    summaries = [read_summary(path) for path in summary_paths]
+    if not summaries:
+        raise ConfigError("a results table needs at least one method")
+    if not summaries[0].get("class_names"):
+        raise DataError(f"{summary_paths[0]}: no class_names; is it a `samdpo eval` summary?")
+    rows = []
+    for method, summary in zip(methods, summaries):
+        source = provenance
+        if summary.get("model"):
+            source += f"; model {summary['model']}"
+            if summary.get("model_settings_hash"):
+                source += f" ({str(summary['model_settings_hash'])[:12]})"
+        rows.append({"method": method, "summary": summary, "provenance": source})
+    return rows
+
+
+def table_from_summaries(
+    dataset: str, summary_paths: Sequence[str | Path], methods: Sequence[str], provenance: str, out: str | Path
+) -> list[Path]:
+    """``samdpo table``: the results table of ``dataset`` from evaluation summaries (one per ``methods``
+    entry, a method's seeds next to each other), written as CSV at ``out`` with its .md and .png; returns the paths."""
+    rows = table_rows(summary_paths, methods, provenance)
+    table = build_table(rows, rows[0]["summary"]["class_names"], dataset)
+    return write_table(table, Path(out), title=f"{dataset}: test split")
 
 
 def _value(value: Any) -> float:
@@ -55,7 +110,9 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
         raise ConfigError("a results table needs at least one method")
     methods = list(dict.fromkeys(str(row["method"]) for row in rows))
     if [str(row["method"]) for row in rows] != [m for m in methods for row in rows if str(row["method"]) == m]:
-        raise ConfigError(f"the summaries of one method must be given next to each other: {[row['method'] for row in rows]}")
+        raise ConfigError(
+            f"the summaries of one method must be given next to each other: {[row['method'] for row in rows]}"
+        )
     names = list(class_names)
     multi = len(names) > 1
     if multi and set(names) & set(FIXED_COLUMNS):
@@ -70,7 +127,16 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
         record["seeds"] = len(group)
         record["data_models"] = "; ".join(dict.fromkeys(str(row.get("provenance", "")) for row in group))
         records.append(record)
-    order = ["method", metric, f"{metric}_sd", *(names + ["mdice_3d"] if multi else []), "nsd", "hd95", "seeds", "data_models"]
+    order = [
+        "method",
+        metric,
+        f"{metric}_sd",
+        *(names + ["mdice_3d"] if multi else []),
+        "nsd",
+        "hd95",
+        "seeds",
+        "data_models",
+    ]
     table = pd.DataFrame(records)[order]
     numeric = [c for c in table.columns if c not in ("method", "data_models", "seeds")]
     table[numeric] = table[numeric].astype(float).round(2)
@@ -81,7 +147,9 @@ def _record(row: Mapping[str, Any], names: list[str], dataset: str) -> dict[str,
     """The numbers of one summary (one model)."""
     summary, method = row["summary"], str(row["method"])
     if list(summary.get("class_names", names)) != names:
-        raise DataError(f"method {method}: summary of classes {summary['class_names']} but the {dataset} table has {names}")
+        raise DataError(
+            f"method {method}: summary of classes {summary['class_names']} but the {dataset} table has {names}"
+        )
     if summary.get("dataset") not in (None, dataset):
         raise DataError(f"method {method}: summary of dataset {summary['dataset']!r}, not {dataset!r}")
     record: dict[str, float] = {}
@@ -99,7 +167,9 @@ def _record(row: Mapping[str, Any], names: list[str], dataset: str) -> dict[str,
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A Markdown pipe table (``tabulate`` when installed, a plain rendering otherwise); NaN -> empty."""
-    escaped = table.astype(object).map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)  # "|" would split a cell
+    escaped = table.astype(object).map(
+        lambda v: v.replace("|", "\\|") if isinstance(v, str) else v
+    )  # "|" would split a cell
     cells = escaped.astype(object).where(table.notna(), None)
     if importlib.util.find_spec("tabulate") is not None:
         return cells.to_markdown(index=False, missingval="", floatfmt=".2f") + "\n"
@@ -137,7 +207,9 @@ def _figure(table: pd.DataFrame, title: str) -> Any:
     positions = np.arange(len(methods))
     bars.bar(positions, np.nan_to_num(values), color="tab:blue")
     for x, v in zip(positions, values):
-        bars.text(x, 0 if math.isnan(v) else v, "n/a" if math.isnan(v) else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+        bars.text(
+            x, 0 if math.isnan(v) else v, "n/a" if math.isnan(v) else f"{v:.1f}", ha="center", va="bottom", fontsize=8
+        )
     bars.set_xticks(positions, methods, rotation=30, ha="right")
     bars.set_ylim(0, 100)
     bars.set_ylabel(f"{metric} (%)")

@@ -96,7 +96,140 @@ def resample(saliency: np.ndarray, size: int | None) -> np.ndarray:
     """A (H, W) uint8 map resampled (bilinear) to (size, size); unchanged when size is None or equal."""
     if size is None or saliency.shape == (size, size):
         return np.ascontiguousarray(saliency, dtype=np.uint8)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(saliency, dtype=np.uint8)).resize((size, size), Image.BILINEAR))
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(saliency, dtype=np.uint8)).resize((size, size), Image.BILINEAR)
+    )
+
+
+@dataclass(frozen=True)
+class _StepTables:
+    """What the merge reads besides the images and maps: the CRF rows (image-major, one per
+    (image, class)), VQA answers per (sample id, class index), the T LLM rows, and metadata."""
+
+    crf_rows: list[dict[str, Any]]
+    answers: dict[tuple[str, int], list[dict[str, Any]]]
+    llm_rows: list[dict[str, Any]]
+    saliency_meta: Mapping[str, Any]
+    crf_meta: dict[str, Any]
+    vqa_meta: dict[str, Any]
+    llm_meta: dict[str, Any]
+
+
+def _answers(vqa: pa.Table, pairs: list[dict[str, Any]], vqa_path: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The VQA answers of every (sample id, class index) pair, in table order; each pair must have some."""
+    answers: dict[tuple[str, int], list[dict]] = {}
+    for row in vqa.to_pylist():
+        answers.setdefault((row["sample_id"], row["class_index"]), []).append(
+            {"question_id": row["question_id"], "question": row["question"], "answer": row["answer"]}
+        )
+    missing = [(p["sample_id"], p["class_index"]) for p in pairs if (p["sample_id"], p["class_index"]) not in answers]
+    if missing:
+        raise DataError(
+            f"{vqa_path}: no answers for {len(missing)} (image, class) pairs, e.g. {missing[0]}; rerun the vqa rule"
+        )
+    return answers
+
+
+def _read_steps(
+    sample_ids: list[str],
+    class_names: list[str],
+    saliency_meta: Mapping[str, Any],
+    crf_path: Path,
+    vqa_path: Path,
+    llm_path: Path,
+) -> _StepTables:
+    """Read the CRF, VQA and LLM tables and check that they (and the saliency) describe these samples and classes.
+
+    Raises:
+        DataError: a table is missing or describes other samples or classes, or a sample id is not a safe file name.
+    """
+    crf, crf_meta = _read(crf_path, "crf")
+    vqa, vqa_meta = _read(vqa_path, "vqa")
+    llm, llm_meta = _read(llm_path, "llm")
+    _check_same("sample ids", Path("saliency.json"), list(saliency_meta["sample_ids"]), sample_ids)
+    _check_same("classes", Path("saliency.json"), list(saliency_meta["class_names"]), class_names)
+    pairs = [{"sample_id": s, "class_index": t} for s in sample_ids for t in range(len(class_names))]
+    _check_same("rows", crf_path, crf.select(["sample_id", "class_index"]).to_pylist(), pairs)
+    _check_same("classes", llm_path, llm.column("class_name").to_pylist(), class_names)
+    bad = [s for s in sample_ids if not _SAFE_ID.match(s)]
+    if bad:
+        raise DataError(f"sample ids {bad[:3]} cannot be file names (letters, digits, _ . - only)")
+    answers = _answers(vqa, pairs, vqa_path)
+    return _StepTables(crf.to_pylist(), answers, llm.to_pylist(), saliency_meta, crf_meta, vqa_meta, llm_meta)
+
+
+def _provenance(steps: _StepTables) -> dict[str, str]:
+    """The provenance columns every row carries: backends, models and settings hashes of the steps."""
+    return {
+        "clip": str(steps.saliency_meta["clip"]),
+        "vqa_backend": steps.vqa_meta["backend"],
+        "vqa_model": steps.vqa_meta["model"],
+        "llm_backend": steps.llm_meta["backend"],
+        "llm_model": steps.llm_meta["model"],
+        "visual_hash": steps.crf_meta["settings_hash"],
+        "vqa_hash": steps.vqa_meta["settings_hash"],
+        "llm_hash": steps.llm_meta["settings_hash"],
+    }
+
+
+def _folder_settings(dataset: str, steps: _StepTables) -> dict[str, Any]:
+    """The full settings of every step, written once per folder (:data:`SETTINGS_FILE`)."""
+    saliency_keys = ("clip", "class_prompts", "negative_prompts", "settings", "settings_hash")
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "saliency": {k: steps.saliency_meta[k] for k in saliency_keys},
+        "crf": steps.crf_meta,
+        "vqa": steps.vqa_meta,
+        "llm": steps.llm_meta,
+    }
+
+
+def _image_rows(
+    i: int,
+    sample_id: str,
+    image: np.ndarray,
+    maps: np.ndarray,
+    class_names: list[str],
+    dataset: str,
+    steps: _StepTables,
+    provenance: Mapping[str, str],
+    saliency_size: int | None,
+) -> list[dict[str, Any]]:
+    """The T rows (one per class) of image ``i``: (S, S) uint8 ``image``, its (T, S, S) uint8 saliency ``maps``."""
+    rows = []
+    for t, name in enumerate(class_names):
+        visual = steps.crf_rows[i * len(class_names) + t]
+        saliency_map = resample(np.asarray(maps[t]), saliency_size)
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "dataset": dataset,
+                "class_index": t,
+                "class_name": name,
+                "image": image.tobytes(),
+                "image_shape": list(image.shape),
+                "saliency": saliency_map.tobytes(),
+                "saliency_shape": list(saliency_map.shape),
+                **{k: visual[k] for k in ("has_box", "box", "points", "point_labels", "mask", "mask_shape")},
+                "vqa": steps.answers[(sample_id, t)],
+                "modality": steps.llm_rows[t]["modality"],
+                "llm_prompt": steps.llm_rows[t]["prompt"],
+                "description": steps.llm_rows[t]["description"],
+                **provenance,
+            }
+        )
+    return rows
+
+
+def _write_image_file(path: Path, rows: list[dict[str, Any]], header: Mapping[str, Any], sample_id: str) -> int:
+    """Write one image's rows as the Parquet file ``path``; its size in bytes."""
+    table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
+        {"samdpo": json.dumps({**header, "sample_id": sample_id}, sort_keys=True)}
+    )
+    # No column statistics: min/max of the image and saliency bytes would double the footer.
+    pq.write_table(table, path, compression="zstd", compression_level=9, write_statistics=False)
+    return path.stat().st_size
 
 
 def merge_prompt_store(
@@ -124,83 +257,25 @@ def merge_prompt_store(
         saliency_size: side of the stored saliency grid, pixels (bilinear resampling; the CAM's own
             resolution is far coarser than the image); None = as computed.
         progress: show a progress bar.
+
+    Raises:
+        DataError: a step's table is missing or describes other samples or classes.
     """
     maps, saliency_meta = saliency
-    crf, crf_meta = _read(crf_path, "crf")
-    vqa, vqa_meta = _read(vqa_path, "vqa")
-    llm, llm_meta = _read(llm_path, "llm")
-    _check_same("sample ids", Path("saliency.json"), list(saliency_meta["sample_ids"]), sample_ids)
-    _check_same("classes", Path("saliency.json"), list(saliency_meta["class_names"]), class_names)
-    pairs = [{"sample_id": s, "class_index": t} for s in sample_ids for t in range(len(class_names))]
-    _check_same("rows", crf_path, crf.select(["sample_id", "class_index"]).to_pylist(), pairs)
-    _check_same("classes", llm_path, llm.column("class_name").to_pylist(), class_names)
-    bad = [s for s in sample_ids if not _SAFE_ID.match(s)]
-    if bad:
-        raise DataError(f"sample ids {bad[:3]} cannot be file names (letters, digits, _ . - only)")
-
-    crf_rows = crf.to_pylist()
-    answers: dict[tuple[str, int], list[dict]] = {}
-    for row in vqa.to_pylist():
-        answers.setdefault((row["sample_id"], row["class_index"]), []).append(
-            {"question_id": row["question_id"], "question": row["question"], "answer": row["answer"]}
-        )
-    missing = [(p["sample_id"], p["class_index"]) for p in pairs if (p["sample_id"], p["class_index"]) not in answers]
-    if missing:
-        raise DataError(f"{vqa_path}: no answers for {len(missing)} (image, class) pairs, e.g. {missing[0]}; rerun the vqa rule")
-    llm_rows = llm.to_pylist()
-    provenance = {
-        "clip": str(saliency_meta["clip"]),
-        "vqa_backend": vqa_meta["backend"],
-        "vqa_model": vqa_meta["model"],
-        "llm_backend": llm_meta["backend"],
-        "llm_model": llm_meta["model"],
-        "visual_hash": crf_meta["settings_hash"],
-        "vqa_hash": vqa_meta["settings_hash"],
-        "llm_hash": llm_meta["settings_hash"],
-    }
-    settings = {
-        "format_version": FORMAT_VERSION,
-        "dataset": dataset,
-        "saliency": {k: saliency_meta[k] for k in ("clip", "class_prompts", "negative_prompts", "settings", "settings_hash")},
-        "crf": crf_meta,
-        "vqa": vqa_meta,
-        "llm": llm_meta,
-    }
+    steps = _read_steps(sample_ids, class_names, saliency_meta, crf_path, vqa_path, llm_path)
+    provenance = _provenance(steps)
     header = {"format_version": FORMAT_VERSION, "dataset": dataset, "settings_file": SETTINGS_FILE}
     size = 0
     with atomic.atomic_dir(out) as tmp:
-        atomic.write_text(tmp / SETTINGS_FILE, json.dumps(settings, indent=2, sort_keys=True) + "\n")
-        for i, sample_id in enumerate(tqdm(sample_ids, desc=f"prompt store {dataset}", unit="image", disable=not progress)):
+        atomic.write_text(
+            tmp / SETTINGS_FILE, json.dumps(_folder_settings(dataset, steps), indent=2, sort_keys=True) + "\n"
+        )
+        for i, sample_id in enumerate(
+            tqdm(sample_ids, desc=f"prompt store {dataset}", unit="image", disable=not progress)
+        ):
             image = np.ascontiguousarray(images[i])
-            rows = []
-            for t, name in enumerate(class_names):
-                visual = crf_rows[i * len(class_names) + t]
-                saliency_map = resample(np.asarray(maps[i, t]), saliency_size)
-                rows.append(
-                    {
-                        "sample_id": sample_id,
-                        "dataset": dataset,
-                        "class_index": t,
-                        "class_name": name,
-                        "image": image.tobytes(),
-                        "image_shape": list(image.shape),
-                        "saliency": saliency_map.tobytes(),
-                        "saliency_shape": list(saliency_map.shape),
-                        **{k: visual[k] for k in ("has_box", "box", "points", "point_labels", "mask", "mask_shape")},
-                        "vqa": answers[(sample_id, t)],
-                        "modality": llm_rows[t]["modality"],
-                        "llm_prompt": llm_rows[t]["prompt"],
-                        "description": llm_rows[t]["description"],
-                        **provenance,
-                    }
-                )
-            table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
-                {"samdpo": json.dumps({**header, "sample_id": sample_id}, sort_keys=True)}
-            )
-            path = tmp / f"{sample_id}.parquet"
-            # No column statistics: min/max of the image and saliency bytes would double the footer.
-            pq.write_table(table, path, compression="zstd", compression_level=9, write_statistics=False)
-            size += path.stat().st_size
+            rows = _image_rows(i, sample_id, image, maps[i], class_names, dataset, steps, provenance, saliency_size)
+            size += _write_image_file(tmp / f"{sample_id}.parquet", rows, header, sample_id)
     return StoreReport(images=len(sample_ids), rows=len(sample_ids) * len(class_names), bytes=size)
 
 
@@ -213,7 +288,10 @@ def read_prompts(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     except (OSError, pa.ArrowInvalid) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
     if not set(SCHEMA.names) <= set(table.column_names):
-        raise DataError(f"{path}: not a samdpo prompt file (columns {sorted(set(SCHEMA.names) - set(table.column_names))[:4]} missing)")
+        raise DataError(
+            f"{path}: not a samdpo prompt file (columns {sorted(set(SCHEMA.names) - set(table.column_names))[:4]} "
+            "missing)"
+        )
     meta = table_meta(path)
     settings = path.parent / meta.get("settings_file", SETTINGS_FILE)
     if settings.is_file():

@@ -205,7 +205,9 @@ def summarise(row: Mapping[str, Any]) -> dict[str, Any]:
     record["image"] = None if image is None else {"shape": list(image.shape)}
     saliency = decode(row, "saliency")
     if saliency is None or not saliency.size:
-        record["saliency"] = None if saliency is None else {"shape": list(saliency.shape), "max": 0.0, "mean": 0.0, "peak_xy": None}
+        record["saliency"] = (
+            None if saliency is None else {"shape": list(saliency.shape), "max": 0.0, "mean": 0.0, "peak_xy": None}
+        )
     else:
         y, x = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
         record["saliency"] = {
@@ -228,7 +230,9 @@ def _panel_text(row: Mapping[str, Any]) -> str:
     """The wrapped VQA answers ("question_id: answer") and description under one panel."""
     lines: list[str] = []
     for qa in row.get("vqa") or []:
-        lines += textwrap.wrap(f"{qa['question_id']}: {_truncate(qa['answer'], 120)}", _WRAP) or [f"{qa['question_id']}:"]
+        lines += textwrap.wrap(f"{qa['question_id']}: {_truncate(qa['answer'], 120)}", _WRAP) or [
+            f"{qa['question_id']}:"
+        ]
     description = _truncate(row.get("description"), 200)
     if description:
         lines += textwrap.wrap(f"description: {description}", _WRAP)
@@ -262,7 +266,9 @@ def draw_prompt(ax: Any, row: Mapping[str, Any]) -> None:
     if row.get("has_box") and row.get("box") is not None:
         x0, y0, x1, y1 = (float(v) for v in row["box"])
         # inclusive maxima: the rectangle covers the edge pixels
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor="yellow", linewidth=1.5))
+        ax.add_patch(
+            Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor="yellow", linewidth=1.5)
+        )
     else:
         ax.text(0.03, 0.97, "no box", transform=ax.transAxes, va="top", ha="left", color="yellow", fontsize=9)
     points = np.asarray(row.get("points") or [], dtype=np.float32).reshape(-1, 2)
@@ -285,7 +291,9 @@ def _draw_panel(ax: Any, row: Mapping[str, Any]) -> None:
     ax.text(0.0, -0.03, _panel_text(row), transform=ax.transAxes, va="top", ha="left", fontsize=7, family="monospace")
 
 
-def draw_png(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out: Path, classes: list[str] | None = None) -> None:
+def draw_png(
+    rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out: Path, classes: list[str] | None = None
+) -> None:
     """Draw one panel per class (up to 4 per line, ~4 x 5.5 inches each, 100 dpi) into the PNG ``out``.
 
     Args:
@@ -343,7 +351,9 @@ def show(path: Path, as_json: bool = False, png: Path | None = None, classes: li
     if png is not None:
         inputs = {path.resolve(), (path.parent / SETTINGS_FILE).resolve()}
         if Path(png).resolve() in inputs or Path(png).is_dir():
-            raise ConfigError(f"--png {png}: that is an input ({path} or its {SETTINGS_FILE}) or a folder; give another PNG path")
+            raise ConfigError(
+                f"--png {png}: that is an input ({path} or its {SETTINGS_FILE}) or a folder; give another PNG path"
+            )
     rows, meta = read_prompts(path)
     check_rows(rows, path)
     chosen = select(rows, classes)

@@ -29,7 +29,11 @@ def unpack_mask(row: Mapping) -> np.ndarray:
     """The (H, W) bool mask of one table row (a blob of another length than ceil(H * W / 8) bytes is an error)."""
     height, width = row["mask_shape"]
     check_blob(row, "mask")
-    return np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8), count=height * width).reshape(height, width).astype(bool)
+    return (
+        np.unpackbits(np.frombuffer(row["mask"], dtype=np.uint8), count=height * width)
+        .reshape(height, width)
+        .astype(bool)
+    )
 
 
 def blob_bytes(column: str, shape: tuple[int, int]) -> int:
@@ -43,4 +47,7 @@ def check_blob(row: Mapping, column: str) -> None:
     found, expected = len(row[column] or b""), blob_bytes(column, row[f"{column}_shape"])
     if found != expected:
         where = f"sample {row.get('sample_id')}, class {row.get('class_name')}"
-        raise DataError(f"{where}: the {column} column holds {found} bytes where its shape {list(row[f'{column}_shape'])} needs {expected}; the file is damaged, rerun the rule that wrote it")
+        raise DataError(
+            f"{where}: the {column} column holds {found} bytes where its shape {list(row[f'{column}_shape'])} needs "
+            f"{expected}; the file is damaged, rerun the rule that wrote it"
+        )

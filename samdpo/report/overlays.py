@@ -24,7 +24,9 @@ _DPI = 100
 _MASK_RGBA = (1.0, 0.15, 0.15, 0.55)
 
 
-def choose_examples(levels: np.ndarray, annotations: Mapping[tuple[str, int], Annotation], sample_ids: Sequence[str], count: int) -> list[tuple[int, int]]:
+def choose_examples(
+    levels: np.ndarray, annotations: Mapping[tuple[str, int], Annotation], sample_ids: Sequence[str], count: int
+) -> list[tuple[int, int]]:
     """Up to ``count`` (image row, class index) pairs of the candidates, chosen without labels.
 
     Args:
@@ -82,6 +84,62 @@ def _judgement(annotation: Annotation | None, k: int) -> str:
     return f"rank {rank}" + ("=" if (ties == ties[k]).sum() > 1 else "")
 
 
+def _check_models(
+    meta: Mapping[str, Any],
+    annotations: Mapping[tuple[str, int], Annotation],
+    before: tuple[np.ndarray, Mapping[str, Any]],
+    after: tuple[np.ndarray, Mapping[str, Any]],
+) -> None:
+    """Both models describe the candidates' classes, ``before`` is the candidates' model, and the
+    annotations rank as many candidates as there are thresholds.
+
+    Raises:
+        DataError: any of these does not hold.
+    """
+    names, thresholds = list(meta["class_names"]), list(meta["thresholds"])
+    for label, (_, found) in (("before", before), ("after", after)):
+        if list(found.get("class_names", [])) != names:
+            raise DataError(f"{label}: class names {found.get('class_names')} differ from the candidates' {names}")
+    if before[1].get("model_settings_hash") != meta.get("model_settings_hash"):
+        raise DataError(f"before: model {before[1].get('model')} is not the candidates' model {meta.get('model')}")
+    if any(len(a.order) != len(thresholds) for a in annotations.values()):
+        raise DataError(f"the annotations rank another number of candidates than the {len(thresholds)} thresholds")
+
+
+def _prompt_row(prompts: Path, sample_id: str, class_name: str) -> dict[str, Any]:
+    """The prompt-store row of (``sample_id``, ``class_name``).
+
+    Raises:
+        DataError: the image's prompt file or the class's row is missing.
+    """
+    from samdpo.prompts.store import read_prompts
+
+    path = Path(prompts) / f"{sample_id}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path}: no prompt file for {sample_id}; run the prompt_store rule")
+    row = next((r for r in read_prompts(path)[0] if r["class_name"] == class_name), None)
+    if row is None:
+        raise DataError(f"{path}: no row for class {class_name!r}")
+    return row
+
+
+def _predicted_masks(
+    models: Mapping[str, tuple[np.ndarray, Mapping[str, int]]], sample_id: str, t: int, cut: int
+) -> list[np.ndarray]:
+    """(S, S) bool prediction of class ``t`` of ``sample_id`` by each model; ``models`` maps a label
+    to (M, T, S, S) uint8 probabilities and sample id -> row.
+
+    Raises:
+        DataError: a model has no prediction for the image.
+    """
+    masks = []
+    for label, (probs, position) in models.items():
+        if sample_id not in position:
+            raise DataError(f"{label}: no prediction for {sample_id}; predict the unlabelled split")
+        masks.append(np.asarray(probs[position[sample_id], t]) >= cut)
+    return masks
+
+
 def build_examples(
     levels: np.ndarray,
     meta: Mapping[str, Any],
@@ -110,31 +168,18 @@ def build_examples(
     """
     from samdpo.align.candidates import level_masks
     from samdpo.evaluation.metrics import probability_cut
-    from samdpo.prompts.store import read_prompts
 
+    _check_models(meta, annotations, before, after)
     names, thresholds, ids = list(meta["class_names"]), list(meta["thresholds"]), list(meta["sample_ids"])
-    for label, (_, found) in (("before", before), ("after", after)):
-        if list(found.get("class_names", [])) != names:
-            raise DataError(f"{label}: class names {found.get('class_names')} differ from the candidates' {names}")
-    if before[1].get("model_settings_hash") != meta.get("model_settings_hash"):
-        raise DataError(f"before: model {before[1].get('model')} is not the candidates' model {meta.get('model')}")
-    if any(len(a.order) != len(thresholds) for a in annotations.values()):
-        raise DataError(f"the annotations rank another number of candidates than the {len(thresholds)} thresholds")
-    positions = [{sample_id: i for i, sample_id in enumerate(found["sample_ids"])} for _, found in (before, after)]
+    models = {
+        label: (probs, {sample_id: i for i, sample_id in enumerate(found["sample_ids"])})
+        for label, (probs, found) in (("before", before), ("after", after))
+    }
     cut = probability_cut(threshold)
     examples = []
     for i, t in choose_examples(levels, annotations, ids, count):
-        path = Path(prompts) / f"{ids[i]}.parquet"
-        if not path.is_file():
-            raise DataError(f"{path}: no prompt file for {ids[i]}; run the prompt_store rule")
-        row = next((r for r in read_prompts(path)[0] if r["class_name"] == names[t]), None)
-        if row is None:
-            raise DataError(f"{path}: no row for class {names[t]!r}")
-        masks = []
-        for label, (probs, _), position in zip(("before", "after"), (before, after), positions):
-            if ids[i] not in position:
-                raise DataError(f"{label}: no prediction for {ids[i]}; predict the unlabelled split")
-            masks.append(np.asarray(probs[position[ids[i]], t]) >= cut)
+        row = _prompt_row(prompts, ids[i], names[t])
+        masks = _predicted_masks(models, ids[i], t, cut)
         examples.append(
             {
                 "row": row,
@@ -182,7 +227,12 @@ def draw_overlays(
         line[0].set_title(example["title"], fontsize=9)
         image = decode(row, "image")
         for k, threshold in enumerate(thresholds):
-            _mask_overlay(line[1 + k], image, example["candidates"][k], f"p >= {threshold:g}: {_judgement(example['annotation'], k)}")
+            _mask_overlay(
+                line[1 + k],
+                image,
+                example["candidates"][k],
+                f"p >= {threshold:g}: {_judgement(example['annotation'], k)}",
+            )
         _mask_overlay(line[-2], image, example["before"], f"before: {before_name}")
         _mask_overlay(line[-1], image, example["after"], f"after: {after_name}")
     fig.tight_layout()

@@ -42,12 +42,25 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 #: Input side (pixels) each model was trained at; callers use it when no size is configured.
 DEFAULT_IMAGE_SIZE = {
-    "sam_med2d": 256, "sam_vit_b": 1024, "sam_vit_l": 1024, "sam_vit_h": 1024, "lite_medsam": lite_medsam.IMAGE_SIZE, "small": 128,
+    "sam_med2d": 256,
+    "sam_vit_b": 1024,
+    "sam_vit_l": 1024,
+    "sam_vit_h": 1024,
+    "lite_medsam": lite_medsam.IMAGE_SIZE,
+    "small": 128,
 }
 #: Input normalisation each model was trained with (``imagenet`` where not named).
 NORMALISATION = {"lite_medsam": "minmax"}
 #: SamSettings fields that only the ``small`` model reads.
-_SMALL_ONLY = ("encoder_width", "encoder_depth", "encoder_heads", "patch_size", "prompt_dim", "window_size", "global_attn_indexes")
+_SMALL_ONLY = (
+    "encoder_width",
+    "encoder_depth",
+    "encoder_heads",
+    "patch_size",
+    "prompt_dim",
+    "window_size",
+    "global_attn_indexes",
+)
 #: Parts :func:`set_trainable` knows.
 TRAINABLE_PARTS = ("image_encoder", "adapters", "prompt_encoder", "mask_decoder")
 
@@ -107,7 +120,9 @@ class SamSettings:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("window_size", self.window_size, minimum=0)
         if self.name == "lite_medsam" and self.image_size != lite_medsam.IMAGE_SIZE:
-            raise ConfigError(f"sam.image_size: lite_medsam takes {lite_medsam.IMAGE_SIZE} px inputs only, got {self.image_size}")
+            raise ConfigError(
+                f"sam.image_size: lite_medsam takes {lite_medsam.IMAGE_SIZE} px inputs only, got {self.image_size}"
+            )
         if self.name == "small":
             self._check_small()
         else:
@@ -126,11 +141,17 @@ class SamSettings:
     def _check_small(self) -> None:
         """``small``: sizes that its encoder, prompt encoder and decoder accept."""
         if self.image_size % self.patch_size:
-            raise ConfigError(f"sam.image_size: {self.image_size} is not a multiple of sam.patch_size {self.patch_size}")
+            raise ConfigError(
+                f"sam.image_size: {self.image_size} is not a multiple of sam.patch_size {self.patch_size}"
+            )
         if self.encoder_width % self.encoder_heads:
-            raise ConfigError(f"sam.encoder_width: {self.encoder_width} is not a multiple of sam.encoder_heads {self.encoder_heads}")
+            raise ConfigError(
+                f"sam.encoder_width: {self.encoder_width} is not a multiple of sam.encoder_heads {self.encoder_heads}"
+            )
         if self.prompt_dim % 8:
-            raise ConfigError(f"sam.prompt_dim: {self.prompt_dim} is not a multiple of 8 (the mask decoder divides it by 8)")
+            raise ConfigError(
+                f"sam.prompt_dim: {self.prompt_dim} is not a multiple of 8 (the mask decoder divides it by 8)"
+            )
         bad = [i for i in self.global_attn_indexes if not 0 <= i < self.encoder_depth]
         if bad:
             raise ConfigError(f"sam.global_attn_indexes: {bad} are not block indexes 0..{self.encoder_depth - 1}")
@@ -213,15 +234,28 @@ class AdapterImageEncoderViT(ImageEncoderViT):
     def __init__(self, img_size: int, shape: VitShape, window_size: int, out_chans: int) -> None:
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         super().__init__(
-            img_size=img_size, patch_size=VIT_PATCH, embed_dim=shape.embed_dim, depth=0, num_heads=shape.num_heads,
-            out_chans=out_chans, norm_layer=norm_layer, use_rel_pos=True, window_size=window_size,
+            img_size=img_size,
+            patch_size=VIT_PATCH,
+            embed_dim=shape.embed_dim,
+            depth=0,
+            num_heads=shape.num_heads,
+            out_chans=out_chans,
+            norm_layer=norm_layer,
+            use_rel_pos=True,
+            window_size=window_size,
         )
         grid = img_size // VIT_PATCH
         for i in range(shape.depth):
             self.blocks.append(
                 AdapterBlock(
-                    shape.embed_dim, num_heads=shape.num_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm_layer,
-                    use_rel_pos=True, window_size=0 if i in shape.global_attn_indexes else window_size, input_size=(grid, grid),
+                    shape.embed_dim,
+                    num_heads=shape.num_heads,
+                    mlp_ratio=4.0,
+                    qkv_bias=True,
+                    norm_layer=norm_layer,
+                    use_rel_pos=True,
+                    window_size=0 if i in shape.global_attn_indexes else window_size,
+                    input_size=(grid, grid),
                 )
             )
 
@@ -254,9 +288,17 @@ def _vit_sam(settings: SamSettings, shape: VitShape, adapters: bool) -> Sam:
         encoder: ImageEncoderViT = AdapterImageEncoderViT(settings.image_size, shape, VIT_WINDOW, SAM_PROMPT_DIM)
     else:
         encoder = ImageEncoderViT(
-            img_size=settings.image_size, patch_size=VIT_PATCH, embed_dim=shape.embed_dim, depth=shape.depth,
-            num_heads=shape.num_heads, mlp_ratio=4.0, out_chans=SAM_PROMPT_DIM, qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True, window_size=VIT_WINDOW,
+            img_size=settings.image_size,
+            patch_size=VIT_PATCH,
+            embed_dim=shape.embed_dim,
+            depth=shape.depth,
+            num_heads=shape.num_heads,
+            mlp_ratio=4.0,
+            out_chans=SAM_PROMPT_DIM,
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=VIT_WINDOW,
             global_attn_indexes=shape.global_attn_indexes,
         )
     return _sam(encoder, settings.image_size, settings.image_size // VIT_PATCH, SAM_PROMPT_DIM, 2048, 8)
@@ -274,16 +316,26 @@ def build_vanilla(settings: SamSettings) -> Sam:
 
 def build_lite_medsam(settings: SamSettings) -> Sam:
     """LiteMedSAM: the package's TinyViT encoder (256 px -> 64 x 64) with SAM's prompt encoder and decoder."""
-    return _sam(lite_medsam.build_image_encoder(), settings.image_size, settings.image_size // 4, SAM_PROMPT_DIM, 2048, 8)
+    return _sam(
+        lite_medsam.build_image_encoder(), settings.image_size, settings.image_size // 4, SAM_PROMPT_DIM, 2048, 8
+    )
 
 
 def build_small(settings: SamSettings) -> Sam:
     """The small SAM trained from scratch: a tiny ViT, SAM's prompt encoder and a narrow decoder."""
     encoder = ImageEncoderViT(
-        img_size=settings.image_size, patch_size=settings.patch_size, embed_dim=settings.encoder_width,
-        depth=settings.encoder_depth, num_heads=settings.encoder_heads, mlp_ratio=4.0, out_chans=settings.prompt_dim,
-        qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=False,
-        window_size=settings.window_size, global_attn_indexes=settings.global_attn_indexes,
+        img_size=settings.image_size,
+        patch_size=settings.patch_size,
+        embed_dim=settings.encoder_width,
+        depth=settings.encoder_depth,
+        num_heads=settings.encoder_heads,
+        mlp_ratio=4.0,
+        out_chans=settings.prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=False,
+        window_size=settings.window_size,
+        global_attn_indexes=settings.global_attn_indexes,
     )
     grid = settings.image_size // settings.patch_size
     return _sam(encoder, settings.image_size, grid, settings.prompt_dim, 4 * settings.prompt_dim, 4)

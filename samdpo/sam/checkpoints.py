@@ -168,7 +168,7 @@ def _scan(stream: BinaryIO) -> tuple[set[str], bool]:
         if name in ("GLOBAL", "INST"):
             found.add(_qualified(*str(arg).split(" ", 1)))
         elif name == "STACK_GLOBAL":
-            module, attr = (pushed[-2:] if len(pushed) == 2 else [None, None])
+            module, attr = pushed[-2:] if len(pushed) == 2 else [None, None]
             found.add(_qualified(module, attr) if isinstance(module, str) and isinstance(attr, str) else _UNRESOLVED)
         elif name.startswith("EXT"):
             found.add(f"copyreg.extension_{arg}")
@@ -225,7 +225,14 @@ def pickle_globals(path: str | os.PathLike[str]) -> list[str]:
             found |= names
             for _ in range(_LEGACY_PICKLES - 1 if magic else 0):
                 found |= _scan(stream)[0]
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:  # genops: unknown opcode, truncated
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:  # genops: unknown opcode, truncated
         raise DataError(
             f"{file}: unreadable: neither a PyTorch checkpoint nor a pickle ({exc}); it is not a checkpoint: "
             "check the path or download the file again"
@@ -242,7 +249,11 @@ def _matches(qualified: str, table: Mapping[str, tuple[str, ...]]) -> bool:
 def _is_tensor_global(qualified: str) -> bool:
     """A global that builds tensors (storages, rebuild functions, dtypes, OrderedDict, ...)."""
     module, _, name = qualified.rpartition(".")
-    if module == "torch" and name.isidentifier() and isinstance(getattr(torch, name, None), (torch.dtype, torch.qscheme)):
+    if (
+        module == "torch"
+        and name.isidentifier()
+        and isinstance(getattr(torch, name, None), (torch.dtype, torch.qscheme))
+    ):
         return True
     return _matches(qualified, _TENSOR_GLOBALS)
 
@@ -293,7 +304,8 @@ class TrustNeeded(ConfigError):
         named = ", ".join(self.objects) or "tensor classes only"
         return (
             f"{self.source}: converting unpickles the file with weights_only=False, which runs the code of the "
-            f"classes it names ({named}: known optimizer, container and tensor classes); pass {how} only for a file you trust"
+            f"classes it names ({named}: known optimizer, container and tensor classes); pass {how} only for a file "
+            "you trust"
         )
 
 

@@ -26,6 +26,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("src", help="the .pth file (e.g. sam-med2d_b.pth saved with its optimizer)")
     convert.add_argument("dst", help="the .safetensors file to write")
     convert.add_argument(
-        "--trust-pickle", action="store_true", help="required: unpickling runs code stored in the file; give it only for a file you trust"
+        "--trust-pickle",
+        action="store_true",
+        help="required: unpickling runs code stored in the file; give it only for a file you trust",
     )
     convert.set_defaults(func=_convert)

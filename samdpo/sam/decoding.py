@@ -16,7 +16,11 @@ from segment_anything.modeling import MaskDecoder
 
 
 def decode_single_mask(
-    decoder: MaskDecoder, image_embedding: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
+    decoder: MaskDecoder,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's first (single-mask) output for K prompts on one image.
 
@@ -34,7 +38,9 @@ def decode_single_mask(
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.unsqueeze(0).expand(count, -1, -1), sparse), dim=1)
     _, channels, height, width = image_embedding.shape
-    hs, src = decoder.transformer(image_embedding + dense, image_pe, tokens)  # attention broadcasts the image over prompts
+    hs, src = decoder.transformer(
+        image_embedding + dense, image_pe, tokens
+    )  # attention broadcasts the image over prompts
     src = src.expand(count, -1, -1).transpose(1, 2).reshape(count, channels, height, width)
     upscaled = decoder.output_upscaling(src)
     hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :]).unsqueeze(1)  # the first mask token: single-mask output

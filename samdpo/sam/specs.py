@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from samdpo.errors import ConfigError
+from samdpo.settings import parse_settings
 
 
 def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
@@ -13,13 +14,17 @@ def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
 
     sam = {"name": "small", **sam}
     if sam["name"] not in DEFAULT_IMAGE_SIZE:
-        raise ConfigError(f"sam.name: unknown SAM {sam['name']!r}; choose one of {', '.join(sorted(DEFAULT_IMAGE_SIZE))}")
+        raise ConfigError(
+            f"sam.name: unknown SAM {sam['name']!r}; choose one of {', '.join(sorted(DEFAULT_IMAGE_SIZE))}"
+        )
     if sam.get("image_size") is None:
         sam["image_size"] = image_size if sam["name"] == "small" else DEFAULT_IMAGE_SIZE[sam["name"]]
     return sam
 
 
-def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], seed: int, load_weights: bool = True) -> Any:
+def build_model(
+    sam: dict[str, Any], text_dim: int, switches: dict[str, Any], seed: int, load_weights: bool = True
+) -> Any:
     """The prompted SAM of a spec (random init seeded); with ``load_weights`` its pretrained SAM
     weights are loaded (``sam.checkpoint``, or LiteMedSAM's shipped file); callers that load
     their own trained weights next pass False."""
@@ -29,10 +34,7 @@ def build_model(sam: dict[str, Any], text_dim: int, switches: dict[str, Any], se
     from samdpo.sam.prompted import PromptedSam, PromptSwitches
 
     torch.manual_seed(seed)
-    try:
-        sam_settings = SamSettings(**sam)
-        prompt_switches = PromptSwitches(**switches)
-    except TypeError as exc:
-        raise ConfigError(f"bad sam or stage1.prompts settings: {exc}") from exc
+    sam_settings = parse_settings(SamSettings, sam, "sam")
+    prompt_switches = parse_settings(PromptSwitches, switches, "stage1.prompts")
     normalisation = NORMALISATION.get(sam_settings.name, "imagenet")
     return PromptedSam(build_sam(sam_settings, load_weights=load_weights), text_dim, prompt_switches, normalisation)

@@ -36,7 +36,9 @@ def set_trainable(model: PromptedSam, parts: Sequence[str]) -> int:
     builders.set_trainable(model.sam, [part for part in parts if part != "text_proj"])
     model.text_proj.requires_grad_("text_proj" in parts)
     if "adapters" in parts and not any(isinstance(m, builders.Adapter) for m in model.sam.image_encoder.modules()):
-        raise ConfigError("stage1.train: 'adapters' given, but this image encoder has no adapters (train image_encoder instead)")
+        raise ConfigError(
+            "stage1.train: 'adapters' given, but this image encoder has no adapters (train image_encoder instead)"
+        )
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from samdpo.errors import ConfigError
+
 KINDS = ("amos", "busi", "cxr")
 
 
-def write(kind: str, out: Path, cases: int, seed: int, *, size: int = 128, slices: int = 40, layout: str = "montgomery") -> None:
+def write(
+    kind: str, out: Path, cases: int, seed: int, *, size: int = 128, slices: int = 40, layout: str = "montgomery"
+) -> None:
     """Write ``cases`` phantoms of one kind into ``out``.
 
     Args:
         kind: ``amos``, ``busi`` or ``cxr``.
         size, slices: AMOS in-plane voxels per side and axial slices per volume.
         layout: CXR folder layout, ``montgomery`` or ``paired``.
+
+    Raises:
+        ConfigError: an unknown kind or CXR layout.
     """
     from samdpo.synth import amos, busi, cxr
 
@@ -24,4 +31,4 @@ def write(kind: str, out: Path, cases: int, seed: int, *, size: int = 128, slice
     elif kind == "cxr":
         cxr.write(out, cases, seed, layout=layout)
     else:
-        raise ValueError(f"unknown phantom kind {kind!r}; expected one of {KINDS}")
+        raise ConfigError(f"unknown phantom kind {kind!r}; expected one of {KINDS}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from samdpo import atomic
 from samdpo.data.amos import AMOS_CLASSES
+from samdpo.errors import ConfigError
 from samdpo.synth.shapes import ellipse_level, smooth_field
 
 
@@ -83,7 +84,9 @@ class AmosSynthSettings:
     validation_every: int = 4
 
 
-def _draw_case(rng: np.random.Generator, settings: AmosSynthSettings) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def _draw_case(
+    rng: np.random.Generator, settings: AmosSynthSettings
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Draw one case in the display frame: (Z, H, W) int16 HU and uint8 labels, and (z, row, col) mm."""
     n = settings.size
     nz = int(round(settings.slices * rng.uniform(0.9, 1.1)))
@@ -127,12 +130,16 @@ def _draw_case(rng: np.random.Generator, settings: AmosSynthSettings) -> tuple[n
     return np.rint(hu).astype(np.int16), labels, (slice_mm, pixel, pixel)
 
 
-def _to_nifti(display: np.ndarray, spacing: tuple[float, float, float], codes: tuple[str, str, str], origin: np.ndarray) -> nib.Nifti1Image:
+def _to_nifti(
+    display: np.ndarray, spacing: tuple[float, float, float], codes: tuple[str, str, str], origin: np.ndarray
+) -> nib.Nifti1Image:
     """Store a (Z, rows, cols) display-frame volume in orientation ``codes`` with the matching affine."""
     ras = np.transpose(display, (2, 1, 0))[::-1, ::-1, :]
     ras_affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
     ras_affine[:3, 3] = origin
-    transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(codes))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(codes)
+    )
     data = nib.orientations.apply_orientation(ras, transform)
     affine = ras_affine @ nib.orientations.inv_ornt_aff(transform, ras.shape)
     image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
@@ -168,8 +175,14 @@ def dataset_json(training: list[str], validation: list[str]) -> dict:
 
 
 def write(out: Path, cases: int, seed: int, settings: AmosSynthSettings | None = None) -> None:
-    """Write ``cases`` synthetic CT volumes ``amos_0001`` ... into ``out`` in the AMOS layout."""
+    """Write ``cases`` synthetic CT volumes ``amos_0001`` ... into ``out`` in the AMOS layout.
+
+    Raises:
+        ConfigError: ``settings.size`` or ``settings.slices`` below 1.
+    """
     settings = settings or AmosSynthSettings()
+    if settings.size < 1 or settings.slices < 1:
+        raise ConfigError(f"synth amos: size and slices must be at least 1, got {settings.size} and {settings.slices}")
     training, validation = [], []
     for index in range(cases):
         rng = np.random.default_rng([seed, index])

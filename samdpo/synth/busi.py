@@ -52,7 +52,11 @@ def _image(rng: np.random.Generator, shape: tuple[int, int], lesions: list[tuple
     for mask, malignant in lesions:
         echo[mask] = rng.uniform(0.06, 0.16) + (0.05 * smooth_field(rng, shape, 12))[mask]
         rows, cols = np.nonzero(mask)
-        below = (depth * height > rows.max()) & (np.arange(width)[None, :] >= cols.min()) & (np.arange(width)[None, :] <= cols.max())
+        below = (
+            (depth * height > rows.max())
+            & (np.arange(width)[None, :] >= cols.min())
+            & (np.arange(width)[None, :] <= cols.max())
+        )
         factor = rng.uniform(0.35, 0.6) if malignant else rng.uniform(1.2, 1.45)
         echo = np.where(ndimage.gaussian_filter(below.astype(float), 3) > 0.5, echo * factor, echo)
     speckle = rng.rayleigh(1.0, size=shape)
@@ -76,7 +80,9 @@ def write(out: Path, cases: int, seed: int) -> None:
         if group != "normal":
             lesions.append((_lesion(rng, shape, group == "malignant", 1.0), group == "malignant"))
             if rng.uniform() < 0.2:
-                second = _lesion(rng, shape, group == "malignant", 0.5) & ~ndimage.binary_dilation(lesions[0][0], iterations=4)
+                second = _lesion(rng, shape, group == "malignant", 0.5) & ~ndimage.binary_dilation(
+                    lesions[0][0], iterations=4
+                )
                 if second.sum() > 20:
                     lesions.append((second, group == "malignant"))
         gray = to_uint8(_image(rng, shape, lesions))

@@ -13,12 +13,15 @@ import numpy as np
 from scipy import ndimage
 
 from samdpo import atomic
+from samdpo.errors import ConfigError
 from samdpo.synth.shapes import ellipse_level, png_bytes, smooth_field, to_uint8
 
 LAYOUTS = ("montgomery", "paired")
 
 
-def _lung(rng: np.random.Generator, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], side: int) -> np.ndarray:
+def _lung(
+    rng: np.random.Generator, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], side: int
+) -> np.ndarray:
     """Bool mask of one lung; ``side`` = -1 image left (patient right), +1 image right (patient left)."""
     height, width = shape
     cx = width * (0.5 + side * rng.uniform(0.18, 0.23))
@@ -41,9 +44,14 @@ def _draw(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray,
     image = np.where(body, 0.55, 0.04) + 0.05 * smooth_field(rng, shape, 4)
     right = _lung(rng, rows, cols, shape, -1)
     left = _lung(rng, rows, cols, shape, +1)
-    heart = ellipse_level(
-        (rows, cols), (height * rng.uniform(0.62, 0.68), width * rng.uniform(0.54, 0.58)), (height * 0.14, width * rng.uniform(0.14, 0.18))
-    ) < 1.0
+    heart = (
+        ellipse_level(
+            (rows, cols),
+            (height * rng.uniform(0.62, 0.68), width * rng.uniform(0.54, 0.58)),
+            (height * 0.14, width * rng.uniform(0.14, 0.18)),
+        )
+        < 1.0
+    )
     left &= ~heart
     right &= ~heart
     image[left | right] = 0.16 + 0.04 * smooth_field(rng, shape, 14)[left | right]
@@ -67,9 +75,13 @@ def _draw(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray,
 
 
 def write(out: Path, cases: int, seed: int, layout: str = "montgomery") -> None:
-    """Write ``cases`` radiographs ``MCUCXR_XXXX_D.png`` in the Montgomery or paired layout."""
+    """Write ``cases`` radiographs ``MCUCXR_XXXX_D.png`` in the Montgomery or paired layout.
+
+    Raises:
+        ConfigError: an unknown layout.
+    """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     for index in range(cases):
         rng = np.random.default_rng([seed, index])
         shape = (int(rng.integers(224, 288)), int(rng.integers(224, 288)))

@@ -15,7 +15,11 @@ from samdpo.train.prompt_data import ImagePrompts
 
 
 def make_batch(
-    prompts: Sequence[ImagePrompts], classes: Sequence[Sequence[int]], texts: Mapping[str, np.ndarray], size: int, point_count: int
+    prompts: Sequence[ImagePrompts],
+    classes: Sequence[Sequence[int]],
+    texts: Mapping[str, np.ndarray],
+    size: int,
+    point_count: int,
 ) -> PromptBatch:
     """A :class:`PromptBatch` for ``classes[i]`` of image ``prompts[i]`` (text embeddings looked up),
     point prompts padded to ``point_count`` (fixed for a run: the most points of any prompt of the dataset)."""
@@ -36,7 +40,9 @@ def make_batch(
             labels.append(padded_labels)
             for text, out in ((image.vqa[t], vqa), (image.llm[t], llm)):
                 if text not in texts:
-                    raise DataError(f"image {image.sample_id}: a text prompt has no embedding; rerun the embed_texts rule")
+                    raise DataError(
+                        f"image {image.sample_id}: a text prompt has no embedding; rerun the embed_texts rule"
+                    )
                 out.append(texts[text])
     return PromptBatch(
         image_index=torch.tensor(index, dtype=torch.int64),
@@ -64,7 +70,9 @@ def jittered_truth_boxes(
     last = masks.shape[-1] - 1
     for k in np.flatnonzero(chosen):
         box = np.clip(np.array(mask_box(masks[k]), np.float64) + shifts[k], 0, last)
-        boxes[k] = torch.tensor([min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], dtype=boxes.dtype)
+        boxes[k] = torch.tensor(
+            [min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])], dtype=boxes.dtype
+        )
         has_box[k] = True
     return PromptBatch(**{**vars(batch), "boxes": boxes, "has_box": has_box})
 

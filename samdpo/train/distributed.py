@@ -37,7 +37,9 @@ class Place:
 def place_from_environment() -> Place:
     """The place torchrun describes in ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (one process without them)."""
     try:
-        place = Place(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+        place = Place(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+        )
     except ValueError as exc:
         raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {exc}") from exc
     if place.world < 1 or not 0 <= place.rank < place.world:
@@ -63,7 +65,9 @@ def start(device: torch.device) -> tuple[Place, torch.device]:
         return place, device
     if device.type == "cuda":
         if place.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"process {place.local_rank} on this machine but only {torch.cuda.device_count()} GPUs are visible")
+            raise ConfigError(
+                f"process {place.local_rank} on this machine but only {torch.cuda.device_count()} GPUs are visible"
+            )
         torch.cuda.set_device(place.local_rank)
         device = torch.device("cuda", place.local_rank)
     if not dist.is_initialized():

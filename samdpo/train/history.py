@@ -20,7 +20,9 @@ def write_history(rows: Sequence[Mapping[str, Any]], path: Path, fields: Sequenc
         writer.writerows(rows)
 
 
-def plot_history(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, Sequence[str], bool]], path: Path, title: str = "") -> None:
+def plot_history(
+    rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, Sequence[str], bool]], path: Path, title: str = ""
+) -> None:
     """Draw per-epoch curves: one panel per ``(title, keys, log scale)``, epochs on the x axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -45,7 +47,9 @@ def plot_history(rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, 
         figure.savefig(tmp, format="png")
 
 
-def resume(path: Path, key: str, states: Mapping[str, Any], device: Any, verbose: bool = True) -> tuple[list[dict[str, Any]], int]:
+def resume(
+    path: Path, key: str, states: Mapping[str, Any], device: Any, verbose: bool = True
+) -> tuple[list[dict[str, Any]], int]:
     """Load the ``states`` (name -> object with ``load_state_dict``) from an epoch checkpoint written
     with the same ``key`` (the :func:`samdpo.fingerprint.fingerprint` of the settings, data and initial
     weights); returns the history so far and the first epoch still to run (``verbose``: say so on stdout).
@@ -71,7 +75,10 @@ def resume(path: Path, key: str, states: Mapping[str, Any], device: Any, verbose
         with contextlib.suppress(FileNotFoundError):  # another process of the same run moved it already
             path.replace(aside)
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        print(f"{path}: damaged checkpoint ({type(exc).__name__}: {detail}); moved to {aside}, training starts over", file=sys.stderr)
+        print(
+            f"{path}: damaged checkpoint ({type(exc).__name__}: {detail}); moved to {aside}, training starts over",
+            file=sys.stderr,
+        )
         return [], 1
     if not matches:
         if verbose:
@@ -84,7 +91,9 @@ def resume(path: Path, key: str, states: Mapping[str, Any], device: Any, verbose
     return history, epoch + 1
 
 
-def save_epoch(path: Path, epoch: int, key: str, history: Sequence[Mapping[str, Any]], states: Mapping[str, Any]) -> None:
+def save_epoch(
+    path: Path, epoch: int, key: str, history: Sequence[Mapping[str, Any]], states: Mapping[str, Any]
+) -> None:
     """Write an epoch checkpoint atomically (fsynced): the ``states``' state dicts, the history and the resume key."""
     import torch
 

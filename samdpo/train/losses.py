@@ -33,7 +33,12 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
 
 
 def segmentation_loss(
-    logits: torch.Tensor, targets: torch.Tensor, focal_weight: float = 20.0, dice_weight: float = 1.0, gamma: float = 2.0, alpha: float = 0.25
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    focal_weight: float = 20.0,
+    dice_weight: float = 1.0,
+    gamma: float = 2.0,
+    alpha: float = 0.25,
 ) -> torch.Tensor:
     """``focal_weight * focal + dice_weight * dice`` (SAM-Med2D: 20 : 1, gamma 2, alpha 0.25)."""
     return focal_weight * focal_loss(logits, targets, gamma, alpha) + dice_weight * dice_loss(logits, targets)

@@ -8,8 +8,13 @@ from typing import Any
 
 from samdpo.errors import DataError
 
-
-CHECKPOINT, WEIGHTS, LOSS_CSV, LOSS_PNG, SETTINGS = "checkpoint.pt", "model.safetensors", "loss.csv", "loss.png", "settings.json"
+CHECKPOINT, WEIGHTS, LOSS_CSV, LOSS_PNG, SETTINGS = (
+    "checkpoint.pt",
+    "model.safetensors",
+    "loss.csv",
+    "loss.png",
+    "settings.json",
+)
 
 
 def read_model_spec(folder: str | Path) -> dict[str, Any]:
@@ -18,9 +23,9 @@ def read_model_spec(folder: str | Path) -> dict[str, Any]:
     try:
         spec = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: no readable model settings ({exc}); give a folder written by stage-1 training") from exc
+        raise DataError(
+            f"{path}: no readable model settings ({exc}); give a folder written by stage-1 training"
+        ) from exc
     if not isinstance(spec, dict):
         raise DataError(f"{path}: not a JSON object; give a folder written by stage-1 training")
     return spec
-
-

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptedSam
-from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.batches import make_batch
+from samdpo.train.prompt_data import ImagePrompts
 
 
 def predict_probabilities(
@@ -45,7 +45,9 @@ def predict_probabilities(
             chosen = [i for i in range(start, min(start + batch_images, count)) if wanted[i]]
             if not chosen:
                 continue
-            batch = make_batch([prompts[i] for i in chosen], [wanted[i] for i in chosen], texts, size, point_count).to(device)
+            batch = make_batch([prompts[i] for i in chosen], [wanted[i] for i in chosen], texts, size, point_count).to(
+                device
+            )
             if embeddings is None:
                 embedded = model.embed_images(torch.from_numpy(np.asarray(images[chosen])).to(device))
             else:
@@ -56,5 +58,3 @@ def predict_probabilities(
             for (i, t), prob in zip(rows, probs):
                 out[i, t] = prob
     return out
-
-

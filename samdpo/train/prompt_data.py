@@ -63,7 +63,9 @@ def load_image_prompts(folder: Path, sample_id: str, class_names: Sequence[str])
         raise DataError(f"{path}: no prompt file for image {sample_id}; run the prompt_store rule")
     rows, _ = read_prompts(path)
     if [row["class_name"] for row in rows] != list(class_names):
-        raise DataError(f"{path}: classes {[row['class_name'] for row in rows]} differ from the dataset's {list(class_names)}")
+        raise DataError(
+            f"{path}: classes {[row['class_name'] for row in rows]} differ from the dataset's {list(class_names)}"
+        )
     count = len(rows)
     most = max([len(row["points"]) for row in rows] + [1])
     boxes = np.zeros((count, 4), np.float32)
@@ -90,5 +92,3 @@ def load_image_prompts(folder: Path, sample_id: str, class_names: Sequence[str])
         vqa=tuple(vqa_text(row["vqa"]) for row in rows),
         llm=tuple(row["description"] for row in rows),
     )
-
-

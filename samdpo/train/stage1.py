@@ -9,8 +9,6 @@ resumes from it.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +18,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from samdpo import atomic
 from samdpo.devices import pick_device
 from samdpo.errors import ConfigError, DataError
-from samdpo.fingerprint import fingerprint, spec_hash
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptBatch, PromptedSam
 from samdpo.sam.trainable import PARTS, encoder_frozen, set_trainable
 from samdpo.train import distributed
 from samdpo.train.batches import jittered_truth_boxes, labelled_pairs, make_batch, sample_classes
-from samdpo.train.history import plot_history, resume, save_epoch, write_history
+from samdpo.train.loop import Loop, Training, adam_with_step_lr, train_epochs
 from samdpo.train.losses import dice_loss, focal_loss
-from samdpo.train.model_folder import CHECKPOINT, LOSS_CSV, LOSS_PNG, SETTINGS, WEIGHTS
 from samdpo.train.prompt_data import ImagePrompts
 
 
@@ -87,7 +81,10 @@ class Stage1Settings:
         if self.epochs < 1 or self.batch_images < 1 or self.lr_step < 1 or not self.lr > 0:
             raise ConfigError("stage1: epochs, batch_images and lr_step must be >= 1 and lr > 0")
         if not 0.0 <= self.gt_box_fraction <= 1.0 or self.gt_box_jitter < 0:
-            raise ConfigError(f"stage1.gt_box_fraction must be in [0, 1] and gt_box_jitter >= 0, got {self.gt_box_fraction}, {self.gt_box_jitter}")
+            raise ConfigError(
+                f"stage1.gt_box_fraction must be in [0, 1] and gt_box_jitter >= 0, got {self.gt_box_fraction}, "
+                f"{self.gt_box_jitter}"
+            )
         if self.classes_per_image < 0:
             raise ConfigError(f"stage1.classes_per_image must be >= 0 (0 = all), got {self.classes_per_image}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -102,11 +99,141 @@ class _TrainingStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor | None, embeddings: torch.Tensor | None, batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor | None, embeddings: torch.Tensor | None, batch: PromptBatch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, S) uint8 images or their (B, C, h, w) embeddings -> (P, S, S) mask logits, (P,) IoU predictions."""
         if embeddings is None:
             embeddings = self.model.embed_images(images)
         return self.model(embeddings, batch)
+
+
+def _hard_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(P,) IoU of the (P, S, S) logits thresholded at 0 with the (P, S, S) binary targets (no gradient)."""
+    with torch.no_grad():
+        hard = logits > 0
+        inter = (hard & (target > 0)).flatten(1).sum(1).float()
+        union = (hard | (target > 0)).flatten(1).sum(1).float()
+        return inter / union.clamp(min=1)
+
+
+#: What stage 1 logs per epoch (means over the epoch's image-class pairs).
+STAGE1_COLUMNS = ("loss", "focal", "dice", "iou_mse")
+
+
+@dataclass
+class _Stage1Step:
+    """Stage 1's :data:`~samdpo.train.loop.Step`: the chosen images' drawn classes -> Focal + Dice + IoU-head loss.
+
+    Attributes:
+        network: the (distributed) :class:`_TrainingStep`; images, labels, prompts, texts: the training data.
+        pairs: the classes present in each image; keep: the images with any.
+        cached: (len(keep), C, h, w) embeddings of the kept images when the encoder is frozen (None: run it).
+    """
+
+    network: nn.Module
+    images: np.ndarray
+    labels: np.ndarray
+    prompts: Sequence[ImagePrompts]
+    texts: Mapping[str, np.ndarray]
+    pairs: list[list[int]]
+    keep: list[int]
+    settings: Stage1Settings
+    point_count: int
+    device: torch.device
+    cached: torch.Tensor | None = None
+    drawn: dict[int, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.row = {sample: row for row, sample in enumerate(self.keep)}  # of a kept image in ``cached``
+
+    def begin(self, rng: np.random.Generator) -> None:
+        """An epoch starts: train mode, and each kept image's classes drawn (the same on every process)."""
+        self.network.train()
+        self.drawn = {i: sample_classes(self.pairs[i], self.settings.classes_per_image, rng) for i in self.keep}
+
+    def __call__(self, chosen: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float], int]:
+        chosen, settings = [int(i) for i in chosen], self.settings
+        drawn, size = [self.drawn[i] for i in chosen], self.images.shape[-1]
+        batch = make_batch([self.prompts[i] for i in chosen], drawn, self.texts, size, self.point_count)
+        masks = np.concatenate([np.stack([self.labels[i] == t + 1 for t in self.drawn[i]]) for i in chosen])
+        if settings.gt_box_fraction > 0:
+            batch = jittered_truth_boxes(batch, masks, settings.gt_box_fraction, settings.gt_box_jitter, rng)
+        target = torch.from_numpy(masks.astype(np.float32)).to(self.device)
+        logits, iou_pred = self._forward(chosen, batch.to(self.device))
+        focal = focal_loss(logits, target, settings.focal_gamma, settings.focal_alpha)
+        dice = dice_loss(logits, target)
+        iou_mse = F.mse_loss(iou_pred.float(), _hard_iou(logits, target))
+        loss = settings.focal_weight * focal + settings.dice_weight * dice + settings.iou_weight * iou_mse
+        k = len(target)
+        return loss, {name: value.item() * k for name, value in zip(STAGE1_COLUMNS, (loss, focal, dice, iou_mse))}, k
+
+    def _forward(self, chosen: list[int], batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, S, S) float32 mask logits and (P,) IoU predictions of the chosen images' prompts."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.settings.amp and self.device.type == "cuda"):
+            if self.cached is not None:
+                logits, iou_pred = self.network(None, self.cached[[self.row[i] for i in chosen]], batch)
+            else:
+                images = torch.from_numpy(np.asarray(self.images[chosen])).to(self.device)
+                logits, iou_pred = self.network(images, None, batch)
+        return logits.float(), iou_pred
+
+
+def _cached_embeddings(
+    model: PromptedSam, images: np.ndarray, keep: list[int], embeddings: EmbeddingRows | None, device: torch.device
+) -> torch.Tensor | None:
+    """(len(keep), C, h, w) embeddings of the kept images when the encoder is frozen (read, else encoded
+    once); None when it trains."""
+    if embeddings is not None:
+        if not encoder_frozen(model):
+            raise ConfigError(
+                "stage1: precomputed image embeddings were given, but the image encoder trains (stage1.train)"
+            )
+        return embeddings.take(keep, device)
+    if not encoder_frozen(model):
+        return None
+    with torch.no_grad():
+        chunks = [np.asarray(images[keep[i : i + 8]]) for i in range(0, len(keep), 8)]
+        return torch.cat([model.embed_images(torch.from_numpy(chunk).to(device)) for chunk in chunks])
+
+
+def _run_summary(
+    pairs: list[list[int]],
+    keep: list[int],
+    settings: Stage1Settings,
+    trainable: int,
+    device: torch.device,
+    place: distributed.Place,
+) -> str:
+    """What stage 1 trains on, how much of the model trains, and where."""
+    return (
+        f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs"
+        + (f" ({settings.classes_per_image} class(es) per image per step)" if settings.classes_per_image else "")
+        + f", {trainable:,} trainable parameters, {device}"
+        + (f" x {place.world} processes" if place.world > 1 else "")
+    )
+
+
+def _stage1_loop(out: Path, settings: Stage1Settings, keep: list[int], spec: Mapping[str, Any]) -> Loop:
+    """Stage 1's epochs over the kept images, its log and its ``settings.json`` (the spec)."""
+
+    def describe(row: dict[str, Any]) -> str:
+        losses = f"loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f})"
+        return f"epoch {row['epoch']}: {losses}, {row['samples_per_s']:.1f} samples/s"
+
+    panels = [("stage 1: training loss", STAGE1_COLUMNS, True)]
+    return Loop(
+        Path(out),
+        settings.epochs,
+        settings.seed,
+        keep,
+        settings.batch_images,
+        STAGE1_COLUMNS,
+        panels,
+        lambda history: spec,
+        describe,
+        rate="samples_per_s",
+    )
 
 
 def train_stage1(
@@ -130,14 +257,11 @@ def train_stage1(
     Args:
         model: the prompted SAM (initialised, and loaded from a checkpoint where the config says so).
         images: (N, S, S) uint8 labelled images; labels: (N, S, S) uint8 their label maps.
-        prompts: N :class:`ImagePrompts` of those images.
-        texts: text -> CLIP text embedding.
-        settings: training settings.
-        point_count: point tokens per prompt (see :func:`make_batch`).
+        prompts: N :class:`ImagePrompts` of those images; texts: text -> CLIP text embedding.
+        settings: training settings; point_count: point tokens per prompt (see :func:`make_batch`).
         out: folder of the checkpoint and the outputs.
-        spec: everything needed to rebuild the model (SAM settings, text width, switches, CLIP, stage-1
-            settings), written to ``settings.json``. A checkpoint resumes only with the same spec, data
-            (images, labels, prompts, texts) and initial weights.
+        spec: everything needed to rebuild the model, written to ``settings.json``. A checkpoint resumes only
+            with the same spec, settings, point count, data (images, labels, prompts, texts) and initial weights.
         progress: show progress bars.
         embeddings: the frozen encoder's embeddings of ``images`` (the embed_images rule), read
             instead of running the encoder; only for a model whose encoder does not train.
@@ -145,102 +269,29 @@ def train_stage1(
     Returns:
         One row per epoch: losses, learning rate, seconds, samples (image-class pairs) per second.
     """
-    from samdpo.sam.checkpoints import save_weights
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     place, device = distributed.start(pick_device(settings.device))
     # N processes take N x batch_images images per step: another recipe, recorded and never resumed across
     spec = {**spec, "processes": place.world}
-    settings_hash = spec_hash(spec)
-    progress = progress and place.main
     trainable = set_trainable(model, settings.train)
     model.to(device)
-    step_model = distributed.wrap(_TrainingStep(model), place, device)
+    network = distributed.wrap(_TrainingStep(model), place, device)
     pairs = labelled_pairs(labels, len(prompts[0].vqa) if prompts else 0)
     keep = [i for i, chosen in enumerate(pairs) if chosen]
     if not keep:
         raise DataError("no labelled image contains any class: nothing to train on")
-    size = images.shape[-1]
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
-    checkpoint = out / CHECKPOINT
-    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
-    # the checkpoint is resumed only by a run of the same spec and settings, image, label and prompt contents, text
-    # embeddings and initial weights (a label fixed on disk or another split starts over)
+    optimizer, scheduler = adam_with_step_lr(model, settings.lr, settings.lr_step, settings.lr_gamma)
+    # the checkpoint is resumed only by a run of the same inputs (a label fixed on disk or another split starts over)
     data = {"images": images, "labels": labels, "prompts": list(prompts), "texts": texts}
-    resume_key = fingerprint({"spec": spec, "settings": settings, "data": data, "initial": model.state_dict()})
-    history, start_epoch = resume(checkpoint, resume_key, states, device, verbose=place.main)
-    cached = None
-    if embeddings is not None:
-        if not encoder_frozen(model):
-            raise ConfigError("stage1: precomputed image embeddings were given, but the image encoder trains (stage1.train)")
-        cached = embeddings.take(keep, device)
-        position = {sample: row for row, sample in enumerate(keep)}
-    elif encoder_frozen(model):  # embeddings do not change: compute them once
-        with torch.no_grad():
-            cached = torch.cat([model.embed_images(torch.from_numpy(np.asarray(images[keep[i : i + 8]])).to(device)) for i in range(0, len(keep), 8)])
-        position = {sample: row for row, sample in enumerate(keep)}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=settings.amp and device.type == "cuda")
+    inputs = {
+        "spec": spec,
+        "settings": settings,
+        "point_count": point_count,
+        "data": data,
+        "initial": model.state_dict(),
+    }
+    cached = _cached_embeddings(model, images, keep, embeddings, device)
+    step = _Stage1Step(network, images, labels, prompts, texts, pairs, keep, settings, point_count, device, cached)
     if place.main:
-        print(
-            f"stage 1: {len(keep)} labelled images, {sum(len(pairs[i]) for i in keep)} image-class pairs"
-            + (f" ({settings.classes_per_image} class(es) per image per step)" if settings.classes_per_image else "")
-            + f", {trainable:,} trainable parameters, "
-            f"{device}" + (f" x {place.world} processes" if place.world > 1 else "")
-        )
-    for epoch in range(start_epoch, settings.epochs + 1):
-        model.train()
-        rng = np.random.default_rng(settings.seed * 1000 + epoch)
-        order = distributed.shard(rng.permutation(keep), place)
-        drawn = {i: sample_classes(pairs[i], settings.classes_per_image, rng) for i in keep}  # the same on every process
-        sums = {"loss": 0.0, "focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
-        count, began = 0, time.perf_counter()
-        steps = range(0, len(order), settings.batch_images)
-        for step in tqdm(steps, desc=f"epoch {epoch}/{settings.epochs}", unit="step", disable=not progress):
-            chosen = [int(i) for i in order[step : step + settings.batch_images]]
-            batch = make_batch([prompts[i] for i in chosen], [drawn[i] for i in chosen], texts, size, point_count)
-            masks = np.concatenate([np.stack([labels[i] == t + 1 for t in drawn[i]]) for i in chosen])
-            if settings.gt_box_fraction > 0:
-                batch = jittered_truth_boxes(batch, masks, settings.gt_box_fraction, settings.gt_box_jitter, rng)
-            batch = batch.to(device)
-            target = torch.from_numpy(masks.astype(np.float32)).to(device)
-            with autocast:
-                if cached is not None:
-                    logits, iou_pred = step_model(None, cached[[position[i] for i in chosen]], batch)
-                else:
-                    logits, iou_pred = step_model(torch.from_numpy(np.asarray(images[chosen])).to(device), None, batch)
-            logits = logits.float()
-            focal = focal_loss(logits, target, settings.focal_gamma, settings.focal_alpha)
-            dice = dice_loss(logits, target)
-            with torch.no_grad():
-                hard = logits > 0
-                inter = (hard & (target > 0)).flatten(1).sum(1).float()
-                union = (hard | (target > 0)).flatten(1).sum(1).float()
-                iou_true = inter / union.clamp(min=1)
-            iou_mse = F.mse_loss(iou_pred.float(), iou_true)
-            loss = settings.focal_weight * focal + settings.dice_weight * dice + settings.iou_weight * iou_mse
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            k = len(target)
-            for key, value in (("loss", loss), ("focal", focal), ("dice", dice), ("iou_mse", iou_mse)):
-                sums[key] += value.item() * k
-            count += k
-        *summed, count = distributed.total([*sums.values(), count], place, device)  # over all processes
-        seconds = time.perf_counter() - began
-        row = {"epoch": epoch, **dict(zip(sums, (value / count for value in summed))), "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples_per_s": count / seconds}
-        history.append(row)
-        scheduler.step()
-        if place.main:
-            print(f"epoch {epoch}: loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f}), {row['samples_per_s']:.1f} samples/s")
-            save_epoch(checkpoint, epoch, resume_key, history, states)
-    if place.main:
-        save_weights(model, out / WEIGHTS)
-        write_history(history, out / LOSS_CSV)
-        plot_history(history, [("stage 1: training loss", ("loss", "focal", "dice", "iou_mse"), True)], out / LOSS_PNG)
-        atomic.write_text(out / SETTINGS, json.dumps({**spec, "settings_hash": settings_hash}, indent=2, sort_keys=True) + "\n")
-        checkpoint.unlink()
-    distributed.barrier(place)
-    distributed.finish(place)
-    return history
+        print(_run_summary(pairs, keep, settings, trainable, device, place))
+    training = Training(model, optimizer, scheduler, device=device, place=place, progress=progress)
+    return train_epochs(_stage1_loop(out, settings, keep, spec), training, step, inputs, begin=step.begin)

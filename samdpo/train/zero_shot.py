@@ -45,8 +45,14 @@ def ground_truth_boxes(labels: np.ndarray, class_count: int) -> tuple[np.ndarray
 
 
 def predict_boxes(
-    model: PromptedSam, images: np.ndarray, boxes: np.ndarray, has_box: np.ndarray, device: torch.device, out: np.ndarray,
-    embeddings: EmbeddingRows | None = None, progress: bool = True,
+    model: PromptedSam,
+    images: np.ndarray,
+    boxes: np.ndarray,
+    has_box: np.ndarray,
+    device: torch.device,
+    out: np.ndarray,
+    embeddings: EmbeddingRows | None = None,
+    progress: bool = True,
 ) -> np.ndarray:
     """Fill ``out`` (N, T, S, S) uint8 with SAM's probability x 255 for every boxed (image, class), 0 elsewhere.
 

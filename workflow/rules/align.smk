@@ -1,16 +1,18 @@
-# Preference alignment: candidates from the prompt_10 model's probabilities on the unlabelled split,
-# the annotator's grades or order (the only rule besides evaluation that reads unlabelled labels,
+# Preference alignment: candidates from the align.start_from model's probabilities on the unlabelled
+# split, the annotator's grades or order (the only rule besides evaluation that reads unlabelled labels,
 # with reference ground_truth), and stage 2 per align.variants entry.
 
 
 rule candidates:
     input:
-        probs="results/stage1/{dataset}/prompt_10/probs.npy",
-        meta="results/stage1/{dataset}/prompt_10/probs.json",
+        probs=START.probs,
+        meta=START.probs_meta,
     output:
-        levels="results/align/{dataset}/candidates/candidates.npy",
-        meta="results/align/{dataset}/candidates/candidates.json",
+        levels=CANDIDATES.levels,
+        meta=CANDIDATES.meta,
     params:
+        probs=folder_of("probs"),
+        folder=folder_of("levels", "output"),
         thresholds=" ".join(str(t) for t in config["align"]["thresholds"]),
     conda:
         ENV
@@ -22,23 +24,25 @@ rule candidates:
     resources:
         mem_mb=2000,
     shell:
-        "samdpo align candidates --probs $(dirname {input.probs}) --out $(dirname {output.levels})"
+        "samdpo align candidates --probs {params.probs} --out {params.folder}"
         " --thresholds {params.thresholds} > {log} 2>&1"
 
 
 rule annotate:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        prompts="prompts_cache/{dataset}",
-        levels="results/align/{dataset}/candidates/candidates.npy",
-        meta="results/align/{dataset}/candidates/candidates.json",
+        table=STORE.table,
+        labels=STORE.labels,
+        prompts=PROMPT_STORE,
+        levels=CANDIDATES.levels,
+        meta=CANDIDATES.meta,
         uncertainty=uncertainty_inputs,
     output:
-        "results/align/{dataset}/annotations_{mode}.parquet",
+        ANNOTATIONS,
     wildcard_constraints:
         mode="score|rank",
     params:
+        store=folder_of("table"),
+        candidates=folder_of("levels"),
         settings=annotator_settings,
         flags=annotator_flags,
     conda:
@@ -51,34 +55,38 @@ rule annotate:
     resources:
         mem_mb=2000,
     shell:
-        "samdpo align annotate --store $(dirname {input.table}) --candidates $(dirname {input.levels})"
+        "samdpo align annotate --store {params.store} --candidates {params.candidates}"
         " --out {output} --mode {wildcards.mode} {params.flags} --prompts {input.prompts} > {log} 2>&1"
 
 
 rule align:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
-        prompts="prompts_cache/{dataset}",
-        texts="results/prompts/{dataset}/text_embeddings.parquet",
-        levels="results/align/{dataset}/candidates/candidates.npy",
-        annotations=lambda w: f"results/align/{w.dataset}/annotations_{annotation_mode(w)}.parquet",
-        model="results/stage1/{dataset}/prompt_10/model.safetensors",
-        spec="results/stage1/{dataset}/prompt_10/settings.json",
+        table=STORE.table,
+        images=STORE.images,
+        labels=STORE.labels,
+        splits=SPLITS,
+        prompts=PROMPT_STORE,
+        texts=PROMPTS.texts,
+        levels=CANDIDATES.levels,
+        annotations=lambda w: fill(ANNOTATIONS, dataset=w.dataset, mode=annotation_mode(w)),
+        model=START.weights,
+        spec=START.settings,
         embeddings=embeddings_input,
     output:
-        weights="results/align/{dataset}/{align_variant}/model.safetensors",
-        settings="results/align/{dataset}/{align_variant}/settings.json",
-        curve="results/align/{dataset}/{align_variant}/train_log.csv",
+        weights=ALIGNED.weights,
+        settings=ALIGNED.settings,
+        curve=ALIGNED.curve,
         plot=report(
-            "results/align/{dataset}/{align_variant}/loss.png",
+            ALIGNED.plot,
             caption="../report/curve.rst",
             category="Training curves",
             labels={"dataset": "{dataset}", "model": "{align_variant}", "stage": "alignment"},
         ),
     params:
+        store=folder_of("table"),
+        candidates=folder_of("levels"),
+        model=folder_of("model"),
+        folder=folder_of("weights", "output"),
         settings=stage2_settings,
         embeddings=embeddings_flag,
     conda:
@@ -92,27 +100,30 @@ rule align:
         mem_mb=4000,
         gpu=1,
     shell:
-        "samdpo align train --store $(dirname {input.table}) --candidates $(dirname {input.levels})"
+        "samdpo align train --store {params.store} --candidates {params.candidates}"
         " --annotations {input.annotations} --prompts {input.prompts} --texts {input.texts}"
-        " --model $(dirname {input.model}) --out $(dirname {output.weights}) --settings {params.settings:q}"
+        " --model {params.model} --out {params.folder} --settings {params.settings:q}"
         " --splits {input.splits} {params.embeddings} --threads {threads} > {log} 2>&1"
 
 
 rule alignment_study:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
-        prompts="prompts_cache/{dataset}",
-        texts="results/prompts/{dataset}/text_embeddings.parquet",
-        model="results/stage1/{dataset}/prompt_10/model.safetensors",
-        probs="results/stage1/{dataset}/prompt_10/probs.npy",
-        embeddings="results/embeddings/{dataset}/embeddings.npy",
+        table=STORE.table,
+        images=STORE.images,
+        labels=STORE.labels,
+        splits=SPLITS,
+        prompts=PROMPT_STORE,
+        texts=PROMPTS.texts,
+        model=START.weights,
+        probs=START.probs,
+        embeddings=EMBEDDINGS.embeddings,
     output:
-        csv="results/{dataset}_alignment_study.csv",
-        md="results/{dataset}_alignment_study.md",
+        csv=f"{STUDY}.csv",
+        md=f"{STUDY}.md",
     params:
+        store=folder_of("table"),
+        model=folder_of("model"),
+        embeddings=folder_of("embeddings"),
         study=study_settings,
         splits=lambda w: json.dumps(config["splits"], sort_keys=True),
         seeds=lambda w: " ".join(str(s) for s in {**config["study"], **config["datasets"][w.dataset]["study"]}["seeds"]),
@@ -130,8 +141,8 @@ rule alignment_study:
         mem_mb=6000,
         gpu=1,
     shell:
-        "samdpo align study --store $(dirname {input.table}) --splits {input.splits} --split-settings {params.splits:q}"
-        " --prompts {input.prompts} --texts {input.texts} --embeddings $(dirname {input.embeddings}) --model $(dirname {input.model})"
+        "samdpo align study --store {params.store} --splits {input.splits} --split-settings {params.splits:q}"
+        " --prompts {input.prompts} --texts {input.texts} --embeddings {params.embeddings} --model {params.model}"
         " --study {params.study:q} --seeds {params.seeds} --uncertainty {params.uncertainty:q}"
         " --threshold {params.evaluation[threshold]} --tolerance-mm {params.evaluation[tolerance_mm]}"
         " --provenance {params.provenance:q} --out {output.csv} --threads {threads} > {log} 2>&1"

@@ -21,6 +21,52 @@ DATASETS = sorted(config["datasets"])
 ENV = "../../environment.yml"
 
 
+# Paths: every file and folder the rules write is named here once, wildcards left in ({dataset},
+# {variant}, ...); rules take these patterns, input functions fill them with fill().
+def _folder(folder, **files):
+    """A folder and its files: ``.folder``, and ``.NAME`` = ``folder/FILE`` for each ``NAME=FILE``."""
+    return SimpleNamespace(folder=folder, **{name: f"{folder}/{file}" for name, file in files.items()})
+
+
+def fill(paths, **values):
+    """A path pattern (or a _folder namespace) with the named wildcards filled in, the others left."""
+    if isinstance(paths, SimpleNamespace):
+        return SimpleNamespace(**{name: fill(path, **values) for name, path in vars(paths).items()})
+    for name, value in values.items():
+        paths = paths.replace(f"{{{name}}}", str(value))
+    return paths
+
+
+SYNTHETIC = "results/data/synthetic/{dataset}"
+STORE = _folder("results/data/prepared/{dataset}", table="samples.parquet", images="images.npy", labels="labels.npy")
+SPLITS = "results/data/splits/{dataset}.csv"
+DATA_SUMMARY = "results/data/{dataset}_summary.json"
+CLIP = "results/clip/{clip_name}"  # a small CLIP as open_clip loads it (local-dir:), with its tokenizer and training log
+PROMPTS = _folder(
+    "results/prompts/{dataset}", saliency="saliency.npy", saliency_meta="saliency.json", prior="anatomy_prior.npz",
+    crf="crf.parquet", refined="refined.parquet", vqa="vqa.parquet", llm="llm.parquet", texts="text_embeddings.parquet",
+    box_quality="box_quality.csv", saliency_check="saliency_check.csv",
+)
+PROMPT_STORE = "prompts_cache/{dataset}"
+EMBEDDINGS = _folder("results/embeddings/{dataset}", embeddings="embeddings.npy", meta="embeddings.json")
+# A model folder: its weights and settings (trained models), and its probabilities (every model).
+MODEL_FILES = {"weights": "model.safetensors", "settings": "settings.json", "probs": "probs.npy", "probs_meta": "probs.json"}
+SAM_MODEL = _folder("results/{stage}/{dataset}/{variant}", **MODEL_FILES)  # stage: stage1 or align
+STAGE1 = _folder(fill(SAM_MODEL.folder, stage="stage1"), curve="loss.csv", plot="loss.png", **MODEL_FILES)
+ALIGNED = _folder(fill(SAM_MODEL.folder, stage="align", variant="{align_variant}"), curve="train_log.csv", plot="loss.png", **MODEL_FILES)
+UNET = _folder("results/baselines/{dataset}/unet", curve="loss.csv", plot="loss.png", **MODEL_FILES)
+ZERO_SHOT_MODEL = _folder("results/zero_shot/{dataset}/{boxes}_box", **MODEL_FILES)
+CANDIDATES = _folder("results/align/{dataset}/candidates", levels="candidates.npy", meta="candidates.json")
+ANNOTATIONS = "results/align/{dataset}/annotations_{mode}.parquet"
+EVALUATIONS = "results/eval/{dataset}"  # MODEL.csv (per image) and MODEL.json (summary) per model
+TABLE = "results/{dataset}_{kind}"  # .csv, .md, .png; kind: a TABLE_KINDS key
+DPO_EFFECT = "results/{dataset}_dpo_effect"  # .csv, .md
+STUDY = "results/{dataset}_alignment_study"  # .csv, .md
+OVERLAYS = "results/report/{dataset}/overlays.png"
+# A table's file name -> its config["tables"] entry and its report category.
+TABLE_KINDS = {"table": ("main", "Results tables"), "ablation": ("ablation", "Ablation tables")}
+
+
 # Environment variables holding the keys of the OpenAI-compatible backends in use (none offline).
 API_KEYS = sorted({config[step]["openai"]["api_key_env"] for step in ("vqa", "llm") if config[step]["backend"] == "openai"})
 
@@ -29,7 +75,7 @@ def dataset_root(wildcards):
     """The dataset folder: the synthetic rule's output, or the user's download."""
     entry = config["datasets"][wildcards.dataset]
     if entry["source"] == "synthetic":
-        return f"results/data/synthetic/{wildcards.dataset}"
+        return fill(SYNTHETIC, dataset=wildcards.dataset)
     return entry["root"]
 
 
@@ -46,21 +92,9 @@ def synth_args(wildcards):
 
 def all_targets():
     """Targets of the default target: data products, prompt store, box quality, saliency check, both tables, the DPO effect and the report overlays of every dataset."""
-    return [
-        path
-        for name in DATASETS
-        for path in (
-            f"results/data/{name}_summary.json",
-            f"results/data/splits/{name}.csv",
-            f"results/prompts/{name}/box_quality.csv",
-            f"results/prompts/{name}/saliency_check.csv",
-            f"prompts_cache/{name}",
-            f"results/{name}_table.csv",
-            f"results/{name}_ablation.csv",
-            f"results/{name}_dpo_effect.csv",
-            f"results/report/{name}/overlays.png",
-        )
-    ]
+    tables = [fill(f"{TABLE}.csv", kind=kind) for kind in TABLE_KINDS]
+    files = [DATA_SUMMARY, SPLITS, PROMPTS.box_quality, PROMPTS.saliency_check, PROMPT_STORE, *tables, f"{DPO_EFFECT}.csv", OVERLAYS]
+    return [fill(path, dataset=name) for name in DATASETS for path in files]
 
 
 def section_json(name):
@@ -79,7 +113,7 @@ def dataset_clip(dataset):
     if model:
         return model, None
     name = f"small_{dataset}" if own.get("pretrain") else "small"
-    return f"local-dir:results/clip/{name}", name
+    return f"local-dir:{fill(CLIP, clip_name=name)}", name
 
 
 def clip_id(wildcards):
@@ -88,11 +122,9 @@ def clip_id(wildcards):
 
 
 def clip_files(wildcards):
-    """Files of the small CLIP the pipeline trains for this dataset; nothing for a user's model."""
+    """The folder of the small CLIP the pipeline trains for this dataset; nothing for a user's model."""
     name = dataset_clip(wildcards.dataset)[1]
-    if name is None:
-        return []
-    return [f"results/clip/{name}/open_clip_config.json", f"results/clip/{name}/open_clip_model.safetensors"]
+    return [] if name is None else [fill(CLIP, clip_name=name)]
 
 
 def pretrain_settings(wildcards):
@@ -121,7 +153,7 @@ def anatomy_settings(wildcards):
 
 def anatomy_prior_input(wildcards):
     """The labelled split's anatomical prior, which the CRF rule weighs the saliency with; nothing when disabled."""
-    return f"results/prompts/{wildcards.dataset}/anatomy_prior.npz" if json.loads(anatomy_settings(wildcards))["enabled"] else []
+    return fill(PROMPTS.prior, dataset=wildcards.dataset) if json.loads(anatomy_settings(wildcards))["enabled"] else []
 
 
 def refine_settings(wildcards):
@@ -132,13 +164,13 @@ def refine_settings(wildcards):
 def refined_table(wildcards):
     """The SAM-refined prompt table; nothing when the dataset's refine.iterations is 0."""
     iterations = json.loads(refine_settings(wildcards))["iterations"]
-    return f"results/prompts/{wildcards.dataset}/refined.parquet" if iterations > 0 else []
+    return fill(PROMPTS.refined, dataset=wildcards.dataset) if iterations > 0 else []
 
 
 def visual_table(wildcards):
     """The visual prompt table every later step reads: the SAM-refined one, or the CRF's when the
     dataset's refine.iterations is 0."""
-    return refined_table(wildcards) or f"results/prompts/{wildcards.dataset}/crf.parquet"
+    return refined_table(wildcards) or fill(PROMPTS.crf, dataset=wildcards.dataset)
 
 
 def vqa_crf_table(wildcards):
@@ -146,15 +178,34 @@ def vqa_crf_table(wildcards):
     return visual_table(wildcards) if config["vqa"]["backend"] == "geometry" else []
 
 
+def folder_of(name, io="input"):
+    """Params function: the folder of the rule's input (or output) file ``name``, a list of folders for a list of
+    files, for the commands that read or write a folder as a whole (a store, a model, the prompt files). Taken
+    from the files, so that it follows them wherever Snakemake puts them (remote storage)."""
+
+    def folders(wildcards, input, output):
+        files = getattr(input if io == "input" else output, name)
+        return os.path.dirname(files) if isinstance(files, str) else [os.path.dirname(f) for f in files]
+
+    return folders
+
+
+def option(name):
+    """Params function: ``--NAME FILE`` for the rule's input ``name``, nothing when the rule has none (an optional input)."""
+    return lambda wildcards, input: f"--{name} {getattr(input, name)}" if getattr(input, name) else ""
+
+
 ALIGN_VARIANTS = sorted(config["align"]["variants"])
+STAGE1_VARIANTS = stage1_models(config)
+# The stage-1 variant (its stage1.seed model) that candidates, alignment, the uncertainty annotator,
+# the alignment study and the report overlays start from; check_config made sure it is one.
+START_FROM = config["align"]["start_from"]
+START = fill(STAGE1, variant=START_FROM)
 
 
 def seed_models(variant, dataset):
-    """The model names of a stage-1 variant, one per seed of the dataset (alignment starts from stage1.seed's ``prompt_10``)."""
+    """The model names of a stage-1 variant, one per seed of the dataset (alignment starts from stage1.seed's START_FROM)."""
     return [seeded(config, variant, seed) for seed in dataset_seeds(config, dataset)]
-
-
-STAGE1_VARIANTS = stage1_models(config)
 
 
 def stage1_variant(name):
@@ -205,12 +256,12 @@ def annotator_settings(wildcards):
 
 
 def uncertainty_inputs(wildcards):
-    """The stage-1 model and texts the uncertainty annotator predicts with (and the shared embeddings when
-    prompt_10's encoder is frozen); nothing for the other references."""
+    """The START_FROM model and texts the uncertainty annotator predicts with (and the shared embeddings when
+    that model's encoder is frozen); nothing for the other references."""
     if config["align"]["reference"] != "uncertainty":
         return []
-    files = [f"results/stage1/{wildcards.dataset}/prompt_10/model.safetensors", f"results/prompts/{wildcards.dataset}/text_embeddings.parquet"]
-    return files + ([f"results/embeddings/{wildcards.dataset}/embeddings.npy"] if encoder_frozen("prompt_10") else [])
+    files = [START.weights, PROMPTS.texts] + ([EMBEDDINGS.embeddings] if encoder_frozen(START_FROM) else [])
+    return [fill(path, dataset=wildcards.dataset) for path in files]
 
 
 def annotator_flags(wildcards, input):
@@ -219,8 +270,8 @@ def annotator_flags(wildcards, input):
     flags = f"--reference {align['reference']} --classes {align['classes']} --noise {align['noise']} --noise-seed {align['noise_seed']}"
     if not input.uncertainty:
         return flags
-    model, texts, *embeddings = input.uncertainty
     settings = json.dumps(align["uncertainty"], sort_keys=True)
+    model, texts, *embeddings = input.uncertainty
     cached = f" --embeddings {os.path.dirname(embeddings[0])}" if embeddings else ""
     return f"{flags} --model {os.path.dirname(model)} --texts {texts}{cached} --uncertainty '{settings}' --no-progress"
 
@@ -244,20 +295,18 @@ def encoder_frozen(variant):
 
 def embeddings_input(wildcards):
     """The shared image embeddings, for a model whose encoder is frozen (the stage-1 variant, or for
-    alignment the prompt_10 model it starts from; the zero-shot rows always); nothing otherwise."""
-    variant = getattr(wildcards, "variant", "prompt_10")
+    alignment the START_FROM model it starts from; the zero-shot rows always); nothing otherwise."""
+    variant = getattr(wildcards, "variant", START_FROM)
     if getattr(wildcards, "stage", "stage1") == "align":
-        variant = "prompt_10"
+        variant = START_FROM
     if getattr(wildcards, "boxes", None) or encoder_frozen(variant):
-        return [f"results/embeddings/{wildcards.dataset}/embeddings.npy", f"results/embeddings/{wildcards.dataset}/embeddings.json"]
+        return [fill(EMBEDDINGS.embeddings, dataset=wildcards.dataset), fill(EMBEDDINGS.meta, dataset=wildcards.dataset)]
     return []
 
 
 def zero_shot_boxes_input(wildcards):
     """Where a zero-shot row's boxes come from: the prompt store (human-free boxes) or the labels (the oracle)."""
-    if wildcards.boxes == "cam":
-        return f"prompts_cache/{wildcards.dataset}"
-    return f"results/data/prepared/{wildcards.dataset}/labels.npy"
+    return fill(PROMPT_STORE if wildcards.boxes == "cam" else STORE.labels, dataset=wildcards.dataset)
 
 
 def zero_shot_prompts_flag(wildcards, input):
@@ -266,9 +315,9 @@ def zero_shot_prompts_flag(wildcards, input):
 
 
 def predicted_splits(wildcards):
-    """The splits a SAM model predicts: unlabelled and test for the models whose unlabelled
-    predictions are read (prompt_10's candidates and overlays, the aligned models' overlays), test only otherwise."""
-    return "unlabeled test" if wildcards.stage == "align" or wildcards.variant == "prompt_10" else "test"
+    """The splits a SAM model predicts: unlabelled and test for the models whose unlabelled predictions
+    are read (START_FROM's candidates and overlays, the aligned models' overlays), test only otherwise."""
+    return "unlabeled test" if wildcards.stage == "align" or wildcards.variant == START_FROM else "test"
 
 
 def embeddings_flag(wildcards, input):
@@ -280,27 +329,17 @@ def model_folder(dataset, model):
     """Where a model's probabilities live: the U-Net, a zero-shot row, a stage-1 variant or an alignment variant
     (check_config has refused table rows naming other models)."""
     if model == "unet":
-        return f"results/baselines/{dataset}/unet"
+        return fill(UNET.folder, dataset=dataset)
     if model in ZERO_SHOT:
-        return f"results/zero_shot/{dataset}/{ZERO_SHOT[model]}_box"
+        return fill(ZERO_SHOT_MODEL.folder, dataset=dataset, boxes=ZERO_SHOT[model])
     if model in STAGE1_VARIANTS:
-        return f"results/stage1/{dataset}/{model}"
-    return f"results/align/{dataset}/{model}"
+        return fill(STAGE1.folder, dataset=dataset, variant=model)
+    return fill(ALIGNED.folder, dataset=dataset, align_variant=model)
 
 
-def model_file(name):
-    """Input function: a file of the model named by the ``model`` wildcard."""
-    return lambda wildcards: os.path.join(model_folder(wildcards.dataset, wildcards.model), name)
-
-
-def aligned_evaluations(wildcards):
-    """Per-image evaluations of every alignment variant (each starts from the prompt_10 model)."""
-    return [f"results/eval/{wildcards.dataset}/{variant}.csv" for variant in ALIGN_VARIANTS]
-
-
-def aligned_settings(wildcards):
-    """The settings.json of every alignment variant (with its run's diagnostics), in ALIGN_VARIANTS order."""
-    return [f"results/align/{wildcards.dataset}/{variant}/settings.json" for variant in ALIGN_VARIANTS]
+def evaluation(model, suffix):
+    """A model's evaluation file: ``.csv`` (per image) or ``.json`` (summary), {dataset} left in."""
+    return f"{EVALUATIONS}/{model}{suffix}"
 
 
 def row_models(model, dataset):
@@ -308,16 +347,49 @@ def row_models(model, dataset):
     return seed_models(model, dataset) if model in config["stage1_variants"] else [model]
 
 
-def table_summaries(kind):
-    """Input function: the evaluation summaries of the rows of a table (``main`` or ``ablation``), every seed of a stage-1 row."""
+# Evaluation, one job per dataset and stage-1 seed: rule evaluate_stage1 scores the stage-1 variants the
+# tables name, at one seed ({suffix}: "" for stage1.seed, _seedN otherwise); rule evaluate scores the
+# other models the tables and dpo_effect read (U-Net, zero-shot, aligned, START_FROM when no table row).
+TABLE_MODELS = sorted({model for rows in config["tables"].values() for model in rows.values()})
+STAGE1_ROWS = [model for model in TABLE_MODELS if model in config["stage1_variants"]]
+OTHER_EVALUATED = sorted(
+    {model for model in [*TABLE_MODELS, START_FROM, *ALIGN_VARIANTS] if stage1_variant(model)[0] not in STAGE1_ROWS}
+)
+
+
+def evaluated_files(models, name):
+    """Input function: one file (``probs.npy``, ``probs.json``) of each model of ``models`` in the wildcards'
+    dataset (each name with the seed's ``suffix`` wildcard of the evaluate_stage1 rule)."""
     return lambda wildcards: [
-        f"results/eval/{wildcards.dataset}/{m}.json" for model in config["tables"][kind].values() for m in row_models(model, wildcards.dataset)
+        os.path.join(model_folder(wildcards.dataset, f"{model}{getattr(wildcards, 'suffix', '')}"), name) for model in models
     ]
 
 
-def table_methods(kind):
-    """The method name of each summary of a table, in order (a stage-1 row's name once per seed: the table averages them)."""
-    return lambda wildcards: " ".join(method for method, model in config["tables"][kind].items() for _ in row_models(model, wildcards.dataset))
+def aligned_evaluations(wildcards):
+    """Per-image evaluations of every alignment variant (each starts from the START_FROM model)."""
+    return [fill(evaluation(variant, ".csv"), dataset=wildcards.dataset) for variant in ALIGN_VARIANTS]
+
+
+def aligned_settings(wildcards):
+    """The settings.json of every alignment variant (with its run's diagnostics), in ALIGN_VARIANTS order."""
+    return [fill(ALIGNED.settings, dataset=wildcards.dataset, align_variant=variant) for variant in ALIGN_VARIANTS]
+
+
+def table_rows(wildcards):
+    """(method, model) of each summary of a table (``kind``: a TABLE_KINDS key), in order: a stage-1 row once
+    per seed (the table averages them)."""
+    rows = config["tables"][TABLE_KINDS[wildcards.kind][0]]
+    return [(method, m) for method, model in rows.items() for m in row_models(model, wildcards.dataset)]
+
+
+def table_summaries(wildcards):
+    """Input function: the evaluation summaries of a table's rows, every seed of a stage-1 row."""
+    return [fill(evaluation(model, ".json"), dataset=wildcards.dataset) for _, model in table_rows(wildcards)]
+
+
+def table_methods(wildcards):
+    """Params function: the method name of each summary of a table, in order (a list: the shell quotes each)."""
+    return [method for method, _ in table_rows(wildcards)]
 
 
 def sam_provenance(sam):

@@ -3,7 +3,7 @@
 
 rule synth_dataset:
     output:
-        directory("results/data/synthetic/{dataset}"),
+        directory(SYNTHETIC),
     params:
         args=synth_args,
     conda:
@@ -23,10 +23,11 @@ rule prepare_samples:
     input:
         root=dataset_root,
     output:
-        images="results/data/prepared/{dataset}/images.npy",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        table="results/data/prepared/{dataset}/samples.parquet",
+        images=STORE.images,
+        labels=STORE.labels,
+        table=STORE.table,
     params:
+        store=folder_of("table", "output"),
         settings=reader_settings,
         image_size=config["image_size"],
     conda:
@@ -39,16 +40,17 @@ rule prepare_samples:
     resources:
         mem_mb=4000,
     shell:
-        "samdpo data prepare --kind {wildcards.dataset} --root {input.root:q} --out $(dirname {output.table})"
+        "samdpo data prepare --kind {wildcards.dataset} --root {input.root:q} --out {params.store}"
         " --image-size {params.image_size} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule split_cases:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
+        table=STORE.table,
     output:
-        "results/data/splits/{dataset}.csv",
+        SPLITS,
     params:
+        store=folder_of("table"),
         labeled=config["splits"]["labeled"],
         unlabeled=config["splits"]["unlabeled"],
         seed=config["splits"]["seed"],
@@ -62,7 +64,7 @@ rule split_cases:
     resources:
         mem_mb=1000,
     shell:
-        "samdpo data split --store $(dirname {input.table}) --out {output}"
+        "samdpo data split --store {params.store} --out {output}"
         " --labeled {params.labeled} --unlabeled {params.unlabeled} --seed {params.seed} > {log} 2>&1"
 
 
@@ -70,7 +72,7 @@ rule data_summary:
     input:
         root=dataset_root,
     output:
-        "results/data/{dataset}_summary.json",
+        DATA_SUMMARY,
     params:
         settings=reader_settings,
     conda:

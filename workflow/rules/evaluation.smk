@@ -3,14 +3,18 @@
 
 rule train_unet:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
+        table=STORE.table,
+        images=STORE.images,
+        labels=STORE.labels,
+        splits=SPLITS,
     output:
-        weights="results/baselines/{dataset}/unet/model.safetensors",
-        settings="results/baselines/{dataset}/unet/settings.json",
+        weights=UNET.weights,
+        settings=UNET.settings,
+        curve=UNET.curve,
+        plot=UNET.plot,
     params:
+        store=folder_of("table"),
+        folder=folder_of("weights", "output"),
         settings=section_json("unet"),
     conda:
         ENV
@@ -23,19 +27,23 @@ rule train_unet:
         mem_mb=4000,
         gpu=1,
     shell:
-        "samdpo unet train --store $(dirname {input.table}) --splits {input.splits} --out $(dirname {output.weights})"
+        "samdpo unet train --store {params.store} --splits {input.splits} --out {params.folder}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule predict_unet:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        splits="results/data/splits/{dataset}.csv",
-        weights="results/baselines/{dataset}/unet/model.safetensors",
+        table=STORE.table,
+        images=STORE.images,
+        splits=SPLITS,
+        weights=UNET.weights,
     output:
-        probs="results/baselines/{dataset}/unet/probs.npy",
-        meta="results/baselines/{dataset}/unet/probs.json",
+        probs=UNET.probs,
+        meta=UNET.probs_meta,
+    params:
+        store=folder_of("table"),
+        model=folder_of("weights"),
+        folder=folder_of("probs", "output"),
     conda:
         ENV
     log:
@@ -47,116 +55,116 @@ rule predict_unet:
         mem_mb=4000,
         gpu=1,
     shell:
-        "samdpo unet predict --store $(dirname {input.table}) --splits {input.splits} --model $(dirname {input.weights})"
-        " --out $(dirname {output.probs}) --threads {threads} > {log} 2>&1"
+        "samdpo unet predict --store {params.store} --splits {input.splits} --model {params.model}"
+        " --out {params.folder} --threads {threads} > {log} 2>&1"
 
 
+# Evaluation: one `samdpo eval` per dataset (and stage-1 seed) scores several models, paying the
+# process start and the MONAI import once; each model's per-image CSV and summary JSON are outputs.
 rule evaluate:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
-        probs=model_file("probs.npy"),
-        meta=model_file("probs.json"),
+        table=STORE.table,
+        labels=STORE.labels,
+        splits=SPLITS,
+        probs=evaluated_files(OTHER_EVALUATED, "probs.npy"),
+        meta=evaluated_files(OTHER_EVALUATED, "probs.json"),
     output:
-        per_image="results/eval/{dataset}/{model}.csv",
-        summary="results/eval/{dataset}/{model}.json",
+        per_image=[evaluation(model, ".csv") for model in OTHER_EVALUATED],
+        summaries=[evaluation(model, ".json") for model in OTHER_EVALUATED],
     params:
+        store=folder_of("table"),
+        models=folder_of("probs"),
+        methods=OTHER_EVALUATED,
         threshold=config["evaluation"]["threshold"],
         tolerance=config["evaluation"]["tolerance_mm"],
     conda:
         ENV
     log:
-        "results/logs/evaluate/{dataset}/{model}.log",
+        "results/logs/evaluate/{dataset}.log",
     benchmark:
-        "results/benchmarks/evaluate/{dataset}/{model}.tsv"
+        "results/benchmarks/evaluate/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
     shell:
-        "samdpo eval --store $(dirname {input.table}) --splits {input.splits} --probs $(dirname {input.probs})"
-        " --out {output.per_image} --threshold {params.threshold} --tolerance-mm {params.tolerance}"
-        " --method {wildcards.model} > {log} 2>&1"
+        "samdpo eval --store {params.store} --splits {input.splits} --probs {params.models:q} --out {output.per_image:q}"
+        " --method {params.methods:q} --threshold {params.threshold} --tolerance-mm {params.tolerance} > {log} 2>&1"
+
+
+if STAGE1_ROWS:
+
+    use rule evaluate as evaluate_stage1 with:
+        input:
+            table=STORE.table,
+            labels=STORE.labels,
+            splits=SPLITS,
+            probs=evaluated_files(STAGE1_ROWS, "probs.npy"),
+            meta=evaluated_files(STAGE1_ROWS, "probs.json"),
+        output:
+            per_image=[evaluation(f"{model}{{suffix}}", ".csv") for model in STAGE1_ROWS],
+            summaries=[evaluation(f"{model}{{suffix}}", ".json") for model in STAGE1_ROWS],
+        wildcard_constraints:
+            suffix="(_seed[0-9]+)?",
+        params:
+            store=folder_of("table"),
+            models=folder_of("probs"),
+            methods=lambda wildcards: [f"{model}{wildcards.suffix}" for model in STAGE1_ROWS],
+            threshold=config["evaluation"]["threshold"],
+            tolerance=config["evaluation"]["tolerance_mm"],
+        log:
+            "results/logs/evaluate_stage1/{dataset}{suffix}.log",
+        benchmark:
+            "results/benchmarks/evaluate_stage1/{dataset}{suffix}.tsv"
 
 
 rule results_table:
     input:
-        table_summaries("main"),
+        table_summaries,
     output:
         csv=report(
-            "results/{dataset}_table.csv",
+            f"{TABLE}.csv",
             caption="../report/table.rst",
-            category="Results tables",
+            category=lambda wildcards: TABLE_KINDS[wildcards.kind][1],
             labels={"dataset": "{dataset}", "file": "CSV"},
         ),
-        markdown="results/{dataset}_table.md",
+        markdown=f"{TABLE}.md",
         figure=report(
-            "results/{dataset}_table.png",
+            f"{TABLE}.png",
             caption="../report/table.rst",
-            category="Results tables",
+            category=lambda wildcards: TABLE_KINDS[wildcards.kind][1],
             labels={"dataset": "{dataset}", "file": "figure"},
         ),
+    wildcard_constraints:
+        kind="|".join(TABLE_KINDS),
     params:
-        methods=table_methods("main"),
+        methods=table_methods,
         provenance=provenance,
     conda:
         ENV
     log:
-        "results/logs/tables/{dataset}_table.log",
+        "results/logs/tables/{dataset}_{kind}.log",
     benchmark:
-        "results/benchmarks/tables/{dataset}_table.tsv"
+        "results/benchmarks/tables/{dataset}_{kind}.tsv"
     threads: 1
     resources:
         mem_mb=1000,
     shell:
-        "samdpo table --dataset {wildcards.dataset} --summaries {input} --methods {params.methods}"
-        " --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
-
-
-rule ablation_table:
-    input:
-        table_summaries("ablation"),
-    output:
-        csv=report(
-            "results/{dataset}_ablation.csv",
-            caption="../report/table.rst",
-            category="Ablation tables",
-            labels={"dataset": "{dataset}", "file": "CSV"},
-        ),
-        markdown="results/{dataset}_ablation.md",
-        figure=report(
-            "results/{dataset}_ablation.png",
-            caption="../report/table.rst",
-            category="Ablation tables",
-            labels={"dataset": "{dataset}", "file": "figure"},
-        ),
-    params:
-        methods=table_methods("ablation"),
-        provenance=provenance,
-    conda:
-        ENV
-    log:
-        "results/logs/tables/{dataset}_ablation.log",
-    benchmark:
-        "results/benchmarks/tables/{dataset}_ablation.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-    shell:
-        "samdpo table --dataset {wildcards.dataset} --summaries {input} --methods {params.methods}"
+        "samdpo table --dataset {wildcards.dataset} --summaries {input:q} --methods {params.methods:q}"
         " --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
 
 
 rule dpo_effect:
     input:
-        reference="results/eval/{dataset}/prompt_10.csv",
+        reference=evaluation(START_FROM, ".csv"),
         aligned=aligned_evaluations,
         diagnostics=aligned_settings,
     output:
-        csv="results/{dataset}_dpo_effect.csv",
-        md="results/{dataset}_dpo_effect.md",
+        csv=f"{DPO_EFFECT}.csv",
+        md=f"{DPO_EFFECT}.md",
     params:
-        models=" ".join(ALIGN_VARIANTS),
+        evaluations=folder_of("reference"),
+        reference=START_FROM,
+        models=ALIGN_VARIANTS,
     conda:
         ENV
     log:
@@ -167,5 +175,5 @@ rule dpo_effect:
     resources:
         mem_mb=1000,
     shell:
-        "samdpo dpo-effect --eval $(dirname {input.reference}) --reference prompt_10 --models {params.models}"
+        "samdpo dpo-effect --eval {params.evaluations} --reference {params.reference:q} --models {params.models:q}"
         " --diagnostics {input.diagnostics} --out {output.csv} > {log} 2>&1"

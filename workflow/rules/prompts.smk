@@ -5,9 +5,7 @@
 
 rule pretrain_clip:
     output:
-        config="results/clip/{clip_name}/open_clip_config.json",
-        weights="results/clip/{clip_name}/open_clip_model.safetensors",
-        log="results/clip/{clip_name}/train_log.csv",
+        directory(CLIP),
     params:
         settings=pretrain_settings,
     conda:
@@ -20,19 +18,21 @@ rule pretrain_clip:
     resources:
         mem_mb=4000,
     shell:
-        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo clip pretrain --out $(dirname {output.config}) --settings {params.settings:q}"
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo clip pretrain --out {output} --settings {params.settings:q}"
         " --threads {threads} > {log} 2>&1"
 
 
 rule saliency:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
+        table=STORE.table,
+        images=STORE.images,
         clip=clip_files,
     output:
-        maps="results/prompts/{dataset}/saliency.npy",
-        meta="results/prompts/{dataset}/saliency.json",
+        maps=PROMPTS.saliency,
+        meta=PROMPTS.saliency_meta,
     params:
+        store=folder_of("table"),
+        folder=folder_of("maps", "output"),
         clip=clip_id,
         prompts=prompt_settings,
         settings=section_json("saliency"),
@@ -46,20 +46,21 @@ rule saliency:
     resources:
         mem_mb=4000,
     shell:
-        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo prompts saliency --store $(dirname {input.table})"
-        " --out $(dirname {output.maps}) --clip {params.clip:q} --prompts {params.prompts:q}"
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo prompts saliency --store {params.store}"
+        " --out {params.folder} --clip {params.clip:q} --prompts {params.prompts:q}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
 
 
 rule anatomy_prior:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
+        table=STORE.table,
+        images=STORE.images,
+        labels=STORE.labels,
+        splits=SPLITS,
     output:
-        "results/prompts/{dataset}/anatomy_prior.npz",
+        PROMPTS.prior,
     params:
+        store=folder_of("table"),
         settings=anatomy_settings,
     conda:
         ENV
@@ -71,23 +72,25 @@ rule anatomy_prior:
     resources:
         mem_mb=1000,
     shell:
-        "samdpo prompts anatomy-prior --store $(dirname {input.table}) --splits {input.splits}"
+        "samdpo prompts anatomy-prior --store {params.store} --splits {input.splits}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
 rule crf:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        maps="results/prompts/{dataset}/saliency.npy",
-        meta="results/prompts/{dataset}/saliency.json",
+        table=STORE.table,
+        images=STORE.images,
+        maps=PROMPTS.saliency,
+        meta=PROMPTS.saliency_meta,
         prior=anatomy_prior_input,
     output:
-        "results/prompts/{dataset}/crf.parquet",
+        PROMPTS.crf,
     params:
+        store=folder_of("table"),
+        saliency=folder_of("maps"),
         crf=section_json("crf"),
         boxes=section_json("boxes"),
-        prior=lambda wildcards, input: f"--prior {input.prior}" if input.prior else "",
+        prior=option("prior"),
     conda:
         ENV
     log:
@@ -98,21 +101,24 @@ rule crf:
     resources:
         mem_mb=2000,
     shell:
-        "samdpo prompts crf --store $(dirname {input.table}) --saliency $(dirname {input.maps}) --out {output}"
+        "samdpo prompts crf --store {params.store} --saliency {params.saliency} --out {output}"
         " --crf {params.crf:q} --boxes {params.boxes:q} {params.prior} --threads {threads} > {log} 2>&1"
 
 
 rule refine_boxes:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        maps="results/prompts/{dataset}/saliency.npy",
-        meta="results/prompts/{dataset}/saliency.json",
-        crf="results/prompts/{dataset}/crf.parquet",
-        embeddings="results/embeddings/{dataset}/embeddings.npy",
-        embeddings_meta="results/embeddings/{dataset}/embeddings.json",
+        table=STORE.table,
+        maps=PROMPTS.saliency,
+        meta=PROMPTS.saliency_meta,
+        crf=PROMPTS.crf,
+        embeddings=EMBEDDINGS.embeddings,
+        embeddings_meta=EMBEDDINGS.meta,
     output:
-        "results/prompts/{dataset}/refined.parquet",
+        PROMPTS.refined,
     params:
+        store=folder_of("table"),
+        saliency=folder_of("maps"),
+        embeddings=folder_of("embeddings"),
         sam=section_json("sam"),
         boxes=section_json("boxes"),
         settings=refine_settings,
@@ -126,20 +132,20 @@ rule refine_boxes:
     resources:
         mem_mb=3000,
     shell:
-        "samdpo prompts refine --store $(dirname {input.table}) --saliency $(dirname {input.maps}) --crf {input.crf}"
-        " --embeddings $(dirname {input.embeddings}) --sam {params.sam:q} --boxes {params.boxes:q} --settings {params.settings:q}"
+        "samdpo prompts refine --store {params.store} --saliency {params.saliency} --crf {input.crf}"
+        " --embeddings {params.embeddings} --sam {params.sam:q} --boxes {params.boxes:q} --settings {params.settings:q}"
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule box_quality:
     input:
-        crf="results/prompts/{dataset}/crf.parquet",
+        crf=PROMPTS.crf,
         refined=refined_table,
-        table="results/data/prepared/{dataset}/samples.parquet",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
+        table=STORE.table,
+        labels=STORE.labels,
+        splits=SPLITS,
     output:
-        "results/prompts/{dataset}/box_quality.csv",
+        PROMPTS.box_quality,
     conda:
         ENV
     log:
@@ -150,18 +156,21 @@ rule box_quality:
     resources:
         mem_mb=1000,
     params:
-        refined=lambda wildcards, input: f"--refined {input.refined}" if input.refined else "",
+        store=folder_of("table"),
+        refined=option("refined"),
     shell:
-        "samdpo box-quality --store $(dirname {input.table}) --splits {input.splits}"
+        "samdpo box-quality --store {params.store} --splits {input.splits}"
         " --crf {input.crf} {params.refined} --out {output} > {log} 2>&1"
 
 
 rule saliency_check:
     input:
-        maps="results/prompts/{dataset}/saliency.npy",
-        meta="results/prompts/{dataset}/saliency.json",
+        maps=PROMPTS.saliency,
+        meta=PROMPTS.saliency_meta,
     output:
-        "results/prompts/{dataset}/saliency_check.csv",
+        PROMPTS.saliency_check,
+    params:
+        saliency=folder_of("maps"),
     conda:
         ENV
     log:
@@ -170,4 +179,4 @@ rule saliency_check:
     resources:
         mem_mb=1000,
     shell:
-        "samdpo prompts saliency-check --saliency $(dirname {input.maps}) --out {output} > {log} 2>&1"
+        "samdpo prompts saliency-check --saliency {params.saliency} --out {output} > {log} 2>&1"

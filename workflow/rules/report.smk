@@ -1,22 +1,26 @@
 # Example overlays for `snakemake --report report.html`: prompts, the graded candidates and the
-# prediction before and after alignment, for a few unlabelled (image, class) pairs.
+# prediction before (the align.start_from model) and after alignment (report.after), for a few
+# unlabelled (image, class) pairs.
 
 
 rule overlays:
     input:
-        prompts="prompts_cache/{dataset}",
-        levels="results/align/{dataset}/candidates/candidates.npy",
-        annotations=lambda w: f"results/align/{w.dataset}/annotations_{config['align']['variants'][config['report']['after']]['mode']}.parquet",
-        before="results/stage1/{dataset}/prompt_10/probs.npy",
-        after=lambda w: f"results/align/{w.dataset}/{config['report']['after']}/probs.npy",
+        prompts=PROMPT_STORE,
+        levels=CANDIDATES.levels,
+        annotations=fill(ANNOTATIONS, mode=config["align"]["variants"][config["report"]["after"]]["mode"]),
+        before=START.probs,
+        after=fill(ALIGNED.probs, align_variant=config["report"]["after"]),
     output:
         report(
-            "results/report/{dataset}/overlays.png",
+            OVERLAYS,
             caption="../report/overlays.rst",
             category="Examples",
             labels={"dataset": "{dataset}", "figure": "overlays"},
         ),
     params:
+        candidates=folder_of("levels"),
+        before=folder_of("before"),
+        after=folder_of("after"),
         threshold=config["evaluation"]["threshold"],
         examples=config["report"]["examples"],
     conda:
@@ -29,6 +33,6 @@ rule overlays:
     resources:
         mem_mb=1500,
     shell:
-        "samdpo overlays --prompts {input.prompts} --candidates $(dirname {input.levels}) --annotations {input.annotations}"
-        " --before $(dirname {input.before}) --after $(dirname {input.after}) --threshold {params.threshold}"
+        "samdpo overlays --prompts {input.prompts} --candidates {params.candidates} --annotations {input.annotations}"
+        " --before {params.before} --after {params.after} --threshold {params.threshold}"
         " --examples {params.examples} --out {output} > {log} 2>&1"

@@ -6,12 +6,14 @@
 
 rule embed_images:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
+        table=STORE.table,
+        images=STORE.images,
     output:
-        embeddings="results/embeddings/{dataset}/embeddings.npy",
-        meta="results/embeddings/{dataset}/embeddings.json",
+        embeddings=EMBEDDINGS.embeddings,
+        meta=EMBEDDINGS.meta,
     params:
+        store=folder_of("table"),
+        folder=folder_of("embeddings", "output"),
         sam=section_json("sam"),
     conda:
         ENV
@@ -24,18 +26,19 @@ rule embed_images:
         mem_mb=3000,
         gpu=1,
     shell:
-        "samdpo train embed-images --store $(dirname {input.table}) --sam {params.sam:q}"
-        " --out $(dirname {output.embeddings}) --threads {threads} > {log} 2>&1"
+        "samdpo train embed-images --store {params.store} --sam {params.sam:q}"
+        " --out {params.folder} --threads {threads} > {log} 2>&1"
 
 
 rule embed_texts:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        prompts="prompts_cache/{dataset}",
+        table=STORE.table,
+        prompts=PROMPT_STORE,
         clip=clip_files,
     output:
-        "results/prompts/{dataset}/text_embeddings.parquet",
+        PROMPTS.texts,
     params:
+        store=folder_of("table"),
         clip=clip_id,
     conda:
         ENV
@@ -47,30 +50,32 @@ rule embed_texts:
     resources:
         mem_mb=3000,
     shell:
-        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo train embed-texts --store $(dirname {input.table})"
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo train embed-texts --store {params.store}"
         " --prompts {input.prompts} --clip {params.clip:q} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule train_stage1:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        labels="results/data/prepared/{dataset}/labels.npy",
-        splits="results/data/splits/{dataset}.csv",
-        prompts="prompts_cache/{dataset}",
-        texts="results/prompts/{dataset}/text_embeddings.parquet",
+        table=STORE.table,
+        images=STORE.images,
+        labels=STORE.labels,
+        splits=SPLITS,
+        prompts=PROMPT_STORE,
+        texts=PROMPTS.texts,
         embeddings=embeddings_input,
     output:
-        weights="results/stage1/{dataset}/{variant}/model.safetensors",
-        settings="results/stage1/{dataset}/{variant}/settings.json",
-        curve="results/stage1/{dataset}/{variant}/loss.csv",
+        weights=STAGE1.weights,
+        settings=STAGE1.settings,
+        curve=STAGE1.curve,
         plot=report(
-            "results/stage1/{dataset}/{variant}/loss.png",
+            STAGE1.plot,
             caption="../report/curve.rst",
             category="Training curves",
             labels={"dataset": "{dataset}", "model": "{variant}", "stage": "stage 1"},
         ),
     params:
+        store=folder_of("table"),
+        folder=folder_of("weights", "output"),
         sam=section_json("sam"),
         settings=stage1_settings,
         flags=stage1_flags,
@@ -87,27 +92,30 @@ rule train_stage1:
         mem_mb=6000,
         gpu=1,
     shell:
-        "{params.launcher} train stage1 --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
-        " --texts {input.texts} --out $(dirname {output.weights}) --sam {params.sam:q} --settings {params.settings:q}"
+        "{params.launcher} train stage1 --store {params.store} --splits {input.splits} --prompts {input.prompts}"
+        " --texts {input.texts} --out {params.folder} --sam {params.sam:q} --settings {params.settings:q}"
         " {params.flags} {params.embeddings} --threads {threads} > {log} 2>&1"
 
 
 rule predict_sam:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        splits="results/data/splits/{dataset}.csv",
-        prompts="prompts_cache/{dataset}",
-        texts="results/prompts/{dataset}/text_embeddings.parquet",
-        weights="results/{stage}/{dataset}/{variant}/model.safetensors",
-        settings="results/{stage}/{dataset}/{variant}/settings.json",
+        table=STORE.table,
+        images=STORE.images,
+        splits=SPLITS,
+        prompts=PROMPT_STORE,
+        texts=PROMPTS.texts,
+        weights=SAM_MODEL.weights,
+        settings=SAM_MODEL.settings,
         embeddings=embeddings_input,
     output:
-        probs="results/{stage}/{dataset}/{variant}/probs.npy",
-        meta="results/{stage}/{dataset}/{variant}/probs.json",
+        probs=SAM_MODEL.probs,
+        meta=SAM_MODEL.probs_meta,
     wildcard_constraints:
         stage="stage1|align",
     params:
+        store=folder_of("table"),
+        model=folder_of("weights"),
+        folder=folder_of("probs", "output"),
         embeddings=embeddings_flag,
         splits=predicted_splits,
     conda:
@@ -121,24 +129,26 @@ rule predict_sam:
         mem_mb=4000,
         gpu=1,
     shell:
-        "samdpo train predict --store $(dirname {input.table}) --splits {input.splits} --prompts {input.prompts}"
-        " --texts {input.texts} --model $(dirname {input.weights}) --out $(dirname {output.probs})"
+        "samdpo train predict --store {params.store} --splits {input.splits} --prompts {input.prompts}"
+        " --texts {input.texts} --model {params.model} --out {params.folder}"
         " --splits-to-predict {params.splits} {params.embeddings} --threads {threads} > {log} 2>&1"
 
 
 rule predict_zero_shot:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        splits="results/data/splits/{dataset}.csv",
+        table=STORE.table,
+        images=STORE.images,
+        splits=SPLITS,
         boxes=zero_shot_boxes_input,
         embeddings=embeddings_input,
     output:
-        probs="results/zero_shot/{dataset}/{boxes}_box/probs.npy",
-        meta="results/zero_shot/{dataset}/{boxes}_box/probs.json",
+        probs=ZERO_SHOT_MODEL.probs,
+        meta=ZERO_SHOT_MODEL.probs_meta,
     wildcard_constraints:
         boxes="cam|gt",
     params:
+        store=folder_of("table"),
+        folder=folder_of("probs", "output"),
         sam=section_json("sam"),
         embeddings=embeddings_flag,
         prompts=zero_shot_prompts_flag,
@@ -153,6 +163,6 @@ rule predict_zero_shot:
         mem_mb=3000,
         gpu=1,
     shell:
-        "samdpo train zero-shot --store $(dirname {input.table}) --splits {input.splits} --sam {params.sam:q}"
-        " --boxes {wildcards.boxes} {params.prompts} {params.embeddings} --out $(dirname {output.probs})"
+        "samdpo train zero-shot --store {params.store} --splits {input.splits} --sam {params.sam:q}"
+        " --boxes {wildcards.boxes} {params.prompts} {params.embeddings} --out {params.folder}"
         " --threads {threads} > {log} 2>&1"

@@ -5,16 +5,17 @@
 
 rule vqa:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
+        table=STORE.table,
+        images=STORE.images,
         crf=vqa_crf_table,
     output:
-        "results/prompts/{dataset}/vqa.parquet",
+        PROMPTS.vqa,
     params:
+        store=folder_of("table"),
         settings=section_json("vqa"),
         modality=modality,
         cache=config["answer_cache"],
-        crf=lambda wildcards, input: f"--crf {input.crf}" if input.crf else "",
+        crf=option("crf"),
     conda:
         ENV
     log:
@@ -25,17 +26,18 @@ rule vqa:
     resources:
         mem_mb=4000,
     shell:
-        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo prompts vqa --store $(dirname {input.table}) --out {output}"
+        "HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 samdpo prompts vqa --store {params.store} --out {output}"
         " --modality {params.modality:q} --settings {params.settings:q} --cache {params.cache:q} {params.crf}"
         " --threads {threads} > {log} 2>&1"
 
 
 rule llm:
     input:
-        "results/data/prepared/{dataset}/samples.parquet",
+        table=STORE.table,
     output:
-        "results/prompts/{dataset}/llm.parquet",
+        PROMPTS.llm,
     params:
+        store=folder_of("table"),
         settings=section_json("llm"),
         modality=modality,
         cache=config["answer_cache"],
@@ -49,22 +51,24 @@ rule llm:
     resources:
         mem_mb=1000,
     shell:
-        "samdpo prompts llm --store $(dirname {input}) --out {output} --modality {params.modality:q}"
+        "samdpo prompts llm --store {params.store} --out {output} --modality {params.modality:q}"
         " --settings {params.settings:q} --cache {params.cache:q} > {log} 2>&1"
 
 
 rule prompt_store:
     input:
-        table="results/data/prepared/{dataset}/samples.parquet",
-        images="results/data/prepared/{dataset}/images.npy",
-        maps="results/prompts/{dataset}/saliency.npy",
-        meta="results/prompts/{dataset}/saliency.json",
+        table=STORE.table,
+        images=STORE.images,
+        maps=PROMPTS.saliency,
+        meta=PROMPTS.saliency_meta,
         crf=visual_table,
-        vqa="results/prompts/{dataset}/vqa.parquet",
-        llm="results/prompts/{dataset}/llm.parquet",
+        vqa=PROMPTS.vqa,
+        llm=PROMPTS.llm,
     output:
-        directory("prompts_cache/{dataset}"),
+        directory(PROMPT_STORE),
     params:
+        store=folder_of("table"),
+        saliency=folder_of("maps"),
         # null: the image size, the side the saliency maps are computed at (stored as they are)
         saliency_size=lambda wildcards: config["prompt_store"]["saliency_size"] or config["image_size"],
     conda:
@@ -77,5 +81,5 @@ rule prompt_store:
     resources:
         mem_mb=2000,
     shell:
-        "samdpo prompts store --store $(dirname {input.table}) --saliency $(dirname {input.maps}) --crf {input.crf}"
+        "samdpo prompts store --store {params.store} --saliency {params.saliency} --crf {input.crf}"
         " --vqa {input.vqa} --llm {input.llm} --out {output} --saliency-size {params.saliency_size} > {log} 2>&1"

@@ -21,9 +21,10 @@ import yaml
 
 from samdpo.errors import ConfigError
 from samdpo.prompts.text.answer_cache import AnswerCache, request_key
-from samdpo.prompts.text.question_pool import ask_all
 from samdpo.prompts.text.openai_chat import OpenAISettings, cache_request, chat, make_client
+from samdpo.prompts.text.question_pool import ask_all
 from samdpo.prompts.text.vqa import fill_template
+from samdpo.settings import parse_settings
 
 BACKENDS = ("knowledge", "openai")
 
@@ -133,7 +134,13 @@ def llm_table(
 
     answers = ask_all(requests, answer, workers=workers, desc=f"llm ({backend.backend})", progress=progress)
     rows = [
-        {"class_index": r.class_index, "class_name": r.class_name, "modality": r.modality, "prompt": r.prompt, "description": a}
+        {
+            "class_index": r.class_index,
+            "class_name": r.class_name,
+            "modality": r.modality,
+            "prompt": r.prompt,
+            "description": a,
+        }
         for r, a in zip(requests, answers)
     ]
     return pa.Table.from_pylist(rows, schema=LLM_SCHEMA)
@@ -153,7 +160,9 @@ class LlmSettings:
 
     backend: str = "knowledge"
     descriptions: str | None = None
-    prompt: str = "Describe the {name} as seen in {modality}: its typical shape, size, location and appearance, in two sentences."
+    prompt: str = (
+        "Describe the {name} as seen in {modality}: its typical shape, size, location and appearance, in two sentences."
+    )
     system: str = "You are an expert radiologist. Write short, factual descriptions."
     openai: Mapping[str, Any] = field(default_factory=dict)
 
@@ -166,8 +175,5 @@ def make_backend(settings: LlmSettings) -> KnowledgeLLM | OpenAILLM:
     """The configured backend."""
     if settings.backend == "knowledge":
         return KnowledgeLLM(settings.descriptions)
-    try:
-        openai_settings = OpenAISettings(**settings.openai)
-    except TypeError as exc:
-        raise ConfigError(f"llm.openai: {exc}") from exc
+    openai_settings = parse_settings(OpenAISettings, settings.openai, "llm.openai")
     return OpenAILLM(openai_settings, settings.system)

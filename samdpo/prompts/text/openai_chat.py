@@ -138,9 +138,12 @@ def chat(client: Any, settings: OpenAISettings, messages: list[dict], what: str)
         except Exception as exc:
             failures += 1
             if not _retryable(exc):
-                raise AnswerError(f"{what}: {settings.model} at {client.base_url} refused the request: {_reason(exc)}") from exc
+                raise AnswerError(
+                    f"{what}: {settings.model} at {client.base_url} refused the request: {_reason(exc)}"
+                ) from exc
             if failures == attempts:
                 raise AnswerError(
-                    f"{what}: no answer from {settings.model} at {client.base_url} after {attempts} attempts: {_reason(exc)}"
+                    f"{what}: no answer from {settings.model} at {client.base_url} after {attempts} attempts: "
+                    f"{_reason(exc)}"
                 ) from exc
             time.sleep(min(settings.backoff_s * 2 ** (failures - 1), settings.max_backoff_s))

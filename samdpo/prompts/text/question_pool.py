@@ -11,7 +11,9 @@ from tqdm import tqdm
 Q = TypeVar("Q")
 
 
-def ask_all(questions: Sequence[Q], answer: Callable[[Q], str], workers: int = 1, desc: str = "ask", progress: bool = True) -> list[str]:
+def ask_all(
+    questions: Sequence[Q], answer: Callable[[Q], str], workers: int = 1, desc: str = "ask", progress: bool = True
+) -> list[str]:
     """``[answer(q) for q in questions]``, ``workers`` at a time.
 
     At the first failure (or Ctrl-C) no further question is started; those already in flight finish

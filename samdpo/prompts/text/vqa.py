@@ -26,11 +26,12 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from samdpo.clip.captions import position_word, size_word
 from samdpo.errors import ConfigError
 from samdpo.prompts.text.answer_cache import AnswerCache, request_key
-from samdpo.prompts.text.question_pool import ask_all
-from samdpo.clip.captions import position_word, size_word
 from samdpo.prompts.text.openai_chat import OpenAISettings, cache_request, chat, make_client
+from samdpo.prompts.text.question_pool import ask_all
+from samdpo.settings import parse_settings
 
 GEOMETRY_QUESTIONS = ("shape", "location", "size")
 BACKENDS = ("geometry", "transformers", "openai")
@@ -64,7 +65,7 @@ class VqaQuestion:
 
 
 def _shape_words(component: np.ndarray) -> str:
-    """"round", "oval", "elongated" (with orientation) or "irregular" for one (H, W) bool component."""
+    """ "round", "oval", "elongated" (with orientation) or "irregular" for one (H, W) bool component."""
     rows, cols = np.nonzero(component)
     if rows.size < 5:
         return "a small spot"
@@ -152,7 +153,8 @@ class TransformersVQA:
             self.net = AutoModelForVisualQuestionAnswering.from_pretrained(model).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ConfigError(
-                f"vqa.transformers.model: cannot load {model!r} offline ({exc}); give a local folder or a model in the HF cache"
+                f"vqa.transformers.model: cannot load {model!r} offline ({exc}); give a local folder or a model in "
+                "the HF cache"
             ) from exc
 
     def request(self, image: np.ndarray, question: VqaQuestion) -> dict[str, Any]:
@@ -214,10 +216,14 @@ def fill_template(template: str, setting: str, **fields: str) -> str:
     try:
         return template.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"{setting}: bad template {template!r} ({exc!r}); it may use {', '.join('{' + f + '}' for f in fields)}") from exc
+        raise ConfigError(
+            f"{setting}: bad template {template!r} ({exc!r}); it may use {', '.join('{' + f + '}' for f in fields)}"
+        ) from exc
 
 
-def make_questions(sample_ids: list[str], class_names: list[str], templates: Mapping[str, str], modality: str) -> list[VqaQuestion]:
+def make_questions(
+    sample_ids: list[str], class_names: list[str], templates: Mapping[str, str], modality: str
+) -> list[VqaQuestion]:
     """Every (image, class, question) in image, class, question order; templates use {name}, {modality}."""
     if not templates:
         raise ConfigError("vqa.questions: no question configured")
@@ -265,7 +271,14 @@ def vqa_table(
 
     answers = ask_all(questions, answer, workers=workers, desc=f"vqa ({backend.backend})", progress=progress)
     rows = [
-        {"sample_id": q.sample_id, "class_index": q.class_index, "class_name": q.class_name, "question_id": q.question_id, "question": q.question, "answer": a}
+        {
+            "sample_id": q.sample_id,
+            "class_index": q.class_index,
+            "class_name": q.class_name,
+            "question_id": q.question_id,
+            "question": q.question,
+            "answer": a,
+        }
         for q, a in zip(questions, answers)
     ]
     return pa.Table.from_pylist(rows, schema=VQA_SCHEMA)
@@ -284,7 +297,12 @@ class VqaSettings:
     """
 
     backend: str = "geometry"
-    questions: Mapping[str, str] = field(default_factory=lambda: {"shape": "What is the shape of the {name}?", "location": "Where is the {name} located?"})
+    questions: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "shape": "What is the shape of the {name}?",
+            "location": "Where is the {name} located?",
+        }
+    )
     system: str = "You are an expert radiologist. Answer the question about this medical image in one short sentence."
     transformers: Mapping[str, Any] = field(default_factory=dict)
     openai: Mapping[str, Any] = field(default_factory=dict)
@@ -294,7 +312,9 @@ class VqaSettings:
             raise ConfigError(f"vqa.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
-def make_backend(settings: VqaSettings, masks: Mapping[tuple[str, int], np.ndarray] | None) -> GeometryVQA | TransformersVQA | OpenAIVQA:
+def make_backend(
+    settings: VqaSettings, masks: Mapping[tuple[str, int], np.ndarray] | None
+) -> GeometryVQA | TransformersVQA | OpenAIVQA:
     """The configured backend; ``masks`` (CRF masks by (sample id, class index)) feed ``geometry``."""
     if settings.backend == "geometry":
         if masks is None:
@@ -303,10 +323,10 @@ def make_backend(settings: VqaSettings, masks: Mapping[tuple[str, int], np.ndarr
     if settings.backend == "transformers":
         model = settings.transformers.get("model")
         if not model:
-            raise ConfigError("vqa.transformers.model: name a local folder or a model in the HF cache (e.g. dandelin/vilt-b32-finetuned-vqa)")
+            raise ConfigError(
+                "vqa.transformers.model: name a local folder or a model in the HF cache (e.g. "
+                "dandelin/vilt-b32-finetuned-vqa)"
+            )
         return TransformersVQA(str(model), str(settings.transformers.get("device", "cpu")))
-    try:
-        openai_settings = OpenAISettings(**settings.openai)
-    except TypeError as exc:
-        raise ConfigError(f"vqa.openai: {exc}") from exc
+    openai_settings = parse_settings(OpenAISettings, settings.openai, "vqa.openai")
     return OpenAIVQA(openai_settings, settings.system)

@@ -1,13 +1,13 @@
 """Anatomical priors learned from the labelled split: where each class lies relative to the body.
 
 Each image gets a body frame: the bounding box of its body outline (the largest connected region
-brighter than ``body_threshold``; dark holes inside it do not change its box). Coordinates ``u = (x - cx) / half_width`` and
-``v = (y - cy) / half_height`` then put every image on one grid, whatever the patient's size and
-position. The prior of class t is, on a ``grid x grid`` lattice over ``[-extent, extent]^2``, the
-share of labelled images showing t in which (u, v) lies inside t, smoothed by a Gaussian (a few
-labelled volumes leave holes). Warped back into a new image's frame it multiplies that image's
-saliency before the CRF, so that a saliency peak in the wrong place (the mediastinum for the lungs,
-the liver for the spleen) is suppressed.
+brighter than ``body_threshold``; dark holes inside it do not change its box). Coordinates
+``u = (x - cx) / half_width`` and ``v = (y - cy) / half_height`` then put every image on one grid,
+whatever the patient's size and position. The prior of class t is, on a ``grid x grid`` lattice over
+``[-extent, extent]^2``, the share of labelled images showing t in which (u, v) lies inside t,
+smoothed by a Gaussian (a few labelled volumes leave holes). Warped back into a new image's frame it
+multiplies that image's saliency before the CRF, so that a saliency peak in the wrong place (the
+mediastinum for the lungs, the liver for the spleen) is suppressed.
 
 Only the labelled split's labels are read (:func:`fit_prior` is given them by the caller); the prior
 of an unlabelled or test image depends on its own pixels only through its body outline.
@@ -133,7 +133,9 @@ class AnatomyPrior:
         ).astype(np.float32)
 
 
-def fit_prior(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str], settings: AnatomySettings) -> AnatomyPrior:
+def fit_prior(
+    images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str], settings: AnatomySettings
+) -> AnatomyPrior:
     """Fit the prior on labelled images.
 
     Args:
@@ -164,7 +166,11 @@ def fit_prior(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ..
                 counts[t] += 1
     maps = np.ones_like(sums)
     for t in np.flatnonzero(counts):
-        smoothed = ndimage.gaussian_filter(sums[t] / counts[t], settings.smoothing) if settings.smoothing else sums[t] / counts[t]
+        smoothed = (
+            ndimage.gaussian_filter(sums[t] / counts[t], settings.smoothing)
+            if settings.smoothing
+            else sums[t] / counts[t]
+        )
         maps[t] = smoothed / max(float(smoothed.max()), 1e-12)
     maps = settings.floor + (1.0 - settings.floor) * maps
     return AnatomyPrior(maps.astype(np.float32), counts, tuple(class_names), settings)

@@ -46,7 +46,7 @@ class CrfSettings:
     bilateral_srgb: float = 5.0
     bilateral_compat: float = 5.0
     unary: str = "sigmoid"
-    sigmoid_center: float = 0.5
+    sigmoid_center: float = 0.25
     sigmoid_gain: float = 10.0
 
     def __post_init__(self) -> None:

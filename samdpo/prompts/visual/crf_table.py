@@ -27,7 +27,12 @@ CRF_TABLE = "crf.parquet"
 
 
 def _image_rows(
-    sample_id: str, image: np.ndarray, maps: np.ndarray, class_names: list[str], crf: CrfSettings, boxes: Mapping[str, BoxSettings],
+    sample_id: str,
+    image: np.ndarray,
+    maps: np.ndarray,
+    class_names: list[str],
+    crf: CrfSettings,
+    boxes: Mapping[str, BoxSettings],
     prior: AnatomyPrior | None,
 ) -> list[dict]:
     """Table rows of one image: (prior x) saliency -> CRF -> box extraction for each of its T maps."""
@@ -96,7 +101,9 @@ def crf_table(
     Returns:
         The prompt table (:data:`SCHEMA`), rows in image order then class order.
     """
-    jobs = [(sample_ids[i], images[i], np.asarray(maps[i]), class_names, crf, boxes, prior) for i in range(len(sample_ids))]
+    jobs = [
+        (sample_ids[i], images[i], np.asarray(maps[i]), class_names, crf, boxes, prior) for i in range(len(sample_ids))
+    ]
     bar = tqdm(total=len(jobs), desc="crf", unit="image", disable=not progress)
     rows: list[dict] = []
     if workers <= 1:

@@ -25,8 +25,7 @@ from tqdm import tqdm
 from samdpo.errors import ConfigError
 from samdpo.prompts.visual.boxes import BoxSettings, box_iou, mask_box, mask_to_prompt
 from samdpo.sam.image_embeddings import EmbeddingRows
-from samdpo.sam.prompted import PromptedSam
-from samdpo.sam.prompted import box_batch
+from samdpo.sam.prompted import PromptedSam, box_batch
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,12 @@ def grow(box: tuple[float, float, float, float], margin: int, size: int) -> tupl
 
 @torch.inference_mode()
 def refine_boxes(
-    model: PromptedSam, embedding: torch.Tensor, boxes: np.ndarray, modes: list[str], size: int, settings: RefineSettings
+    model: PromptedSam,
+    embedding: torch.Tensor,
+    boxes: np.ndarray,
+    modes: list[str],
+    size: int,
+    settings: RefineSettings,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refine K boxes of one image.
 
@@ -121,6 +125,22 @@ def _point_score(mask: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(mask) + saliency
 
 
+def _replace_prompt(
+    row: dict, box: np.ndarray, mask: np.ndarray, saliency: np.ndarray, boxes: Mapping[str, BoxSettings]
+) -> bool:
+    """Put SAM's refined box, and points re-drawn from its mask, into a table row; False if the mask yields no box.
+
+    ``saliency``: the class's (S, S) uint8 map (x 255), which places the points.
+    """
+    prompt = mask_to_prompt(mask, _point_score(mask, saliency.astype(np.float32) / 255.0), boxes[row["class_name"]])
+    if prompt.box is None:
+        return False
+    row["box"] = [float(v) for v in box]
+    row["points"], row["point_labels"] = prompt.points.tolist(), prompt.point_labels.tolist()
+    row["mask"], row["mask_shape"] = np.packbits(prompt.mask).tobytes(), list(prompt.mask.shape)
+    return True
+
+
 def refine_table(
     table: pa.Table,
     maps: np.ndarray,
@@ -156,25 +176,23 @@ def refine_table(
     position = {s: i for i, s in enumerate(sample_ids)}
     model.eval()
     refined, total_rounds = 0, 0
-    for sample_id in tqdm(sorted(by_image, key=position.__getitem__), desc="refine", unit="image", disable=not progress):
+    for sample_id in tqdm(
+        sorted(by_image, key=position.__getitem__), desc="refine", unit="image", disable=not progress
+    ):
         members = by_image[sample_id]
         i = position[sample_id]
         new_boxes, masks, rounds = refine_boxes(
-            model, embeddings.take([i]), np.array([rows[r]["box"] for r in members]), [boxes[rows[r]["class_name"]].mode for r in members], size, settings
+            model,
+            embeddings.take([i]),
+            np.array([rows[r]["box"] for r in members]),
+            [boxes[rows[r]["class_name"]].mode for r in members],
+            size,
+            settings,
         )
         for r, box, mask, count in zip(members, new_boxes, masks, rounds):
-            if count == 0:
-                continue
-            row = rows[r]
-            saliency = maps[i, row["class_index"]].astype(np.float32) / 255.0
-            prompt = mask_to_prompt(mask, _point_score(mask, saliency), boxes[row["class_name"]])
-            if prompt.box is None:
-                continue
-            row["box"] = [float(v) for v in box]
-            row["points"], row["point_labels"] = prompt.points.tolist(), prompt.point_labels.tolist()
-            row["mask"], row["mask_shape"] = np.packbits(prompt.mask).tobytes(), list(prompt.mask.shape)
-            refined += 1
-            total_rounds += int(count)
+            if count and _replace_prompt(rows[r], box, mask, maps[i, rows[r]["class_index"]], boxes):
+                refined += 1
+                total_rounds += int(count)
     boxed = sum(len(m) for m in by_image.values())
     summary = {"boxed": boxed, "refined": refined, "mean_rounds": total_rounds / refined if refined else 0.0}
     return pa.Table.from_pylist(rows, schema=table.schema), summary

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from samdpo.errors import ConfigError, DataError
 from samdpo.clip.loader import LoadedClip
+from samdpo.errors import ConfigError, DataError
 from samdpo.prompts.visual.gscorecam import GScoreCAM
-
 
 TARGETS = ("probability", "contrastive", "raw")
 
@@ -93,7 +92,7 @@ class PromptTarget:
         return score - output[..., self.others].mean(-1) if self.others else score
 
 
-def _tokens_to_grid(tensor: torch.Tensor) -> torch.Tensor:
+def tokens_to_grid(tensor: torch.Tensor) -> torch.Tensor:
     """ViT tokens (B, N, C) -> (B, C, h, w), dropping a leading CLS token when N - 1 is square."""
     if tensor.ndim != 3:
         return tensor
@@ -118,19 +117,38 @@ def contrast_classes(maps: torch.Tensor) -> torch.Tensor:
 class SaliencyEngine:
     """Computes (T, S, S) maps for images of one dataset, T = number of classes."""
 
-    def __init__(self, clip: LoadedClip, class_prompts: Sequence[str], negative_prompts: Sequence[str], settings: SaliencySettings) -> None:
+    def __init__(
+        self,
+        clip: LoadedClip,
+        class_prompts: Sequence[str],
+        negative_prompts: Sequence[str],
+        settings: SaliencySettings,
+    ) -> None:
         self.clip, self.settings = clip, settings
         self.scorer = ClipScorer(clip, [*class_prompts, *negative_prompts]).eval()
         try:
             layer = self.scorer.clip.get_submodule(settings.target_layer)
         except AttributeError as exc:
-            raise ConfigError(f"saliency.target_layer {settings.target_layer!r} is not a module of {clip.model_id}") from exc
+            raise ConfigError(
+                f"saliency.target_layer {settings.target_layer!r} is not a module of {clip.model_id}"
+            ) from exc
         n_prompts = len(class_prompts) + len(negative_prompts)
         self.targets = [
-            PromptTarget(t, [p for p in range(n_prompts) if p != t] if settings.target != "raw" else [], settings.target == "probability")
+            PromptTarget(
+                t,
+                [p for p in range(n_prompts) if p != t] if settings.target != "raw" else [],
+                settings.target == "probability",
+            )
             for t in range(len(class_prompts))
         ]
-        self.cam = GScoreCAM(self.scorer, [layer], top_k=settings.top_k, batch_size=settings.batch_size, reshape_transform=_tokens_to_grid, normalize_activations=settings.normalize_activations)
+        self.cam = GScoreCAM(
+            self.scorer,
+            [layer],
+            top_k=settings.top_k,
+            batch_size=settings.batch_size,
+            reshape_transform=tokens_to_grid,
+            normalize_activations=settings.normalize_activations,
+        )
         self.mean = torch.tensor(clip.mean)[:, None, None]
         self.std = torch.tensor(clip.std)[:, None, None]
 

@@ -51,6 +51,15 @@ def class_sensitivity(maps: np.ndarray, class_names: list[str]) -> pd.DataFrame:
         sums[valid] += per_class[valid]
         seen[valid] += 1
         pair_values += [v for v in corr[upper] if np.isfinite(v)]
-    rows = [{"class": n, "mean_correlation": sums[t] / seen[t] if seen[t] else float("nan"), "images": int(seen[t])} for t, n in enumerate(class_names)]
-    rows.append({"class": "all", "mean_correlation": float(np.mean(pair_values)) if pair_values else float("nan"), "images": len(maps)})
+    rows = [
+        {"class": n, "mean_correlation": sums[t] / seen[t] if seen[t] else float("nan"), "images": int(seen[t])}
+        for t, n in enumerate(class_names)
+    ]
+    rows.append(
+        {
+            "class": "all",
+            "mean_correlation": float(np.mean(pair_values)) if pair_values else float("nan"),
+            "images": len(maps),
+        }
+    )
     return pd.DataFrame(rows)

@@ -1,0 +1,72 @@
+"""The work of ``samdpo unet train | predict``: the U-Net baseline from a sample store and its split
+table, and its probability maps. Each step returns the line its command prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from samdpo.errors import ConfigError, DataError
+
+
+def run_train_unet(store_dir: Path | str, splits: Path | str, out: Path | str, settings: Any, progress: bool) -> str:
+    """Train the U-Net on the images and labels of ``settings.splits``
+    (:class:`~samdpo.baselines.unet.UnetSettings`)."""
+    from samdpo.baselines.unet import train_unet
+    from samdpo.data.splits import split_indices
+    from samdpo.data.store import SampleStore
+
+    store = SampleStore(Path(store_dir))
+    indices = split_indices(store, splits, list(settings.splits))
+    if not indices:
+        raise DataError(f"{splits}: no image of the store is in the splits {list(settings.splits)}")
+    images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
+    spec = {"model": "unet", "dataset": store.kind, "class_names": list(store.class_names)}
+    train_unet(images, labels, len(store.class_names), settings, Path(out), spec, progress=progress)
+    return f"U-Net trained on {len(indices)} images of the splits {', '.join(settings.splits)} in {out}"
+
+
+def run_predict_unet(
+    store_dir: Path | str,
+    splits: Path | str,
+    model_dir: Path | str,
+    out: Path | str,
+    splits_to_predict: list[str],
+    batch_size: int,
+    device_name: str,
+    progress: bool,
+) -> str:
+    """The probability maps (probs.npy, probs.json) of a trained U-Net on ``splits_to_predict``; reads no labels."""
+    import torch
+
+    from samdpo.baselines.unet import load_unet, predict_unet
+    from samdpo.data.splits import split_indices
+    from samdpo.data.store import SampleStore
+    from samdpo.devices import pick_device
+    from samdpo.predictions import write_predictions
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device is cuda but no GPU is visible")
+    model, spec = load_unet(Path(model_dir))
+    store = SampleStore(Path(store_dir))
+    if (
+        list(spec.get("class_names", store.class_names)) != list(store.class_names)
+        or int(spec["image_size"]) != store.image_size
+    ):
+        raise DataError(
+            f"{model_dir}: trained on classes {spec.get('class_names')} at {spec['image_size']} px, "
+            f"but {store_dir} has {list(store.class_names)} at {store.image_size} px"
+        )
+    indices = split_indices(store, splits, splits_to_predict)
+    images = store.images()[indices]
+    device = pick_device(device_name)
+
+    def fill(probs: Any) -> None:
+        predict_unet(model, images, device, batch_size, out=probs, progress=progress)
+
+    write_predictions(
+        Path(out), store, indices, Path(splits), splits_to_predict, Path(model_dir), spec["settings_hash"], fill
+    )
+    return f"U-Net probabilities of {len(indices)} images x {len(store.class_names)} classes in {out}"
