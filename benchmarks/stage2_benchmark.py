@@ -17,9 +17,11 @@ import torch
 
 from samdpo.align.candidates import candidate_levels, level_masks
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
-from samdpo.align.stage2 import Pairs, pair_batches, pair_logits
-from samdpo.sam.builders import SamSettings, build_sam
+from samdpo.align.pairs import Pairs
+from samdpo.align.stage2 import pair_batches, pair_logits
+from samdpo.sam.builders import build_sam
 from samdpo.sam.prompted import PromptedSam
+from samdpo.sam.settings import SamSettings
 from samdpo.sam.trainable import set_trainable
 from samdpo.train.prompt_data import ImagePrompts
 

@@ -106,8 +106,8 @@ def _check_splits(config: Mapping[str, Any]) -> None:
 
 def _check_image_size(config: Mapping[str, Any]) -> None:
     """The SAM's settings are buildable and ``image_size`` suits the small SAM's patches and the U-Net's strides."""
-    from samdpo.baselines.unet import UnetSettings, check_image_size
-    from samdpo.sam.builders import SamSettings
+    from samdpo.baselines.unet_settings import UnetSettings, check_image_size
+    from samdpo.sam.settings import SamSettings
     from samdpo.sam.specs import resolve_sam
     from samdpo.settings import parse_settings
 

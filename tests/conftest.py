@@ -43,12 +43,9 @@ def tiny_clip():
 
     from samdpo.clip import cnn_tower  # noqa: F401  (registers the tower with timm)
     from samdpo.clip.loader import LoadedClip
+    from tests.tiny_clip_config import TINY_CFG
 
     torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg={"timm_model_name": "samdpo_resnet_s8", "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
-        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
-    ).eval()
+    model = open_clip.CLIP(**TINY_CFG).eval()
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=16)
     return LoadedClip(model, None, tokenizer, "test:tiny", 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

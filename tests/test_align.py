@@ -27,13 +27,18 @@ from samdpo.align.annotator import (
 )
 from samdpo.align.candidates import candidate_levels, check_thresholds, level_masks
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
-from samdpo.align.stage2 import LabelledSet, Stage2Settings, disagreement_pixels, preference_pairs, train_stage2
+from samdpo.align.pairs import preference_pairs
+from samdpo.align.stage2 import LabelledSet, disagreement_pixels, train_stage2
+from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.align.uncertainty import UncertaintySettings, consensus_masks, jitter_boxes
 from samdpo.errors import ConfigError, DataError
-from samdpo.sam.builders import SamSettings, build_sam
+from samdpo.sam.builders import build_sam
 from samdpo.sam.checkpoints import load_checkpoint, save_weights
 from samdpo.sam.prompted import PromptedSam
-from tests.test_stage1 import SIZE, _data, _small
+from samdpo.sam.settings import SamSettings
+from tests.prompt_rows import SIZE
+from tests.stage1_data import small_model, training_data
+from tests.stage2_data import stage2_inputs
 
 
 def test_grade_bin_edges() -> None:
@@ -136,25 +141,10 @@ def test_candidates_are_nested_levels() -> None:
         check_thresholds([0.5, 0.4])
 
 
-def _stage2_inputs(tmp_path: Path):
-    images, labels, prompts, texts = _data(tmp_path)
-    probs = np.zeros((len(images), 2, SIZE, SIZE), np.uint8)
-    probs[:, 0, 4:14, 3:12] = 140
-    probs[:, 0, 6:12, 5:10] = 200
-    probs[:, 1, 19:29, 17:31] = 110
-    levels = candidate_levels(probs, [0.3, 0.4, 0.5, 0.6])
-    ids = [p.sample_id for p in prompts]
-    annotations = {}
-    for n, sample in enumerate(ids):
-        for t in range(2):
-            annotations[(sample, t)] = annotate(level_masks(levels[n, t], 4), labels[n] == t + 1, "score")
-    return images, levels, prompts, texts, ids, annotations
-
-
 def test_stage2_trains_the_decoder_only(tmp_path: Path) -> None:
-    images, levels, prompts, texts, ids, annotations = _stage2_inputs(tmp_path)
+    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
-    policy, reference = _small(), _small()
+    policy, reference = small_model(), small_model()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     settings = Stage2Settings(
         epochs=3, lr=1e-4, batch_pairs=8, reduction="sum"
@@ -184,7 +174,7 @@ def test_stage2_trains_the_decoder_only(tmp_path: Path) -> None:
 
 
 def test_stage2_bad_input(tmp_path: Path) -> None:
-    images, levels, prompts, texts, ids, annotations = _stage2_inputs(tmp_path)
+    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     del annotations[(ids[1], 0)]
     with pytest.raises(DataError, match=f"no annotation for 1 .*image {ids[1]} class 0"):
         preference_pairs(ids, 2, annotations, 1.0, 0.5)
@@ -194,10 +184,10 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
     none = preference_pairs(ids, 2, tied, 1.0, 0.5)
     assert len(none.image) == 0 and none.without_preference == 2 * len(ids)
     # no preference at all: the stage-1 weights are kept, said in the outputs
-    policy = _small()
+    policy = small_model()
     history = train_stage2(
         policy,
-        _small(),
+        small_model(),
         images,
         levels,
         4,
@@ -211,7 +201,7 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
         progress=False,
     )
     assert history == []
-    assert all(torch.equal(v, _small().state_dict()[k]) for k, v in policy.state_dict().items())
+    assert all(torch.equal(v, small_model().state_dict()[k]) for k, v in policy.state_dict().items())
     assert '"pairs": 0' in (tmp_path / "none" / "settings.json").read_text()
     other = PromptedSam(
         build_sam(
@@ -229,7 +219,7 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
     )
     save_weights(other, tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="another shape|missing|unexpected"):
-        load_checkpoint(_small(), tmp_path / "other.safetensors")
+        load_checkpoint(small_model(), tmp_path / "other.safetensors")
     with pytest.raises(ConfigError, match="objective"):
         Stage2Settings(objective="ppo")
 
@@ -276,9 +266,9 @@ def test_kendall_tau_of_two_annotators() -> None:
 
 
 def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
-    images, levels, prompts, texts, ids, annotations = _stage2_inputs(tmp_path)
+    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
-    _, labels, _, _ = _data(tmp_path)
+    _, labels, _, _ = training_data(tmp_path)
     labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
     logs = {}
     for name, settings in (
@@ -287,8 +277,8 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
         ("labeled", Stage2Settings(epochs=2, batch_pairs=8, anchor_weight=1.0, anchor_on="labeled", reduction="sum")),
     ):
         logs[name] = train_stage2(
-            _small(),
-            _small(),
+            small_model(),
+            small_model(),
             images,
             levels,
             4,
@@ -326,8 +316,8 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="labelled split"):
         train_stage2(
-            _small(),
-            _small(),
+            small_model(),
+            small_model(),
             images,
             levels,
             4,
@@ -346,8 +336,8 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
 
 
 def test_uncertainty_consensus_jitters_boxes_and_agrees_with_itself(tmp_path: Path) -> None:
-    images, _, prompts, texts = _data(tmp_path)
-    model = _small()
+    images, _, prompts, texts = training_data(tmp_path)
+    model = small_model()
     from samdpo.sam.image_embeddings import EmbeddingRows
     from samdpo.train.batches import make_batch
 

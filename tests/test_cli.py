@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from samdpo.cli import main
+from tests.prepared_store import prepare_store
 
 
 def test_summary_json(amos_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,24 +32,7 @@ def test_summary_table(
 def test_synth_prepare_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, store = tmp_path / "cxr", tmp_path / "store"
     assert main(["synth", "cxr", "--out", str(data), "--cases", "4", "--seed", "1", "--layout", "paired"]) == 0
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--kind",
-                "cxr",
-                "--root",
-                str(data),
-                "--out",
-                str(store),
-                "--image-size",
-                "32",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    prepare_store("cxr", data, store, 32)
     assert main(["data", "split", "--store", str(store), "--out", str(tmp_path / "s.csv"), "--seed", "3"]) == 0
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == "case_id,split"
     # a non-empty output folder is never overwritten silently

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samdpo.sam.builders import SamSettings, build_sam
+from samdpo.sam.builders import build_sam
+from samdpo.sam.settings import SamSettings
 from samdpo.sam.prompted import PromptedSam
 from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.stage1 import Stage1Settings, train_stage1

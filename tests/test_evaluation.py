@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from monai.metrics import compute_dice
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
 from samdpo.data.sample import Sample
 from samdpo.data.splits import write_splits
@@ -97,6 +97,37 @@ def test_nsd_of_a_shifted_line() -> None:
         frame = metrics.evaluate(_probs(pred), _label(gt), _samples(["a"]), ["x"], tolerance_mm=tolerance)
         assert frame.loc[0, "nsd"] == pytest.approx(expected)
         assert frame.loc[0, "hd95"] == pytest.approx(3.0)
+
+
+def _blobs(rng: np.random.Generator, count: int) -> np.ndarray:
+    """(count, S, S) bool random shapes: thresholded smoothed noise, some touching the image border, some in pieces."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.standard_normal((count, S, S)), sigma=(0, 3, 3))
+    return noise > rng.uniform(0.0, 0.3, size=(count, 1, 1))
+
+
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy.*:FutureWarning")
+def test_dice_nsd_and_hd95_equal_monais_on_random_masks() -> None:
+    """The numpy metrics are MONAI's (compute_dice, compute_surface_dice, compute_hausdorff_distance at the 95th
+    percentile) on random shapes, anisotropic spacings and several tolerances."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for spacing, tolerance in (((1.0, 1.0), 2.0), ((2.0, 0.5), 1.0), ((0.7, 1.3), 3.0)):
+        pred, target = _blobs(rng, 24), _blobs(rng, 24)
+        keep = pred.any(axis=(1, 2)) & target.any(axis=(1, 2))
+        pred, target = pred[keep], target[keep]
+        dice, nsd, hd95, _ = metrics._image_scores(pred, target, spacing, tolerance)
+        y_pred, y = torch.from_numpy(pred.astype(np.float32))[None], torch.from_numpy(target.astype(np.float32))[None]
+        np.testing.assert_allclose(dice, 100 * compute_dice(y_pred, y, include_background=True)[0].numpy(), rtol=1e-5)
+        expected_nsd = compute_surface_dice(
+            y_pred, y, [tolerance] * len(pred), include_background=True, spacing=spacing
+        )
+        np.testing.assert_allclose(nsd, 100 * expected_nsd[0].numpy(), rtol=1e-5)
+        expected_hd = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)
+        np.testing.assert_allclose(hd95, expected_hd[0].numpy(), rtol=1e-5, atol=1e-5)
+        checked += len(pred)
+    assert checked >= 40
 
 
 def test_empty_prediction_of_a_present_class() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import samdpo
 
 ROOT = Path(samdpo.__file__).parent
+REPO = ROOT.parent
 
 
 def _package(module: str) -> str:
@@ -63,10 +64,18 @@ def test_no_import_cycle_between_packages() -> None:
 
 
 def test_the_command_line_and_the_numpy_steps_do_not_import_torch() -> None:
-    """`samdpo --help`, candidates, predictions and metrics tables start without torch (seconds per job)."""
+    """`samdpo --help`, candidates, predictions, the metrics, the evaluation job, the annotator study and the
+    settings check every Snakemake start runs, all start without torch (each import of torch and segment_anything
+    costs seconds per job)."""
     code = (
-        "import sys; import samdpo.cli, samdpo.align.candidates, samdpo.predictions, samdpo.evaluation.tables;"
-        "print('torch' in sys.modules)"
+        "import sys, yaml; from snakemake.utils import validate;"
+        "import samdpo.cli, samdpo.align.candidates, samdpo.predictions, samdpo.evaluation.tables;"
+        "import samdpo.evaluation.evaluate, samdpo.evaluation.metrics, samdpo.align.study;"
+        "from samdpo.config_check import check_config;"
+        f"config = yaml.safe_load(open({str(REPO / 'workflow/config/default.yaml')!r}));"
+        f"validate(config, {str(REPO / 'workflow/schemas/config.schema.yaml')!r}, set_default=True);"
+        "check_config(config);"
+        "print(sorted({'torch', 'monai', 'segment_anything'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "[]"

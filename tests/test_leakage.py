@@ -19,13 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from samdpo.cli import main
-from samdpo.clip.loader import save_clip_local_dir
-
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"timm_model_name": "samdpo_resnet_s8", "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
-}
+from tests.prepared_store import prepare_store, save_tiny_clip
 
 
 def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object, dict]:
@@ -70,28 +64,9 @@ def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object, dict]:
 
 
 def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
-    save_clip_local_dir(
-        tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64}
-    )
+    save_tiny_clip(tiny_clip, tmp_path / "clip")
     store = tmp_path / "store"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--kind",
-                "busi",
-                "--root",
-                str(busi_root),
-                "--out",
-                str(store),
-                "--image-size",
-                "64",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    prepare_store("busi", busi_root, store, 64)
     maps_a, table_a, text_a = _prompts(store, tmp_path / "clip", tmp_path / "a")
     assert any(table_a.column("has_box").to_pylist()) and len(text_a) > 2
 
@@ -117,28 +92,9 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     anchored on the labelled split reads that split's)."""
     from samdpo.data.splits import read_splits
 
-    save_clip_local_dir(
-        tiny_clip.model, TINY_CFG, tmp_path / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64}
-    )
+    save_tiny_clip(tiny_clip, tmp_path / "clip")
     store = tmp_path / "store"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--kind",
-                "busi",
-                "--root",
-                str(busi_root),
-                "--out",
-                str(store),
-                "--image-size",
-                "64",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    prepare_store("busi", busi_root, store, 64)
     assert (
         main(
             [

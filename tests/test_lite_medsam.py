@@ -13,9 +13,10 @@ import torch
 from samdpo.data import readers
 from samdpo.errors import ConfigError, DataError
 from samdpo.sam import lite_medsam
-from samdpo.sam.builders import SamSettings, build_sam
+from samdpo.sam.builders import build_sam
 from samdpo.sam.checkpoints import read_state_dict
 from samdpo.sam.prompted import box_batch
+from samdpo.sam.settings import SamSettings
 from samdpo.sam.specs import build_model
 from samdpo.synth import amos
 

@@ -15,7 +15,8 @@ from samdpo.cli import main
 from samdpo.errors import DataError
 from samdpo.predictions import PROBS, read_predictions
 from samdpo.report.overlays import _judgement, build_examples, choose_examples
-from tests.test_show import SIZE, prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
+from tests.prompt_rows import SIZE
+from tests.prompt_rows import prompt_file as prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
 
 NAMES = ["liver", "spleen"]
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6]
@@ -120,7 +121,7 @@ def _command(paths: dict[str, Path], prompts: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_overlays_command_draws_one_row_per_example(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+def test_overlays_command_draws_one_row_per_example(tmp_path: Path, prompt_file: Path) -> None:
     out = tmp_path / "report" / "overlays.png"
     assert main(_command(_write_inputs(tmp_path), prompt_file.parent, out)) == 0
     width, height = Image.open(out).size
@@ -130,7 +131,7 @@ def test_overlays_command_draws_one_row_per_example(tmp_path: Path, prompt_file:
 
 def test_overlays_of_another_dataset_are_refused_and_nothing_is_written(
     tmp_path: Path,
-    prompt_file: Path,  # noqa: F811
+    prompt_file: Path,
     capsys: pytest.CaptureFixture,
 ) -> None:
     out = tmp_path / "overlays.png"
@@ -144,7 +145,7 @@ def _examples(paths: dict[str, Path], prompts: Path) -> list[dict]:
     return build_examples(levels, meta, read_annotations(paths["annotations"]), before, after, prompts, 0.5, 4)
 
 
-def test_examples_hold_the_pair_s_candidates_grades_and_both_predictions(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+def test_examples_hold_the_pair_s_candidates_grades_and_both_predictions(tmp_path: Path, prompt_file: Path) -> None:
     (example,) = _examples(_write_inputs(tmp_path), prompt_file.parent)  # spleen: all candidates empty
     assert example["row"]["class_name"] == "liver" and example["title"] == "case01_s005\nliver"
     assert [int(m.sum()) for m in example["candidates"]] == [12 * 14, 100, 100, 100]  # nested, loosest first
@@ -152,11 +153,11 @@ def test_examples_hold_the_pair_s_candidates_grades_and_both_predictions(tmp_pat
     assert example["before"].sum() == 64 and example["after"].sum() == 16  # the image's row, not row 0
 
 
-def test_a_before_model_other_than_the_candidates_one_is_refused(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+def test_a_before_model_other_than_the_candidates_one_is_refused(tmp_path: Path, prompt_file: Path) -> None:
     with pytest.raises(DataError, match="not the candidates' model"):
         _examples(_write_inputs(tmp_path, before_hash="other"), prompt_file.parent)
 
 
-def test_a_missing_prompt_file_names_the_rule(tmp_path: Path, prompt_file: Path) -> None:  # noqa: F811
+def test_a_missing_prompt_file_names_the_rule(tmp_path: Path, prompt_file: Path) -> None:
     with pytest.raises(DataError, match="run the prompt_store rule"):
         _examples(_write_inputs(tmp_path), tmp_path / "nowhere")

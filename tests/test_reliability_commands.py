@@ -23,11 +23,13 @@ from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
 from samdpo.prompts.store import SCHEMA, SETTINGS_FILE
 from samdpo.prompts.text.answer_cache import AnswerCache
-from samdpo.sam.builders import SamSettings, build_sam
+from samdpo.sam.builders import build_sam
 from samdpo.sam.checkpoints import TrustNeeded, convert_checkpoint, load_checkpoint, pickle_globals, read_state_dict
+from samdpo.sam.settings import SamSettings
 from tests.openai_server import OpenAIServer
+from tests.prepared_store import prepare_store
+from tests.prompt_rows import SIZE, prompt_row
 from tests.reliability import error_line, expect_error
-from tests.test_show import SIZE, _row
 
 KEY = "sk-test-reliability-2718"
 
@@ -233,24 +235,7 @@ def test_unknown_sam_name_lists_the_builders() -> None:
 def store(busi_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared 32 px BUSI store."""
     out = tmp_path_factory.mktemp("store") / "busi"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--kind",
-                "busi",
-                "--root",
-                str(busi_root),
-                "--out",
-                str(out),
-                "--image-size",
-                "32",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    prepare_store("busi", busi_root, out, 32)
     return out
 
 
@@ -627,7 +612,7 @@ def prompt_file(tmp_path: Path) -> Path:
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     mask[4:12, 4:12] = True
     saliency = np.full((SIZE, SIZE), 30, dtype=np.uint8)
-    rows = [_row(0, "liver", mask, saliency, [4.0, 4.0, 11.0, 11.0], [[8.0, 8.0]], [1])]
+    rows = [prompt_row(0, "liver", mask, saliency, [4.0, 4.0, 11.0, 11.0], [[8.0, 8.0]], [1])]
     table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
         {"samdpo": json.dumps({"dataset": "amos", "sample_id": "case01_s005"})}
     )

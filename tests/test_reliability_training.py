@@ -23,12 +23,9 @@ import torch
 
 from samdpo import atomic
 from samdpo.align import stage2 as stage2_module
-from samdpo.align.stage2 import (
-    LabelledSet,
-    Stage2Settings,
-    preference_pairs,
-    train_stage2,
-)
+from samdpo.align.pairs import preference_pairs
+from samdpo.align.stage2 import LabelledSet, train_stage2
+from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.baselines import unet as unet_module
 from samdpo.baselines.unet import WEIGHTS as UNET_WEIGHTS
 from samdpo.baselines.unet import train_unet
@@ -36,11 +33,11 @@ from samdpo.cli import main
 from samdpo.train import stage1 as stage1_module
 from samdpo.train.model_folder import WEIGHTS
 from samdpo.train.stage1 import train_stage1
-from tests.test_align import _stage2_inputs
-from tests.test_stage1 import SETTINGS as STAGE1
-from tests.test_stage1 import _data, _small
-from tests.test_unet_baseline import FAST, SPLIT, _train_images
-from tests.test_unet_baseline import data as data  # noqa: F401  (the module-scoped store fixture)
+from tests.stage1_data import SETTINGS as STAGE1
+from tests.stage1_data import small_model, training_data
+from tests.stage2_data import stage2_inputs
+from tests.unet_data import FAST, SPLIT, train_images
+from tests.unet_data import data as data  # noqa: F401  (the module-scoped store fixture)
 
 UNET = replace(FAST, epochs=3)
 
@@ -61,11 +58,11 @@ def _interrupted(monkeypatch: pytest.MonkeyPatch, module: object, name: str, cal
 
 def _stage1_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path) -> tuple:
     """Train stage 1 into ``out`` until the first step of epoch 3 (checkpoint after epoch 2); returns the data."""
-    images, labels, prompts, texts = _data(tmp_path)
+    images, labels, prompts, texts = training_data(tmp_path)
     real = stage1_module.make_batch
     _interrupted(monkeypatch, stage1_module, "make_batch", 5)
     with pytest.raises(KeyboardInterrupt):
-        train_stage1(_small(), images, labels, prompts, texts, STAGE1, out, {}, 1, progress=False)
+        train_stage1(small_model(), images, labels, prompts, texts, STAGE1, out, {}, 1, progress=False)
     monkeypatch.setattr(stage1_module, "make_batch", real)
     assert (out / "checkpoint.pt").is_file()
     return images, labels, prompts, texts
@@ -74,7 +71,7 @@ def _stage1_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path) -> t
 def _changed(what: str, images, labels, prompts, texts):
     """The stage-1 inputs with one of them changed in content only (same shapes, same count)."""
     images, labels, texts = images.copy(), labels.copy(), dict(texts)
-    model, settings = _small(), STAGE1
+    model, settings = small_model(), STAGE1
     if what == "image":
         images[0, 0, 0] ^= 1
     elif what == "label":  # a mask fixed on disk after the interruption
@@ -85,7 +82,7 @@ def _changed(what: str, images, labels, prompts, texts):
         key = next(iter(texts))
         texts[key] = texts[key] + 0.5
     elif what == "initial weights":  # e.g. another SAM checkpoint under the same path
-        model = _small(seed=99)
+        model = small_model(seed=99)
     elif what == "settings":
         settings = replace(STAGE1, lr=2e-3)
     return model, images, labels, prompts, texts, settings
@@ -114,7 +111,7 @@ def test_stage1_resumes_when_nothing_changed(
     cut = tmp_path / "cut"
     images, labels, prompts, texts = _stage1_cut(tmp_path, monkeypatch, cut)
     capsys.readouterr()
-    train_stage1(_small(), images, labels, prompts, texts, STAGE1, cut, {}, 1, progress=False)
+    train_stage1(small_model(), images, labels, prompts, texts, STAGE1, cut, {}, 1, progress=False)
     assert "resuming from" in capsys.readouterr().out
 
 
@@ -127,7 +124,7 @@ def test_unet_resume_restarts_when_its_training_set_changes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The reproduction of the issue: interrupt, change ``splits.seed`` (same image count, other images), rerun."""
-    images, labels = _train_images(data[0])
+    images, labels = train_images(data[0])
     real = unet_module.segmentation_loss
     _interrupted(monkeypatch, unet_module, "segmentation_loss", 7)  # the first step of epoch 3
     with pytest.raises(KeyboardInterrupt):
@@ -135,7 +132,7 @@ def test_unet_resume_restarts_when_its_training_set_changes(
     monkeypatch.setattr(unet_module, "segmentation_loss", real)
     settings = UNET
     if what == "split":  # as many images as before, two of them now from another split
-        others = _train_images(data[0], ("test",))
+        others = train_images(data[0], ("test",))
         images, labels = np.concatenate([images[:-2], others[0][:2]]), np.concatenate([labels[:-2], labels[:2]])
     elif what == "label":
         labels = labels.copy()
@@ -174,7 +171,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_restarts(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    images, labels = _train_images(data[0])
+    images, labels = train_images(data[0])
     real = unet_module.segmentation_loss
     _interrupted(monkeypatch, unet_module, "segmentation_loss", 7)
     with pytest.raises(KeyboardInterrupt):
@@ -268,8 +265,8 @@ STAGE2 = Stage2Settings(epochs=3, lr=1e-3, lr_step=1, batch_pairs=3, anchor_weig
 
 
 def _stage2_data(tmp_path: Path) -> dict:
-    images, levels, prompts, texts, ids, annotations = _stage2_inputs(tmp_path)
-    _, labels, _, _ = _data(tmp_path)
+    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
+    _, labels, _, _ = training_data(tmp_path)
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
     labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
     return {
@@ -284,8 +281,8 @@ def _stage2_data(tmp_path: Path) -> dict:
 
 def _train2(data: dict, out: Path, settings: Stage2Settings = STAGE2, reference_seed: int = 0) -> list[dict]:
     return train_stage2(
-        _small(),
-        _small(seed=reference_seed),
+        small_model(),
+        small_model(seed=reference_seed),
         data["images"],
         data["levels"],
         4,

@@ -14,7 +14,7 @@ from torch import nn
 
 from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
-from samdpo.sam.builders import AdapterBlock, SamSettings, build_sam, set_trainable
+from samdpo.sam.builders import AdapterBlock, build_sam, set_trainable
 from samdpo.sam.checkpoints import (
     convert_checkpoint,
     load_checkpoint,
@@ -22,6 +22,7 @@ from samdpo.sam.checkpoints import (
     resize_rel_pos,
     save_weights,
 )
+from samdpo.sam.settings import SamSettings
 
 ADAPTER_KEYS = {
     "norm.weight",

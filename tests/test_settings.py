@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 import samdpo
-from samdpo.align.stage2 import Stage2Settings
+from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.align.steps import AnnotatorSettings
 from samdpo.align.uncertainty import UncertaintySettings
-from samdpo.baselines.unet import UnetSettings
+from samdpo.baselines.unet_settings import UnetSettings
 from samdpo.clip.pretrain import PretrainSettings
 from samdpo.data.amos import AmosSettings
 from samdpo.data.busi import BusiSettings
@@ -30,8 +30,8 @@ from samdpo.prompts.visual.boxes import BoxSettings
 from samdpo.prompts.visual.crf import CrfSettings
 from samdpo.prompts.visual.refine import RefineSettings
 from samdpo.prompts.visual.saliency import SaliencySettings
-from samdpo.sam.builders import SamSettings
 from samdpo.sam.prompted import PromptSwitches
+from samdpo.sam.settings import SamSettings
 from samdpo.sam.trainable import default_parts
 from samdpo.settings import parse_settings
 from samdpo.synth.amos import AmosSynthSettings

@@ -5,78 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.store import SCHEMA
 from samdpo.prompts.store_view import draw_png, format_table, show, to_json
-
-SIZE = 32
-PEAK_XY = (20, 9)  # x (column), y (row) of the liver saliency maximum
-
-
-def _row(
-    class_index: int,
-    name: str,
-    mask: np.ndarray,
-    saliency: np.ndarray,
-    box: list[float] | None,
-    points: list,
-    labels: list,
-) -> dict:
-    image = (np.arange(SIZE * SIZE) % 256).astype(np.uint8).reshape(SIZE, SIZE)
-    return {
-        "sample_id": "case01_s005",
-        "dataset": "amos",
-        "class_index": class_index,
-        "class_name": name,
-        "image": image.tobytes(),
-        "image_shape": [SIZE, SIZE],
-        "saliency": saliency.tobytes(),
-        "saliency_shape": list(saliency.shape),
-        "has_box": box is not None,
-        "box": box,
-        "points": points,
-        "point_labels": labels,
-        "mask": np.packbits(mask).tobytes(),
-        "mask_shape": list(mask.shape),
-        "vqa": [
-            {"question_id": "shape", "question": f"What shape is the {name}?", "answer": f"{name}-shaped oval"},
-            {"question_id": "location", "question": f"Where is the {name}?", "answer": "upper right"},
-        ],
-        "modality": "CT",
-        "llm_prompt": f"Describe the {name}.",
-        "description": f"The {name} is a large organ " + "with a long description " * 10,
-        "clip": "tiny-clip",
-        "vqa_backend": "fake",
-        "vqa_model": "fake-vqa",
-        "llm_backend": "fake",
-        "llm_model": "fake-llm",
-        "visual_hash": "v" * 16,
-        "vqa_hash": "q" * 16,
-        "llm_hash": "l" * 16,
-    }
-
-
-@pytest.fixture()
-def prompt_file(tmp_path: Path) -> Path:
-    mask = np.zeros((SIZE, SIZE), dtype=bool)
-    mask[5:15, 16:26] = True  # 100 pixels
-    saliency = np.zeros((SIZE, SIZE), dtype=np.uint8)
-    saliency[5:15, 16:26] = 120
-    saliency[PEAK_XY[1], PEAK_XY[0]] = 230
-    liver = _row(0, "liver", mask, saliency, [16.0, 5.0, 25.0, 14.0], [[20.0, 9.0], [2.0, 30.0]], [1, 0])
-    spleen = _row(1, "spleen", np.zeros((SIZE, SIZE), dtype=bool), np.full((16, 16), 40, dtype=np.uint8), None, [], [])
-    meta = {"format_version": 1, "dataset": "amos", "sample_id": "case01_s005"}
-    table = pa.Table.from_pylist([liver, spleen], schema=SCHEMA).replace_schema_metadata({"samdpo": json.dumps(meta)})
-    path = tmp_path / "prompts" / "case01_s005.parquet"
-    path.parent.mkdir()
-    pq.write_table(table, path)
-    return path
+from tests.prompt_rows import PEAK_XY, SIZE
+from tests.prompt_rows import prompt_file as prompt_file  # noqa: F401  (the fixture: one prompt file, liver + spleen)
 
 
 def test_table(prompt_file: Path) -> None:

@@ -8,63 +8,34 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from samdpo.errors import DataError
-from samdpo.prompts.store import SCHEMA
-from samdpo.sam.builders import SamSettings, build_sam
 from samdpo.sam.checkpoints import load_checkpoint
-from samdpo.sam.prompted import PromptedSam, PromptSwitches
+from samdpo.sam.prompted import PromptSwitches
 from samdpo.train import stage1 as stage1_module
 from samdpo.train.batches import make_batch
 from samdpo.train.model_folder import WEIGHTS
 from samdpo.train.predict import predict_probabilities
 from samdpo.train.prompt_data import load_image_prompts
-from samdpo.train.stage1 import Stage1Settings, train_stage1
+from samdpo.train.stage1 import train_stage1
 from samdpo.train.text_embeddings import vqa_text
-from tests.test_show import SIZE, _row
-
-CLASSES = ["liver", "spleen"]
-
-
-def _write(folder: Path, sample_id: str, boxes: list, points: list | None = None) -> Path:
-    rows = []
-    for t, (name, box) in enumerate(zip(CLASSES, boxes)):
-        mask = np.zeros((SIZE, SIZE), bool)
-        if box is not None and all(np.isfinite(box)) and box[2] >= box[0] and box[3] >= box[1]:
-            mask[max(int(box[1]), 0) : max(int(box[3]) + 1, 0), max(int(box[0]), 0) : max(int(box[2]) + 1, 0)] = True
-        row = _row(
-            t,
-            name,
-            mask,
-            np.zeros((SIZE, SIZE), np.uint8),
-            box,
-            points or [[8.0, 8.0]],
-            [1] * len(points or [[8.0, 8.0]]),
-        )
-        rows.append({**row, "sample_id": sample_id})
-    table = pa.Table.from_pylist(rows, schema=SCHEMA).replace_schema_metadata(
-        {"samdpo": json.dumps({"format_version": 1})}
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, folder / f"{sample_id}.parquet")
-    return folder
+from tests.prompt_rows import SIZE, prompt_row
+from tests.stage1_data import CLASSES, SETTINGS, small_model, text_vectors, training_data, write_prompts
 
 
 def test_prompts_are_read_and_bad_boxes_are_named(tmp_path: Path) -> None:
-    folder = _write(tmp_path, "a", [[4.0, 5.0, 10.0, 12.0], None])
+    folder = write_prompts(tmp_path, "a", [[4.0, 5.0, 10.0, 12.0], None])
     prompts = load_image_prompts(folder, "a", CLASSES)
     assert prompts.has_box.tolist() == [True, False]
     assert prompts.boxes[0].tolist() == [4, 5, 10, 12] and prompts.boxes[1].tolist() == [0, 0, 0, 0]
     assert prompts.points.shape == (2, 1, 2) and prompts.point_labels.tolist() == [[1], [1]]
     assert prompts.vqa[0] == vqa_text(
-        _row(0, "liver", np.zeros((1, 1), bool), np.zeros((1, 1), np.uint8), None, [], [])["vqa"]
+        prompt_row(0, "liver", np.zeros((1, 1), bool), np.zeros((1, 1), np.uint8), None, [], [])["vqa"]
     )
     # partly outside: clipped to the image
-    clipped = load_image_prompts(_write(tmp_path / "b", "b", [[-3.0, 2.0, 40.0, 12.0], None]), "b", CLASSES)
+    clipped = load_image_prompts(write_prompts(tmp_path / "b", "b", [[-3.0, 2.0, 40.0, 12.0], None]), "b", CLASSES)
     assert clipped.boxes[0].tolist() == [0, 2, SIZE - 1, 12]
     cases = {
         "outside": ([40.0, 40.0, 50.0, 50.0], "lies outside the 32x32 image"),
@@ -72,7 +43,7 @@ def test_prompts_are_read_and_bad_boxes_are_named(tmp_path: Path) -> None:
         "nan": ([float("nan"), 5.0, 10.0, 12.0], "NaN"),
     }
     for name, (box, message) in cases.items():
-        folder = _write(tmp_path / name, name, [box, None])
+        folder = write_prompts(tmp_path / name, name, [box, None])
         with pytest.raises(DataError, match=f"{name}.parquet, class liver: .*{message}"):
             load_image_prompts(folder, name, CLASSES)
     with pytest.raises(DataError, match="no prompt file for image missing; run the prompt_store rule"):
@@ -81,31 +52,18 @@ def test_prompts_are_read_and_bad_boxes_are_named(tmp_path: Path) -> None:
         load_image_prompts(tmp_path / "b", "b", ["liver", "kidney"])
 
 
-def _small(switches: PromptSwitches = PromptSwitches(), seed: int = 0) -> PromptedSam:
-    torch.manual_seed(seed)
-    sam = build_sam(
-        SamSettings(
-            name="small", image_size=32, encoder_width=32, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16
-        )
-    )
-    return PromptedSam(sam, text_dim=8, switches=switches)
-
-
-def _texts(prompts) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {text: rng.normal(size=8).astype(np.float32) for image in prompts for text in (*image.vqa, *image.llm)}
-
-
 def test_token_layout_switches_and_no_box(tmp_path: Path) -> None:
-    prompts = [load_image_prompts(_write(tmp_path, s, [[4.0, 5.0, 10.0, 12.0], None]), s, CLASSES) for s in ("a", "b")]
-    texts = _texts(prompts)
+    prompts = [
+        load_image_prompts(write_prompts(tmp_path, s, [[4.0, 5.0, 10.0, 12.0], None]), s, CLASSES) for s in ("a", "b")
+    ]
+    texts = text_vectors(prompts)
     batch = make_batch(prompts, [[0, 1], [1]], texts, SIZE, 1)
-    model = _small()
+    model = small_model()
     tokens = model.sparse_tokens(batch)
     assert tokens.shape == (3, 1 + 2 + 1 + 1, 16)  # 1 point, 2 box corners, VQA, LLM
     no_box = tokens[1, 1:3]
     assert torch.equal(no_box, model.sam.prompt_encoder.not_a_point_embed.weight.expand(2, -1))
-    assert _small(PromptSwitches(box=False, vqa=False)).sparse_tokens(batch).shape == (
+    assert small_model(PromptSwitches(box=False, vqa=False)).sparse_tokens(batch).shape == (
         3,
         3,
         16,
@@ -116,36 +74,20 @@ def test_token_layout_switches_and_no_box(tmp_path: Path) -> None:
         assert logits.shape == (3, SIZE, SIZE) and iou.shape == (3,)
         changed = replace(batch, vqa=batch.vqa + 1.0)
         assert not torch.allclose(model(model.embed_images(images), changed)[0], logits)
-        off = _small(PromptSwitches(vqa=False))
+        off = small_model(PromptSwitches(vqa=False))
         base = off(off.embed_images(images), batch)[0]
         assert torch.allclose(off(off.embed_images(images), changed)[0], base)  # VQA switched off: ignored
 
 
-def _data(tmp_path: Path, count: int = 4):
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 255, size=(count, SIZE, SIZE), dtype=np.uint8)
-    labels = np.zeros((count, SIZE, SIZE), np.uint8)
-    labels[:, 5:13, 4:11] = 1
-    labels[::2, 20:28, 18:30] = 2
-    images[labels == 1] = 220
-    ids = [f"s{i}" for i in range(count)]
-    prompts = [
-        load_image_prompts(_write(tmp_path / "p", s, [[4.0, 5.0, 10.0, 12.0], [18.0, 20.0, 29.0, 27.0]]), s, CLASSES)
-        for s in ids
-    ]
-    return images, labels, prompts, _texts(prompts)
-
-
-SETTINGS = Stage1Settings(
-    epochs=3, lr=1e-3, batch_images=2, train=("image_encoder", "prompt_encoder", "mask_decoder", "text_proj")
-)
-
-
 def test_training_is_reproducible_and_learns(tmp_path: Path) -> None:
-    images, labels, prompts, texts = _data(tmp_path)
+    images, labels, prompts, texts = training_data(tmp_path)
     spec = {"test": 1}
-    first = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "a", spec, 1, progress=False)
-    second = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "b", spec, 1, progress=False)
+    first = train_stage1(
+        small_model(), images, labels, prompts, texts, SETTINGS, tmp_path / "a", spec, 1, progress=False
+    )
+    second = train_stage1(
+        small_model(), images, labels, prompts, texts, SETTINGS, tmp_path / "b", spec, 1, progress=False
+    )
     assert [row["loss"] for row in first] == [row["loss"] for row in second]
     assert first[-1]["loss"] < first[0]["loss"]
     assert (tmp_path / "a" / WEIGHTS).read_bytes() == (tmp_path / "b" / WEIGHTS).read_bytes()
@@ -156,8 +98,8 @@ def test_training_is_reproducible_and_learns(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    images, labels, prompts, texts = _data(tmp_path)
-    train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "whole", {}, 1, progress=False)
+    images, labels, prompts, texts = training_data(tmp_path)
+    train_stage1(small_model(), images, labels, prompts, texts, SETTINGS, tmp_path / "whole", {}, 1, progress=False)
     calls = {"n": 0}
     real = stage1_module.make_batch
 
@@ -169,23 +111,25 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(stage1_module, "make_batch", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, 1, progress=False)
+        train_stage1(small_model(), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, 1, progress=False)
     assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / WEIGHTS).exists()
     monkeypatch.setattr(stage1_module, "make_batch", real)
-    history = train_stage1(_small(), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, 1, progress=False)
+    history = train_stage1(
+        small_model(), images, labels, prompts, texts, SETTINGS, tmp_path / "cut", {}, 1, progress=False
+    )
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert (tmp_path / "cut" / WEIGHTS).read_bytes() == (tmp_path / "whole" / WEIGHTS).read_bytes()
 
 
 def test_a_frozen_encoder_is_run_once_per_image(tmp_path: Path) -> None:
-    images, labels, prompts, texts = _data(tmp_path)
-    model = _small()
+    images, labels, prompts, texts = training_data(tmp_path)
+    model = small_model()
     calls = []
     model.sam.image_encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     frozen = replace(SETTINGS, train=("mask_decoder", "prompt_encoder", "text_proj"))
     train_stage1(model, images, labels, prompts, texts, frozen, tmp_path / "frozen", {}, 1, progress=False)
     assert sum(calls) == len(images)  # once, not once per epoch
-    trained = _small()
+    trained = small_model()
     trained.sam.image_encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     calls.clear()
     train_stage1(trained, images, labels, prompts, texts, SETTINGS, tmp_path / "full", {}, 1, progress=False)
@@ -193,10 +137,10 @@ def test_a_frozen_encoder_is_run_once_per_image(tmp_path: Path) -> None:
 
 
 def test_prediction_covers_every_class_and_loads_the_saved_weights(tmp_path: Path) -> None:
-    images, labels, prompts, texts = _data(tmp_path)
-    model = _small()
+    images, labels, prompts, texts = training_data(tmp_path)
+    model = small_model()
     train_stage1(model, images, labels, prompts, texts, SETTINGS, tmp_path / "m", {}, 1, progress=False)
-    loaded = _small(seed=5)
+    loaded = small_model(seed=5)
     load_checkpoint(loaded, tmp_path / "m" / WEIGHTS)
     probs = np.zeros((4, 2, SIZE, SIZE), np.uint8)
     predict_probabilities(loaded, images, prompts, texts, torch.device("cpu"), probs, 1, batch_images=3, progress=False)
@@ -215,14 +159,14 @@ def test_prediction_covers_every_class_and_loads_the_saved_weights(tmp_path: Pat
 
 def test_a_prompt_does_not_depend_on_its_batch(tmp_path: Path) -> None:
     """Padding to the run's point count: an image predicts the same alone or beside one with more points."""
-    few = load_image_prompts(_write(tmp_path / "a", "few", [[4.0, 5.0, 10.0, 12.0], None]), "few", CLASSES)
+    few = load_image_prompts(write_prompts(tmp_path / "a", "few", [[4.0, 5.0, 10.0, 12.0], None]), "few", CLASSES)
     many = load_image_prompts(
-        _write(tmp_path / "b", "many", [[4.0, 5.0, 10.0, 12.0], None], [[8.0, 8.0], [20.0, 20.0], [3.0, 3.0]]),
+        write_prompts(tmp_path / "b", "many", [[4.0, 5.0, 10.0, 12.0], None], [[8.0, 8.0], [20.0, 20.0], [3.0, 3.0]]),
         "many",
         CLASSES,
     )
-    texts = _texts([few, many])
-    model = _small()
+    texts = text_vectors([few, many])
+    model = small_model()
     images = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)
     with torch.no_grad():
         alone = model(model.embed_images(images[:1]), make_batch([few], [[0, 1]], texts, SIZE, 3))[0]

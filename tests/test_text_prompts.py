@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from samdpo.cli import main
-from samdpo.clip.loader import save_clip_local_dir
 from samdpo.errors import ConfigError
 from samdpo.prompts.store import array, read_prompts
 from samdpo.prompts.text.answer_cache import request_key
@@ -21,7 +20,7 @@ from samdpo.prompts.text.openai_chat import AnswerError, OpenAISettings, chat, m
 from samdpo.prompts.text.question_pool import ask_all
 from samdpo.prompts.text.vqa import geometry_answer
 from tests.openai_server import OpenAIServer, answer_for
-from tests.test_leakage import TINY_CFG
+from tests.prepared_store import prepare_store, save_tiny_clip
 
 KEY = "sk-test-DO-NOT-STORE-3141"
 
@@ -160,28 +159,9 @@ def test_knowledge_descriptions_cover_every_dataset_class() -> None:
 def visual(busi_root: Path, tiny_clip, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared store with saliency maps and the CRF table (tiny CLIP, 64 px)."""
     root = tmp_path_factory.mktemp("visual")
-    save_clip_local_dir(
-        tiny_clip.model, TINY_CFG, root / "clip", preprocess_cfg={"mean": [0.5] * 3, "std": [0.25] * 3, "size": 64}
-    )
+    save_tiny_clip(tiny_clip, root / "clip")
     store = root / "store"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--kind",
-                "busi",
-                "--root",
-                str(busi_root),
-                "--out",
-                str(store),
-                "--image-size",
-                "64",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    prepare_store("busi", busi_root, store, 64)
     args = ["--store", str(store), "--no-progress"]
     assert (
         main(

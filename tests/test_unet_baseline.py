@@ -15,66 +15,14 @@ import torch
 
 from samdpo.baselines import unet as unet_module
 from samdpo.baselines.commands import add_commands
-from samdpo.baselines.unet import WEIGHTS, UnetSettings, build_unet, load_unet, predict_unet, train_unet
-from samdpo.data.sample import Sample
-from samdpo.data.splits import write_splits
-from samdpo.data.store import IMAGES, LABELS, TABLE, SampleStore, write_store
+from samdpo.baselines.unet import WEIGHTS, build_unet, load_unet, predict_unet, train_unet
+from samdpo.baselines.unet_settings import UnetSettings
+from samdpo.data.store import IMAGES, LABELS, TABLE, SampleStore
 from samdpo.errors import ConfigError, DataError
 from samdpo.predictions import PROBS
 from samdpo.settings import parse_settings
-
-SIZE, CASES = 32, 16
-CLASSES = ("square", "disk")
-SPLIT = {f"case{i:02d}": "labeled" if i < 4 else "unlabeled" if i < 10 else "test" for i in range(CASES)}
-#: Labels of the test split hold an impossible class: training fails if it ever reads them.
-POISON = 9
-FAST = UnetSettings(
-    channels=(8, 16, 32), strides=(2, 2), num_res_units=1, epochs=2, lr=1e-2, batch_size=4, device="cpu"
-)
-
-
-def _case(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image, label map and the square's mask: a bright square (class 1) left, a grey disk (class 2) right."""
-    rng = np.random.default_rng(i)
-    image = 0.1 + 0.05 * rng.random((SIZE, SIZE))
-    label = np.zeros((SIZE, SIZE), np.uint8)
-    side = int(rng.integers(6, 11))
-    r, c = int(rng.integers(2, SIZE - side - 2)), int(rng.integers(1, 14 - side + 8))
-    square = np.zeros((SIZE, SIZE), bool)
-    square[r : r + side, c : c + side] = True
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    radius = int(rng.integers(3, 6))
-    disk = (yy - int(rng.integers(8, 24))) ** 2 + (xx - int(rng.integers(22, 27))) ** 2 <= radius**2
-    image[square], image[disk] = 0.95, 0.5
-    label[square], label[disk] = 1, 2
-    if SPLIT[f"case{i:02d}"] == "test":
-        label[:] = POISON
-    return image.astype(np.float32), label, square
-
-
-def _sample(i: int) -> Sample:
-    image, label, _ = _case(i)
-    return Sample(
-        f"s{i:02d}",
-        f"case{i:02d}",
-        0,
-        image,
-        label,
-        (1.0, 1.0),
-        "px",
-        CLASSES,
-        "synthetic",
-        f"s{i:02d}.png",
-        (SIZE, SIZE),
-    )
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("unet")
-    write_store((_sample(i) for i in range(CASES)), root / "store", "synthetic", SIZE, progress=False)
-    write_splits(SPLIT, root / "splits.csv")
-    return root / "store", root / "splits.csv"
+from tests.unet_data import CASES, CLASSES, FAST, SIZE, SPLIT, case_arrays, train_images
+from tests.unet_data import data as data  # noqa: F401  (the module-scoped store fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -91,12 +39,6 @@ def _run(*argv: str) -> None:
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     args.func(args)
-
-
-def _train_images(store: Path, splits: tuple[str, ...] = ("labeled", "unlabeled")) -> tuple[np.ndarray, np.ndarray]:
-    chosen = [i for i in range(CASES) if SPLIT[f"case{i:02d}"] in splits]
-    opened = SampleStore(store)
-    return np.asarray(opened.images()[chosen]), np.asarray(opened.labels()[chosen])
 
 
 @pytest.mark.parametrize(
@@ -148,7 +90,7 @@ def test_bad_settings_on_the_command_line_and_sizes(data: tuple[Path, Path], tmp
             "--settings",
             "{epochs",
         )
-    images, labels = _train_images(store)
+    images, labels = train_images(store)
     with pytest.raises(ConfigError, match="unet.strides"):  # 32 px cannot go down 5 times by 2 and keep 2 px
         train_unet(
             images,
@@ -160,12 +102,12 @@ def test_bad_settings_on_the_command_line_and_sizes(data: tuple[Path, Path], tmp
             progress=False,
         )
     with pytest.raises(DataError, match="label 9"):
-        train_unet(*_train_images(store, ("test",)), 2, FAST, tmp_path, {}, progress=False)
+        train_unet(*train_images(store, ("test",)), 2, FAST, tmp_path, {}, progress=False)
     assert not (tmp_path / WEIGHTS).exists()
 
 
 def test_training_is_reproducible(data: tuple[Path, Path], tmp_path: Path) -> None:
-    images, labels = _train_images(data[0])
+    images, labels = train_images(data[0])
     first = train_unet(images, labels, 2, FAST, tmp_path / "a", {"test": 1}, progress=False)
     second = train_unet(images, labels, 2, FAST, tmp_path / "b", {"test": 1}, progress=False)
     assert [row["loss"] for row in first] == [row["loss"] for row in second]
@@ -192,7 +134,7 @@ def test_training_is_reproducible(data: tuple[Path, Path], tmp_path: Path) -> No
 def test_an_interrupted_run_resumes_to_the_same_weights(
     data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    images, labels = _train_images(data[0])
+    images, labels = train_images(data[0])
     settings = replace(FAST, epochs=3)
     train_unet(images, labels, 2, settings, tmp_path / "whole", {}, progress=False)
     real, calls = unet_module.segmentation_loss, {"n": 0}
@@ -282,7 +224,7 @@ def test_the_command_line_learns_and_predicts_without_labels(data: tuple[Path, P
     for row, i in enumerate(chosen):
         if SPLIT[f"case{i:02d}"] != "test":
             continue  # held-out images: never trained on
-        _, _, square = _case(i)
+        _, _, square = case_arrays(i)
         assert probs[row, 0][square].mean() > 0.7 * 255, i  # measured: >= 0.9
         assert probs[row, 0][~square].mean() < 0.1 * 255, i  # measured: <= 0.06
     # the format the pipeline's own prediction writes: round(p * 255) of the same network

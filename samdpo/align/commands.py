@@ -31,7 +31,7 @@ def _annotate(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from samdpo.align.stage2 import Stage2Settings
+    from samdpo.align.stage2_settings import Stage2Settings
     from samdpo.align.steps import run_stage2
 
     set_threads(args.threads)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("sum", "disagreement_mean", "mean")
+from samdpo.align.stage2_settings import REDUCTIONS
 
 
 def candidate_logp(logits: torch.Tensor, candidates: torch.Tensor, reduction: str = "sum") -> torch.Tensor:

@@ -17,16 +17,17 @@ Like stage 1, it writes a checkpoint after every epoch and a rerun with the same
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from samdpo.align.annotator import EQUAL, Annotation, preference_weights
 from samdpo.align.candidates import level_masks
-from samdpo.align.dpo import REDUCTIONS, candidate_logp, weighted_dpo_loss
+from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
+from samdpo.align.pairs import Pairs
+from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.devices import pick_device
 from samdpo.errors import ConfigError, DataError
 from samdpo.sam.image_embeddings import EmbeddingRows
@@ -44,75 +45,9 @@ from samdpo.train.loop import (
 from samdpo.train.losses import segmentation_loss
 from samdpo.train.prompt_data import ImagePrompts
 
-OBJECTIVES = ("dpo", "best")
-ANCHORS = ("best_candidate", "labeled")
 LOG_CSV = "train_log.csv"
 #: A pair's loss counts as stuck at ln 2 while its reward margin is within this of 0 (loss within 0.01 of ln 2).
 AT_LN2_MARGIN = 0.02
-
-
-@dataclass(frozen=True)
-class Stage2Settings:
-    """Alignment settings (defaults: the paper's).
-
-    Attributes:
-        objective: ``dpo`` (the paper) or ``best`` (supervised on the best candidate: the ablation).
-        epochs: passes over the (image, class) pairs that carry a preference.
-        lr, lr_step, lr_gamma: Adam learning rate, halved every ``lr_step`` epochs.
-        batch_pairs: (image, class) pairs per step.
-        beta1, beta2: DPO weights of the outer and inner positions.
-        reduction: per-candidate log-likelihood reduction (``sum``, ``disagreement_mean``, ``mean``).
-        anchor_weight: weight of the supervised anchor term (0: none).
-        anchor_on: ``best_candidate`` (of each unlabelled pair) or ``labeled`` (the labelled split's ground truth).
-        seed: order of the pairs.
-        device: ``auto``, ``cpu`` or ``cuda``.
-    """
-
-    objective: str = "dpo"
-    epochs: int = 30
-    lr: float = 1e-4
-    lr_step: int = 10
-    lr_gamma: float = 0.5
-    batch_pairs: int = 16
-    beta1: float = 1.0
-    beta2: float = 0.5
-    reduction: str = "disagreement_mean"
-    anchor_weight: float = 0.0
-    anchor_on: str = "best_candidate"
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"stage2.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.reduction not in REDUCTIONS:
-            raise ConfigError(f"stage2.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
-        if self.epochs < 1 or self.batch_pairs < 1 or self.lr_step < 1 or not self.lr > 0:
-            raise ConfigError("stage2: epochs, batch_pairs and lr_step must be >= 1 and lr > 0")
-        if self.anchor_on not in ANCHORS or not self.anchor_weight >= 0:
-            raise ConfigError(
-                f"stage2.anchor_on must be one of {ANCHORS} and anchor_weight >= 0, got {self.anchor_on!r}, "
-                f"{self.anchor_weight}"
-            )
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """The (image, class) pairs stage 2 trains on, in image order.
-
-    Attributes:
-        image: (P,) image index; klass: (P,) class index.
-        weights: (P, K) preference weight of each candidate; best: (P,) best candidate's index.
-        without_preference: pairs skipped because all candidates are tied.
-        reasons: why they carry no preference -> how many (see :mod:`samdpo.align.annotator`).
-    """
-
-    image: np.ndarray
-    klass: np.ndarray
-    weights: np.ndarray
-    best: np.ndarray
-    without_preference: int
-    reasons: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,40 +66,6 @@ class LabelledSet:
     embeddings: EmbeddingRows | None
     gt_box_fraction: float
     gt_box_jitter: float
-
-
-def preference_pairs(
-    sample_ids: Sequence[str],
-    class_count: int,
-    annotations: Mapping[tuple[str, int], Annotation],
-    beta1: float,
-    beta2: float,
-) -> Pairs:
-    """The pairs that carry a preference (possibly none); every (image, class) must have been annotated."""
-    missing = [(s, t) for s in sample_ids for t in range(class_count) if (s, t) not in annotations]
-    if missing:
-        raise DataError(
-            f"no annotation for {len(missing)} (image, class) pairs, e.g. image {missing[0][0]} class "
-            f"{missing[0][1]}; rerun the annotate rule"
-        )
-    image, klass, weights, best, skipped = [], [], [], [], 0
-    reasons: dict[str, int] = {}
-    for i, sample in enumerate(sample_ids):
-        for t in range(class_count):
-            annotation = annotations[(sample, t)]
-            if not annotation.has_preference:
-                skipped += 1
-                reason = annotation.reason or EQUAL
-                reasons[reason] = reasons.get(reason, 0) + 1
-                continue
-            image.append(i)
-            klass.append(t)
-            weights.append(preference_weights(annotation, beta1, beta2))
-            best.append(int(annotation.order[0]))
-    weights_array = np.array(weights, np.float32) if weights else np.zeros((0, 4), np.float32)
-    return Pairs(
-        np.array(image, np.int64), np.array(klass, np.int64), weights_array, np.array(best, np.int64), skipped, reasons
-    )
 
 
 def disagreement_pixels(levels: np.ndarray, count: int) -> np.ndarray:

@@ -261,7 +261,8 @@ def run_stage2(
     model (None: the stage-1 model).
     """
     from samdpo.align.annotator import read_annotations
-    from samdpo.align.stage2 import preference_pairs, train_stage2
+    from samdpo.align.pairs import preference_pairs
+    from samdpo.align.stage2 import train_stage2
     from samdpo.data.store import SampleStore
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.train.prompt_data import load_image_prompts

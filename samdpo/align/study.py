@@ -27,7 +27,8 @@ import pandas as pd
 from samdpo import atomic
 from samdpo.align.annotator import CLASSES, MODES, REFERENCES, Annotation, annotate_all, kendall_tau
 from samdpo.align.candidates import candidate_levels, check_thresholds
-from samdpo.align.stage2 import OBJECTIVES, Stage2Settings, preference_pairs
+from samdpo.align.pairs import preference_pairs
+from samdpo.align.stage2_settings import OBJECTIVES, Stage2Settings
 from samdpo.errors import ConfigError
 
 #: Run keys besides the stage-2 settings.

@@ -11,7 +11,7 @@ from samdpo.settings import json_object, parse_settings
 
 def _train(args: argparse.Namespace) -> None:
     from samdpo.baselines.steps import run_train_unet
-    from samdpo.baselines.unet import UnetSettings
+    from samdpo.baselines.unet_settings import UnetSettings
 
     set_threads(args.threads)
     settings = parse_settings(UnetSettings, json_object(args.settings, "--settings"), "unet")

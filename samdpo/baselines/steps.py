@@ -11,7 +11,7 @@ from samdpo.errors import ConfigError, DataError
 
 def run_train_unet(store_dir: Path | str, splits: Path | str, out: Path | str, settings: Any, progress: bool) -> str:
     """Train the U-Net on the images and labels of ``settings.splits``
-    (:class:`~samdpo.baselines.unet.UnetSettings`)."""
+    (:class:`~samdpo.baselines.unet_settings.UnetSettings`)."""
     from samdpo.baselines.unet import train_unet
     from samdpo.data.splits import split_indices
     from samdpo.data.store import SampleStore

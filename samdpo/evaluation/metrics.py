@@ -21,21 +21,24 @@ Conventions (the numbers in the tables depend on them):
   contain some organ, so predictions on the case's other slices are not seen (3D Dice is over the
   stored slices, not the whole scan).
 
-Dice, NSD and HD95 of single images come from MONAI (``compute_dice``, ``compute_surface_dice``,
-``compute_hausdorff_distance``); 3D Dice pools per-slice overlap counts, which equals MONAI's Dice on
-the stacked volume without building (D, S, S) arrays per class.
+Dice, NSD and HD95 of single images follow MONAI's ``compute_dice``, ``compute_surface_dice`` and
+``compute_hausdorff_distance`` (cross-erosion edges, KD-tree edge distances in the pixel spacing, as MONAI
+computes them on the CPU), written on numpy and scipy so that an evaluation job does not import torch and
+MONAI (~8 s a process); ``tests/test_evaluation.py`` checks them equal to MONAI's on random masks. 3D Dice
+pools per-slice overlap counts, which equals MONAI's Dice on the stacked volume without building (D, S, S)
+arrays per class.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
+from scipy import ndimage
+from scipy.spatial import KDTree
 
 from samdpo.errors import ConfigError, DataError
 
@@ -98,32 +101,36 @@ def _images(
         yield i, pred, target, target.any(axis=(1, 2))
 
 
-def _monai(tensor: np.ndarray) -> torch.Tensor:
-    """(K, S, S) bool -> (1, K, S, S) float32 tensor: MONAI's one-hot batch-first layout.
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """(S, S) bool -> its boundary pixels: the mask minus its erosion by the 4-connected cross (outside = 0)."""
+    return mask ^ ndimage.binary_erosion(mask)
 
-    float32, not float64: MONAI's edge and bounding-box steps are several times slower on float64,
-    and ``compute_dice`` returns float32 either way.
-    """
-    return torch.from_numpy(tensor.astype(np.float32))[None]
+
+def _edge_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """float32 distance (spacing unit) from each edge pixel of ``source`` to the nearest edge pixel of ``target``,
+    in raster order; both (S, S) bool edge maps, ``target`` non-empty."""
+    scale = np.asarray(spacing, np.float64)
+    tree = KDTree(np.argwhere(target).astype(np.float64) * scale, leafsize=32)
+    return tree.query(np.argwhere(source).astype(np.float64) * scale, k=1)[0].astype(np.float32)
 
 
 def _surface_scores(
     pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NSD (0-100 %) and HD95 (spacing unit) of K non-empty (K, S, S) bool predictions against their targets."""
-    # imported here, as in _image_scores: `import monai` takes ~3.7 s
-    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+    """NSD (0-100 %) and HD95 (spacing unit) of K non-empty (K, S, S) bool predictions against their non-empty targets.
 
-    y_pred, y = _monai(pred), _monai(target)
-    with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal use of a deprecated argument
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
-        nsd = (
-            compute_surface_dice(y_pred, y, [float(tolerance)] * len(pred), include_background=True, spacing=spacing)[
-                0
-            ].numpy()
-            * 100.0
-        )
-        hd95 = compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing)[0].numpy()
+    MONAI's definitions (``compute_surface_dice``, ``compute_hausdorff_distance(percentile=95)``, no subvoxels):
+    edges are a mask minus its cross erosion; NSD is the share of both edges within ``tolerance`` of the other;
+    HD95 the larger of the two directed 95th percentiles (linear interpolation) of the edge distances.
+    """
+    nsd, hd95 = np.zeros(len(pred)), np.zeros(len(pred))
+    for k in range(len(pred)):
+        pred_edges, target_edges = _edges(pred[k]), _edges(target[k])
+        forward = _edge_distances(pred_edges, target_edges, spacing)
+        backward = _edge_distances(target_edges, pred_edges, spacing)
+        within = np.count_nonzero(forward <= tolerance) + np.count_nonzero(backward <= tolerance)
+        nsd[k] = 100.0 * within / (forward.size + backward.size)
+        hd95[k] = max(np.quantile(forward, 0.95), np.quantile(backward, 0.95))
     return nsd, hd95
 
 
@@ -131,14 +138,11 @@ def _image_scores(
     pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Dice (0-100 %), NSD (0-100 %), HD95 (spacing unit) and "prediction non-empty" of K (K, S, S)
-    bool predictions of present classes against their targets: each (K,); NSD 0 and HD95 NaN where
-    the prediction is empty (Dice is MONAI's there; the caller reports 0)."""
-    # imported here: `import monai` takes ~3.7 s, which the readers of predictions in this module
-    # (candidates, overlays) need not pay
-    from monai.metrics import compute_dice
-
+    bool predictions of present classes (non-empty targets): each (K,); NSD 0 and HD95 NaN where the
+    prediction is empty (its Dice is 0 by the formula)."""
     nonempty = pred.any(axis=(1, 2))
-    dice = compute_dice(_monai(pred), _monai(target), include_background=True)[0].numpy() * 100.0
+    overlap = np.count_nonzero(pred & target, axis=(1, 2))
+    dice = 200.0 * overlap / (np.count_nonzero(pred, axis=(1, 2)) + np.count_nonzero(target, axis=(1, 2)))
     nsd = np.zeros(len(pred))
     hd95 = np.full(len(pred), np.nan)
     if nonempty.any():

@@ -10,7 +10,7 @@
   embedded default; see :mod:`samdpo.sam.lite_medsam`).
 - ``small``: a few-hundred-thousand-parameter SAM trained from scratch by the pipeline (CI's model).
 
-Every model takes (B, 3, S, S) images. :data:`NORMALISATION` names how: ``imagenet`` (values in
+Every model takes (B, 3, S, S) images. :data:`samdpo.sam.settings.NORMALISATION` names how: ``imagenet`` (values in
 [0, 255], ImageNet mean / std, as SAM does) or ``minmax`` (each image min-max scaled to [0, 1], as
 LiteMedSAM was trained); :class:`samdpo.sam.prompted.PromptedSam` applies it.
 """
@@ -18,7 +18,7 @@ LiteMedSAM was trained); :class:`samdpo.sam.prompted.PromptedSam` applies it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -30,9 +30,8 @@ from torch import nn
 from samdpo.errors import ConfigError
 from samdpo.sam import lite_medsam
 from samdpo.sam.checkpoints import load_checkpoint
+from samdpo.sam.settings import VIT_PATCH, SamSettings
 
-#: Patch side (pixels) of segment_anything's ViT encoders.
-VIT_PATCH = 16
 #: Window side (tokens) of the windowed-attention blocks of SAM's ViTs.
 VIT_WINDOW = 14
 #: Prompt embedding width of SAM's prompt encoder and mask decoder.
@@ -40,27 +39,6 @@ SAM_PROMPT_DIM = 256
 #: SAM's pixel normalisation (ImageNet mean / std, inputs in [0, 255]).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-#: Input side (pixels) each model was trained at; callers use it when no size is configured.
-DEFAULT_IMAGE_SIZE = {
-    "sam_med2d": 256,
-    "sam_vit_b": 1024,
-    "sam_vit_l": 1024,
-    "sam_vit_h": 1024,
-    "lite_medsam": lite_medsam.IMAGE_SIZE,
-    "small": 128,
-}
-#: Input normalisation each model was trained with (``imagenet`` where not named).
-NORMALISATION = {"lite_medsam": "minmax"}
-#: SamSettings fields that only the ``small`` model reads.
-_SMALL_ONLY = (
-    "encoder_width",
-    "encoder_depth",
-    "encoder_heads",
-    "patch_size",
-    "prompt_dim",
-    "window_size",
-    "global_attn_indexes",
-)
 #: Parts :func:`set_trainable` knows.
 TRAINABLE_PARTS = ("image_encoder", "adapters", "prompt_encoder", "mask_decoder")
 
@@ -80,94 +58,6 @@ VIT_SHAPES = {
     "sam_vit_l": VitShape(1024, 24, 16, (5, 11, 17, 23)),
     "sam_vit_h": VitShape(1280, 32, 16, (7, 15, 23, 31)),
 }
-
-
-@dataclass(frozen=True)
-class SamSettings:
-    """Which SAM to build.
-
-    Attributes:
-        name: registry key, one of :data:`BUILDERS`.
-        image_size: input side in pixels (a multiple of the patch size; of 32 for ``sam_med2d``).
-        checkpoint: weights file loaded after building (``.pth`` or ``.safetensors``), or None.
-        encoder_width: ``small`` only: ViT embedding width.
-        encoder_depth: ``small`` only: number of ViT blocks.
-        encoder_heads: ``small`` only: attention heads per block (must divide the width).
-        patch_size: ``small`` only: patch side in pixels.
-        prompt_dim: ``small`` only: prompt embedding width (SAM uses 256); a multiple of 8.
-        window_size: ``small`` only: window side in tokens for windowed attention (0: global).
-        global_attn_indexes: ``small`` only: blocks that attend globally when windows are used.
-    """
-
-    name: str
-    image_size: int
-    checkpoint: str | None = None
-    encoder_width: int = 96
-    encoder_depth: int = 4
-    encoder_heads: int = 4
-    patch_size: int = 8
-    prompt_dim: int = 64
-    window_size: int = 0
-    global_attn_indexes: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or self.name not in BUILDERS:
-            raise ConfigError(f"sam.name: unknown SAM {self.name!r}; choose one of {sorted(BUILDERS)}")
-        if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
-            raise ConfigError(f"sam.checkpoint: expected a file name or null, got {self.checkpoint!r}")
-        object.__setattr__(self, "global_attn_indexes", _int_tuple("global_attn_indexes", self.global_attn_indexes))
-        for name in ("image_size", "encoder_width", "encoder_depth", "encoder_heads", "patch_size", "prompt_dim"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("window_size", self.window_size, minimum=0)
-        if self.name == "lite_medsam" and self.image_size != lite_medsam.IMAGE_SIZE:
-            raise ConfigError(
-                f"sam.image_size: lite_medsam takes {lite_medsam.IMAGE_SIZE} px inputs only, got {self.image_size}"
-            )
-        if self.name == "small":
-            self._check_small()
-        else:
-            self._check_vit()
-
-    def _check_vit(self) -> None:
-        """ViT models: the small-model fields keep their defaults; the size fits the patches."""
-        for field in fields(self):
-            if field.name in _SMALL_ONLY and getattr(self, field.name) != field.default:
-                raise ConfigError(f"sam.{field.name} applies to sam.name 'small' only, not {self.name!r}")
-        multiple = 2 * VIT_PATCH if self.name == "sam_med2d" else VIT_PATCH
-        if self.image_size % multiple:
-            why = " (the adapters' stride-2 convolution needs an even token grid)" if self.name == "sam_med2d" else ""
-            raise ConfigError(f"sam.image_size: {self.image_size} is not a multiple of {multiple} for {self.name}{why}")
-
-    def _check_small(self) -> None:
-        """``small``: sizes that its encoder, prompt encoder and decoder accept."""
-        if self.image_size % self.patch_size:
-            raise ConfigError(
-                f"sam.image_size: {self.image_size} is not a multiple of sam.patch_size {self.patch_size}"
-            )
-        if self.encoder_width % self.encoder_heads:
-            raise ConfigError(
-                f"sam.encoder_width: {self.encoder_width} is not a multiple of sam.encoder_heads {self.encoder_heads}"
-            )
-        if self.prompt_dim % 8:
-            raise ConfigError(
-                f"sam.prompt_dim: {self.prompt_dim} is not a multiple of 8 (the mask decoder divides it by 8)"
-            )
-        bad = [i for i in self.global_attn_indexes if not 0 <= i < self.encoder_depth]
-        if bad:
-            raise ConfigError(f"sam.global_attn_indexes: {bad} are not block indexes 0..{self.encoder_depth - 1}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    """Raise ConfigError unless ``value`` is an int >= ``minimum`` (bools rejected)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"sam.{name}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _int_tuple(name: str, value: object) -> tuple[int, ...]:
-    """A list / tuple of ints as a tuple (YAML gives lists); ConfigError otherwise."""
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ConfigError(f"sam.{name}: expected a list of integers, got {value!r}")
-    return tuple(value)
 
 
 class Adapter(nn.Module):

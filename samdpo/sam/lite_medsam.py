@@ -17,10 +17,12 @@ import hashlib
 import importlib.resources
 import warnings
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from samdpo.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: The file the package ships, its size in bytes and its SHA-256.
 SHIPPED_FILE = "lite_medsam.pth"

@@ -68,7 +68,7 @@ class PromptedSam(nn.Module):
         text_dim: width of the CLIP text embeddings, D.
         switches: which prompt kinds are used.
         normalisation: the input normalisation ``sam`` was trained with
-            (:data:`samdpo.sam.builders.NORMALISATION`): ``imagenet`` or ``minmax``.
+            (:data:`samdpo.sam.settings.NORMALISATION`): ``imagenet`` or ``minmax``.
     """
 
     def __init__(

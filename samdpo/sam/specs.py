@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from samdpo.errors import ConfigError
+from samdpo.sam.settings import DEFAULT_IMAGE_SIZE, NORMALISATION, SamSettings
 from samdpo.settings import parse_settings
 
 
 def resolve_sam(sam: dict[str, Any], image_size: int) -> dict[str, Any]:
     """SAM settings with ``image_size`` filled in: the dataset's for ``small``, the model's native size otherwise."""
-    from samdpo.sam.builders import DEFAULT_IMAGE_SIZE
-
     sam = {"name": "small", **sam}
     if sam["name"] not in DEFAULT_IMAGE_SIZE:
         raise ConfigError(
@@ -30,7 +29,7 @@ def build_model(
     their own trained weights next pass False."""
     import torch
 
-    from samdpo.sam.builders import NORMALISATION, SamSettings, build_sam
+    from samdpo.sam.builders import build_sam
     from samdpo.sam.prompted import PromptedSam, PromptSwitches
 
     torch.manual_seed(seed)

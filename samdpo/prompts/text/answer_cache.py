@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import diskcache
 
@@ -34,6 +34,14 @@ from samdpo.errors import DataError
 
 # Version of how questions are turned into model inputs; bump it when that changes.
 PROMPT_FORMAT_VERSION = 1
+
+
+class Backend(Protocol):
+    """What the cache needs of a VQA or LLM backend: its name, its model and whether its answers are cached."""
+
+    backend: str
+    model: str
+    cached: bool
 
 
 def request_key(backend: str, model: str, request: Mapping[str, Any]) -> str:
@@ -103,3 +111,14 @@ class AnswerCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def cached_answer(
+    backend: Backend, cache: AnswerCache, request: Callable[[], Mapping[str, Any]], ask: Callable[[], str]
+) -> str:
+    """``ask()``'s answer, through ``cache`` when the backend's answers are cached (keyed on its name, its model
+    and ``request()``, which is built only then)."""
+    if not backend.cached:
+        return ask()
+    key = request_key(backend.backend, backend.model, request())
+    return cache.get_or_ask(key, ask, backend.backend, backend.model)

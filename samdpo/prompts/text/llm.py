@@ -20,7 +20,7 @@ import pyarrow as pa
 import yaml
 
 from samdpo.errors import ConfigError
-from samdpo.prompts.text.answer_cache import AnswerCache, request_key
+from samdpo.prompts.text.answer_cache import AnswerCache, cached_answer
 from samdpo.prompts.text.openai_chat import OpenAISettings, cache_request, chat, make_client
 from samdpo.prompts.text.question_pool import ask_all
 from samdpo.prompts.text.vqa import fill_template
@@ -127,10 +127,7 @@ def llm_table(
     """Describe every class (through ``cache`` for the openai backend); one row per class (:data:`LLM_SCHEMA`)."""
 
     def answer(request: DescriptionRequest) -> str:
-        if not backend.cached:
-            return backend.ask(request)
-        key = request_key(backend.backend, backend.model, backend.request(request))
-        return cache.get_or_ask(key, lambda: backend.ask(request), backend.backend, backend.model)
+        return cached_answer(backend, cache, lambda: backend.request(request), lambda: backend.ask(request))
 
     answers = ask_all(requests, answer, workers=workers, desc=f"llm ({backend.backend})", progress=progress)
     rows = [

@@ -28,7 +28,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from samdpo.clip.captions import position_word, size_word
 from samdpo.errors import ConfigError
-from samdpo.prompts.text.answer_cache import AnswerCache, request_key
+from samdpo.prompts.text.answer_cache import AnswerCache, cached_answer
 from samdpo.prompts.text.openai_chat import OpenAISettings, cache_request, chat, make_client
 from samdpo.prompts.text.question_pool import ask_all
 from samdpo.settings import parse_settings
@@ -264,10 +264,9 @@ def vqa_table(
 
     def answer(question: VqaQuestion) -> str:
         image = np.asarray(images[question.image_index])
-        if not backend.cached:
-            return backend.ask(image, question)
-        key = request_key(backend.backend, backend.model, backend.request(image, question))
-        return cache.get_or_ask(key, lambda: backend.ask(image, question), backend.backend, backend.model)
+        return cached_answer(
+            backend, cache, lambda: backend.request(image, question), lambda: backend.ask(image, question)
+        )
 
     answers = ask_all(questions, answer, workers=workers, desc=f"vqa ({backend.backend})", progress=progress)
     rows = [

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 from scipy import ndimage
 from tqdm import tqdm
 
 from samdpo.errors import ConfigError
 from samdpo.prompts.visual.boxes import BoxSettings, box_iou, mask_box, mask_to_prompt
-from samdpo.sam.image_embeddings import EmbeddingRows
-from samdpo.sam.prompted import PromptedSam, box_batch
+
+if TYPE_CHECKING:  # torch is imported where SAM runs: the settings are checked before any job without it
+    import torch
+
+    from samdpo.sam.image_embeddings import EmbeddingRows
+    from samdpo.sam.prompted import PromptedSam
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,6 @@ def grow(box: tuple[float, float, float, float], margin: int, size: int) -> tupl
     return (max(x0 - margin, 0.0), max(y0 - margin, 0.0), min(x1 + margin, size - 1.0), min(y1 + margin, size - 1.0))
 
 
-@torch.inference_mode()
 def refine_boxes(
     model: PromptedSam,
     embedding: torch.Tensor,
@@ -86,6 +89,10 @@ def refine_boxes(
         (K, 4) float32 refined boxes, (K, S, S) bool masks of the last accepted round (all False
         where no round was accepted), and (K,) int rounds accepted per box.
     """
+    import torch
+
+    from samdpo.sam.prompted import box_batch
+
     boxes = np.asarray(boxes, np.float32).copy()
     masks = np.zeros((len(boxes), size, size), bool)
     rounds = np.zeros(len(boxes), np.int64)
@@ -93,8 +100,9 @@ def refine_boxes(
     for _ in range(settings.iterations):
         if active.size == 0:
             break
-        logits, _ = model(embedding, box_batch(boxes[active], size))
-        predicted = (torch.sigmoid(logits.float()) > settings.threshold).cpu().numpy()
+        with torch.inference_mode():
+            logits, _ = model(embedding, box_batch(boxes[active], size))
+            predicted = (torch.sigmoid(logits.float()) > settings.threshold).cpu().numpy()
         still = []
         for k, mask in zip(active, predicted):
             if modes[k] == "largest":
