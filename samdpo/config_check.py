@@ -17,6 +17,8 @@ from samdpo.errors import ConfigError
 
 #: The zero-shot rows (the pretrained SAM with box prompts alone) and where their boxes come from.
 ZERO_SHOT = {"zero_shot_cam_box": "cam", "oracle_gt_box": "gt"}
+#: The supervised baselines (trained on the labels of their settings' splits), by the model name a table row uses.
+BASELINES = {"unet": "the U-Net baseline", "nnunet": "the nnU-Net baseline"}
 #: Sections a dataset may override key by key (``datasets.NAME.SECTION`` merged over ``SECTION``).
 OVERRIDDEN = ("anatomy", "refine", "study")
 
@@ -61,8 +63,8 @@ def stage1_models(config: Mapping[str, Any]) -> list[str]:
 
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
-    """The models a table row may name: unet, the zero-shot rows, the stage-1 models and the align variants."""
-    return ["unet", *ZERO_SHOT, *stage1_models(config), *sorted(config["align"]["variants"])]
+    """The models a table row may name: the baselines, the zero-shot rows, the stage-1 models and the align variants."""
+    return [*BASELINES, *ZERO_SHOT, *stage1_models(config), *sorted(config["align"]["variants"])]
 
 
 def _local_dir(model: str | None) -> str | None:
@@ -106,6 +108,7 @@ def _check_splits(config: Mapping[str, Any]) -> None:
 
 def _check_image_size(config: Mapping[str, Any]) -> None:
     """The SAM's settings are buildable and ``image_size`` suits the small SAM's patches and the U-Net's strides."""
+    from samdpo.baselines.nnunet_settings import NnunetSettings
     from samdpo.baselines.unet_settings import UnetSettings, check_image_size
     from samdpo.sam.settings import SamSettings
     from samdpo.sam.specs import resolve_sam
@@ -119,6 +122,7 @@ def _check_image_size(config: Mapping[str, Any]) -> None:
             f"the images at image_size); use e.g. {size - size % sam['patch_size']}"
         )
     SamSettings(**resolve_sam(dict(sam), size))
+    parse_settings(NnunetSettings, config["nnunet"], "nnunet")
     unet = parse_settings(UnetSettings, config["unet"], "unet")
     try:
         check_image_size(unet, size)
@@ -136,7 +140,7 @@ def _check_models(config: Mapping[str, Any]) -> None:
             f"model: add `{start}: {{}}` to stage1_variants or name one of them"
         )
     others = {
-        "unet": "the U-Net baseline",
+        **BASELINES,
         **{name: "a zero-shot row" for name in ZERO_SHOT},
         **{name: "an align.variants entry" for name in config["align"]["variants"]},
     }
@@ -145,7 +149,7 @@ def _check_models(config: Mapping[str, Any]) -> None:
         if name in others or (seed.isdigit() and base in variants):
             clash = others.get(name, f"the seed-{seed} model of {base}")
             raise ConfigError(f"stage1_variants.{name}: the name of {clash} already; rename it")
-    clashes = sorted(set(config["align"]["variants"]) & {"unet", *ZERO_SHOT})
+    clashes = sorted(set(config["align"]["variants"]) & {*BASELINES, *ZERO_SHOT})
     if clashes:
         raise ConfigError(f"align.variants.{clashes[0]}: the name of a model the pipeline makes already; rename it")
 

@@ -527,3 +527,21 @@ def test_dpo_effect_command_writes_csv_and_markdown(tmp_path: Path) -> None:
         != 0
     )
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_papers_numbers_stand_beside_the_rows_of_their_models() -> None:
+    """paper_row / paper_{metric}: the seed paper's row for each row's model on that dataset, empty elsewhere."""
+    table = pd.DataFrame(
+        {"method": ["U-Net", "mine", "ours"], "dice": [1.0, 2.0, 3.0], "nsd": [1.0] * 3, "data_models": ["x"] * 3}
+    )
+    models = {"U-Net": "unet", "mine": "zero_shot_cam_box", "ours": "prompt_10"}
+    busi = tables.with_paper_numbers(table, models, "busi")
+    assert list(busi.columns) == ["method", "dice", "nsd", "paper_row", "paper_dice", "data_models"]
+    assert busi["paper_row"].tolist() == ["U-Net (20%)", "", ""]  # the paper's prompt_10 number is CXR's only
+    assert busi["paper_dice"].iloc[0] == 57.35 and busi["paper_dice"].iloc[1:].isna().all()
+    cxr = tables.with_paper_numbers(table, models, "cxr")
+    assert cxr["paper_dice"].tolist()[::2] == [58.66, 75.60]
+    amos = tables.with_paper_numbers(table.rename(columns={"dice": "mdice"}), {"U-Net": "nnunet"}, "amos")
+    assert amos["paper_mdice"].iloc[0] == 65.21 and amos["paper_row"].iloc[0] == "nnU-Net (20%)"
+    for entry in tables.paper_numbers()["rows"].values():  # a row name and Dice values only
+        assert set(entry) - {"row"} <= {"cxr", "busi", "amos"} and all(0 < entry[d] < 100 for d in set(entry) - {"row"})

@@ -113,6 +113,14 @@ def test_unknown_unet_setting(config: dict[str, Any]) -> None:
     schema_rejected(config, "bacth_size")
 
 
+def test_unknown_nnunet_setting_and_bad_schedule(config: dict[str, Any]) -> None:
+    config["nnunet"]["epoch"] = 2
+    schema_rejected(config, "epoch")
+    del config["nnunet"]["epoch"]
+    config["nnunet"]["iterations_per_epoch"] = 0
+    schema_rejected(config, "iterations_per_epoch")
+
+
 def test_unknown_corpus_kind_of_the_small_clip(config: dict[str, Any]) -> None:
     config["clip"]["pretrain"]["corpus"] = {"bsui": {"cases": 4, "seed": 1}}
     schema_rejected(config, "bsui")
@@ -197,6 +205,8 @@ def test_start_from_defaults_to_prompt_10(config: dict[str, Any]) -> None:
         ("stage1_variants", "oracle_gt_box", "zero-shot"),
         ("stage1_variants", "prompt_10_seed1", "seed-1 model of prompt_10"),
         ("align", "unet", "align.variants.unet"),
+        ("stage1_variants", "nnunet", "the nnU-Net baseline"),
+        ("align", "nnunet", "align.variants.nnunet"),
     ],
 )
 def test_model_names_that_clash(config: dict[str, Any], section: str, name: str, needle: str) -> None:

@@ -16,6 +16,7 @@ import samdpo
 from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.align.steps import AnnotatorSettings
 from samdpo.align.uncertainty import UncertaintySettings
+from samdpo.baselines.nnunet_settings import NnunetSettings
 from samdpo.baselines.unet_settings import UnetSettings
 from samdpo.clip.pretrain import PretrainSettings
 from samdpo.data.amos import AmosSettings
@@ -57,6 +58,7 @@ SECTIONS = {
     "align.uncertainty": UncertaintySettings,
     "align.stage2": Stage2Settings,
     "unet": UnetSettings,
+    "nnunet": NnunetSettings,
     "datasets.amos.reader": AmosSettings,
     "datasets.busi.reader": BusiSettings,
     "datasets.cxr.reader": CxrSettings,

@@ -64,8 +64,9 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         table = pd.read_csv(workdir / f"results/{dataset}_table.csv")
         assert list(table["method"]) == [
             "unet",
+            "nnunet",
             "zero_shot_cam_box",
-            "sam_box",
+            "sam_20_gt_box",
             "ours_prompt_10",
             "ours_prompt_20",
             "ours_dpo_10_10",
@@ -174,9 +175,10 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
     # table rows named with spaces and parentheses: each name reaches `samdpo table` whole, nothing else reruns
     rows = {
         "U-Net (2D)": "unet",
+        "nnU-Net (2d, fold all)": "nnunet",
         "ours, 10% labels": "prompt_10",
         "oracle GT box": "oracle_gt_box",
-        "x": "sam_box",
+        "x": "sam_20_gt_box",
         "y": "zero_shot_cam_box",
         "z": "prompt_20",
         "DPO 'rank'": "dpo_rank",

@@ -1,4 +1,5 @@
-"""``samdpo unet ...``: train the U-Net baseline and write its probability maps (thin entry points)."""
+"""``samdpo unet ...`` and ``samdpo nnunet ...``: train the U-Net and nnU-Net baselines and write their probability
+maps (thin entry points)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,36 @@ def _predict(args: argparse.Namespace) -> None:
     print(line, file=sys.stderr)
 
 
+def _nnunet_settings(args: argparse.Namespace):
+    from samdpo.baselines.nnunet_settings import NnunetSettings
+
+    return parse_settings(NnunetSettings, json_object(args.settings, "--settings"), "nnunet")
+
+
+def _nnunet_prepare(args: argparse.Namespace) -> None:
+    from samdpo.baselines.steps import run_prepare_nnunet
+
+    settings = _nnunet_settings(args)
+    print(run_prepare_nnunet(args.store, args.splits, args.root, settings, not args.no_progress), file=sys.stderr)
+
+
+def _nnunet_train(args: argparse.Namespace) -> None:
+    from samdpo.baselines.steps import run_train_nnunet
+
+    set_threads(args.threads)
+    print(run_train_nnunet(args.store, args.splits, args.root, _nnunet_settings(args)), file=sys.stderr)
+
+
+def _nnunet_predict(args: argparse.Namespace) -> None:
+    from samdpo.baselines.steps import run_predict_nnunet
+
+    set_threads(args.threads)
+    line = run_predict_nnunet(
+        args.store, args.splits, args.root, args.out, args.splits_to_predict, args.device, not args.no_progress
+    )
+    print(line, file=sys.stderr)
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``unet`` on the ``samdpo`` parser."""
     unet = commands.add_parser("unet", help='the "U-Net (20%% labelled)" baseline').add_subparsers(
@@ -66,3 +97,33 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--threads", type=int, default=1)
     predict.add_argument("--no-progress", action="store_true")
     predict.set_defaults(func=_predict)
+
+    nnunet = commands.add_parser("nnunet", help='the "nnU-Net (20%% labelled)" baseline (nnunetv2, 2d, fold all)')
+    actions = nnunet.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", required=True, help="prepared sample store folder")
+    common.add_argument("--splits", required=True, help="split table (case_id,split)")
+    common.add_argument(
+        "--root", required=True, help="the dataset's nnU-Net folder (nnUNet_raw, nnUNet_preprocessed, nnUNet_results)"
+    )
+    common.add_argument("--threads", type=int, default=1)
+    common.add_argument("--no-progress", action="store_true")
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument("--settings", help="nnunet settings as a JSON object (epochs, iterations_per_epoch, ...)")
+    prepare = actions.add_parser(
+        "prepare",
+        parents=[common, settings],
+        help="write the training splits in nnU-Net's raw format; run its fingerprint, planning, 2d preprocessing",
+    )
+    prepare.set_defaults(func=_nnunet_prepare)
+    train = actions.add_parser("train", parents=[common, settings], help="train nnU-Net (2d, fold all)")
+    train.set_defaults(func=_nnunet_train)
+    predict = actions.add_parser(
+        "predict",
+        parents=[common],
+        help="probability maps (probs.npy, probs.json) of the trained nnU-Net; reads no labels",
+    )
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--splits-to-predict", nargs="+", default=["test"], choices=["labeled", "unlabeled", "test"])
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.set_defaults(func=_nnunet_predict)

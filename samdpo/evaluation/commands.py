@@ -17,7 +17,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _table(args: argparse.Namespace) -> None:
     from samdpo.evaluation.tables import table_from_summaries
 
-    written = table_from_summaries(args.dataset, args.summaries, args.methods, args.provenance, args.out)
+    written = table_from_summaries(args.dataset, args.summaries, args.methods, args.provenance, args.out, args.models)
     print(f"{len(args.methods)} methods in {', '.join(map(str, written))}", file=sys.stderr)
 
 
@@ -80,6 +80,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     table.add_argument("--dataset", required=True)
     table.add_argument("--summaries", nargs="+", required=True, help="summary JSON files written by `samdpo eval`")
     table.add_argument("--methods", nargs="+", required=True, help="one method name per summary, same order")
+    table.add_argument(
+        "--models",
+        nargs="+",
+        help="one model name per summary, same order: adds the seed paper's row and number for each model it reports",
+    )
     table.add_argument(
         "--provenance", required=True, help="which data and models produced the rows (the data_models column)"
     )

@@ -3,7 +3,9 @@
 Columns: ``method``; for multi-class datasets (AMOS) ``mdice``, one column per class (mean 2D Dice of
 that organ) and ``mdice_3d``, for one-class datasets ``dice``; then ``nsd``, ``hd95``, ``seeds`` (how
 many models the row averages), ``{metric}_sd`` (their sample standard deviation of the main metric;
-empty for one model) and ``data_models`` (which data and models produced the row). A method given
+empty for one model), ``paper_row`` and ``paper_{metric}`` (the seed paper's row that corresponds to the
+row's model and its number, measured on the real dataset: :file:`paper_numbers.yaml`; empty where the paper
+has none) and ``data_models`` (which data and models produced the row). A method given
 several summaries (one per training seed) gets the mean of each value over them. Dice and NSD are
 percentages, HD95 is in the store's spacing unit; values are rounded to 2 decimals and missing
 values are empty cells.
@@ -24,7 +26,21 @@ import pandas as pd
 from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
 
-FIXED_COLUMNS = ("method", "mdice", "dice", "mdice_sd", "dice_sd", "mdice_3d", "nsd", "hd95", "seeds", "data_models")
+FIXED_COLUMNS = (
+    "method",
+    "mdice",
+    "dice",
+    "mdice_sd",
+    "dice_sd",
+    "mdice_3d",
+    "nsd",
+    "hd95",
+    "seeds",
+    "paper_row",
+    "paper_mdice",
+    "paper_dice",
+    "data_models",
+)
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:
@@ -72,13 +88,44 @@ def table_rows(summary_paths: Sequence[str | Path], methods: Sequence[str], prov
 
 
 def table_from_summaries(
-    dataset: str, summary_paths: Sequence[str | Path], methods: Sequence[str], provenance: str, out: str | Path
+    dataset: str,
+    summary_paths: Sequence[str | Path],
+    methods: Sequence[str],
+    provenance: str,
+    out: str | Path,
+    models: Sequence[str] | None = None,
 ) -> list[Path]:
     """``samdpo table``: the results table of ``dataset`` from evaluation summaries (one per ``methods``
-    entry, a method's seeds next to each other), written as CSV at ``out`` with its .md and .png; returns the paths."""
+    entry, a method's seeds next to each other), written as CSV at ``out`` with its .md and .png; returns the paths.
+    ``models`` (one per summary) name each row's model, which picks the paper's number beside it."""
     rows = table_rows(summary_paths, methods, provenance)
     table = build_table(rows, rows[0]["summary"]["class_names"], dataset)
+    if models is not None:
+        if len(models) != len(methods):
+            raise ConfigError(f"--models names {len(models)} models for {len(methods)} summaries; give one per summary")
+        table = with_paper_numbers(table, dict(zip(methods, models)), dataset)
     return write_table(table, Path(out), title=f"{dataset}: test split")
+
+
+def paper_numbers() -> dict[str, Any]:
+    """The seed paper's rows by the pipeline's model name (:file:`paper_numbers.yaml`, shipped with the package)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parent / "paper_numbers.yaml").read_text())
+
+
+def with_paper_numbers(table: pd.DataFrame, models: Mapping[str, str], dataset: str) -> pd.DataFrame:
+    """``table`` with ``paper_row`` and ``paper_{metric}`` before ``data_models``: the paper's row of each method's
+    model (``models``: method -> model name) and its number on ``dataset`` (empty where the paper has none)."""
+    rows = paper_numbers()["rows"]
+    metric = "mdice" if "mdice" in table.columns else "dice"
+    table = table.copy()
+    paper = [rows.get(models.get(method, ""), {}) for method in table["method"]]
+    values = [entry.get(dataset) for entry in paper]
+    position = list(table.columns).index("data_models")
+    table.insert(position, f"paper_{metric}", [math.nan if value is None else float(value) for value in values])
+    table.insert(position, "paper_row", ["" if value is None else entry["row"] for entry, value in zip(paper, values)])
+    return table
 
 
 def _value(value: Any) -> float:

@@ -55,6 +55,11 @@ SAM_MODEL = _folder("results/{stage}/{dataset}/{variant}", **MODEL_FILES)  # sta
 STAGE1 = _folder(fill(SAM_MODEL.folder, stage="stage1"), curve="loss.csv", plot="loss.png", **MODEL_FILES)
 ALIGNED = _folder(fill(SAM_MODEL.folder, stage="align", variant="{align_variant}"), curve="train_log.csv", plot="loss.png", **MODEL_FILES)
 UNET = _folder("results/baselines/{dataset}/unet", curve="loss.csv", plot="loss.png", **MODEL_FILES)
+# nnU-Net's own three folders (raw dataset, preprocessed, trained model) and its probabilities.
+NNUNET = _folder(
+    "results/baselines/{dataset}/nnunet", raw="nnUNet_raw", preprocessed="nnUNet_preprocessed", results="nnUNet_results",
+    probs="probs.npy", probs_meta="probs.json",
+)
 ZERO_SHOT_MODEL = _folder("results/zero_shot/{dataset}/{boxes}_box", **MODEL_FILES)
 CANDIDATES = _folder("results/align/{dataset}/candidates", levels="candidates.npy", meta="candidates.json")
 ANNOTATIONS = "results/align/{dataset}/annotations_{mode}.parquet"
@@ -97,12 +102,14 @@ def all_targets():
     return [fill(path, dataset=name) for name in DATASETS for path in files]
 
 
-def section_json(name):
-    """One config section as a JSON object (a change reruns the rules that take it as a param).
+def section_json(name, keys=None):
+    """One config section (only its ``keys`` when given) as a JSON object: a change reruns the rules that take
+    it as a param, and only those that read the changed key.
 
     A function, so that Snakemake leaves braces in the values (question templates) alone.
     """
-    text = json.dumps(config[name], sort_keys=True)
+    section = config[name] if keys is None else {key: config[name][key] for key in keys}
+    text = json.dumps(section, sort_keys=True)
     return lambda wildcards: text
 
 
@@ -326,10 +333,12 @@ def embeddings_flag(wildcards, input):
 
 
 def model_folder(dataset, model):
-    """Where a model's probabilities live: the U-Net, a zero-shot row, a stage-1 variant or an alignment variant
+    """Where a model's probabilities live: the U-Net, the nnU-Net, a zero-shot row, a stage-1 variant or an alignment variant
     (check_config has refused table rows naming other models)."""
     if model == "unet":
         return fill(UNET.folder, dataset=dataset)
+    if model == "nnunet":
+        return fill(NNUNET.folder, dataset=dataset)
     if model in ZERO_SHOT:
         return fill(ZERO_SHOT_MODEL.folder, dataset=dataset, boxes=ZERO_SHOT[model])
     if model in STAGE1_VARIANTS:
@@ -392,6 +401,12 @@ def table_methods(wildcards):
     return [method for method, _ in table_rows(wildcards)]
 
 
+def table_models(wildcards):
+    """Params function: the model each summary of a table is a row of (a stage-1 variant's name for all its seeds)."""
+    rows = config["tables"][TABLE_KINDS[wildcards.kind][0]]
+    return [rows[method] for method, _ in table_rows(wildcards)]
+
+
 def sam_provenance(sam):
     """The SAM and its weights, as a table names them."""
     from samdpo.sam import lite_medsam
@@ -404,9 +419,21 @@ def sam_provenance(sam):
 
 
 def provenance(wildcards):
-    """What produced a table's rows: data (synthetic or real) and the models, for the data_models column."""
+    """What produced a table's rows (or a study's): data (synthetic or real) and the models, for the data_models
+    column; a table with the nnU-Net row also names that row's schedule."""
     entry = config["datasets"][wildcards.dataset]
     data = "synthetic phantoms (embedded default)" if entry["source"] == "synthetic" else f"real data from {entry['root']}"
     sam = sam_provenance(config["sam"])
     clip = dataset_clip(wildcards.dataset)[0]
-    return f"{data}; SAM {sam}; CLIP {clip}; VQA {config['vqa']['backend']}; LLM {config['llm']['backend']}; annotator {config['align']['reference']}"
+    models = f"SAM {sam}; CLIP {clip}; VQA {config['vqa']['backend']}; LLM {config['llm']['backend']}; annotator {config['align']['reference']}"
+    if hasattr(wildcards, "kind") and "nnunet" in {model for _, model in table_rows(wildcards)}:
+        models += f"; nnU-Net nnunetv2 2d fold all, {nnunet_schedule()}"
+    return f"{data}; {models}"
+
+
+def nnunet_schedule():
+    """The nnU-Net row's training schedule, in words (as settings.json records it)."""
+    from samdpo.baselines.nnunet_settings import NnunetSettings
+    from samdpo.settings import parse_settings
+
+    return parse_settings(NnunetSettings, config["nnunet"], "nnunet").schedule

@@ -59,6 +59,91 @@ rule predict_unet:
         " --out {params.folder} --threads {threads} > {log} 2>&1"
 
 
+
+# nnU-Net (nnunetv2) on the same splits as the U-Net: its raw dataset, fingerprint, plans and 2d preprocessing,
+# then training (fold all) and the test split's probabilities; nnU-Net's folders are set by each command.
+rule prepare_nnunet:
+    input:
+        table=STORE.table,
+        images=STORE.images,
+        labels=STORE.labels,
+        splits=SPLITS,
+    output:
+        raw=directory(NNUNET.raw),
+        preprocessed=directory(NNUNET.preprocessed),
+    params:
+        store=folder_of("table"),
+        root=folder_of("raw", "output"),
+        settings=section_json("nnunet", ["splits", "processes"]),
+    conda:
+        ENV
+    log:
+        "results/logs/prepare_nnunet/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare_nnunet/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+    shell:
+        "samdpo nnunet prepare --store {params.store} --splits {input.splits} --root {params.root}"
+        " --settings {params.settings:q} --no-progress > {log} 2>&1"
+
+
+rule train_nnunet:
+    input:
+        table=STORE.table,
+        splits=SPLITS,
+        raw=NNUNET.raw,
+        preprocessed=NNUNET.preprocessed,
+    output:
+        results=directory(NNUNET.results),
+    params:
+        store=folder_of("table"),
+        root=folder_of("preprocessed"),
+        settings=section_json("nnunet"),
+    conda:
+        ENV
+    log:
+        "results/logs/train_nnunet/{dataset}.log",
+    benchmark:
+        "results/benchmarks/train_nnunet/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    shell:
+        "samdpo nnunet train --store {params.store} --splits {input.splits} --root {params.root}"
+        " --settings {params.settings:q} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule predict_nnunet:
+    input:
+        table=STORE.table,
+        images=STORE.images,
+        splits=SPLITS,
+        results=NNUNET.results,
+    output:
+        probs=NNUNET.probs,
+        meta=NNUNET.probs_meta,
+    params:
+        store=folder_of("table"),
+        root=folder_of("results"),
+        folder=folder_of("probs", "output"),
+        device=config["nnunet"]["device"],
+    conda:
+        ENV
+    log:
+        "results/logs/predict_nnunet/{dataset}.log",
+    benchmark:
+        "results/benchmarks/predict_nnunet/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        gpu=1,
+    shell:
+        "samdpo nnunet predict --store {params.store} --splits {input.splits} --root {params.root}"
+        " --out {params.folder} --device {params.device} --threads {threads} --no-progress > {log} 2>&1"
+
 # Evaluation: one `samdpo eval` per dataset (and stage-1 seed) scores several models, paying the
 # process start and the MONAI import once; each model's per-image CSV and summary JSON are outputs.
 rule evaluate:
@@ -138,6 +223,7 @@ rule results_table:
         kind="|".join(TABLE_KINDS),
     params:
         methods=table_methods,
+        models=table_models,
         provenance=provenance,
     conda:
         ENV
@@ -150,7 +236,7 @@ rule results_table:
         mem_mb=1000,
     shell:
         "samdpo table --dataset {wildcards.dataset} --summaries {input:q} --methods {params.methods:q}"
-        " --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
+        " --models {params.models:q} --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
 
 
 rule dpo_effect:
