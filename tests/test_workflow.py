@@ -254,8 +254,10 @@ def test_table_method_names_with_spaces_reach_the_command_whole(workdir: Path) -
     result = snakemake(workdir, "-n", "-p", *targets, "--configfile", str(_config(workdir, config)))
     assert result.returncode == 0, result.stderr
     commands = _shell_commands(result.stdout, "samdpo table")
-    methods = [argv[argv.index("--methods") + 1 : argv.index("--provenance")] for argv in commands]
+    methods = [argv[argv.index("--methods") + 1 : argv.index("--models")] for argv in commands]
+    models = [argv[argv.index("--models") + 1 : argv.index("--provenance")] for argv in commands]
     assert sorted(methods) == [["U-Net (2D)", "ours prompt 10"], ["it's DPO"]]
+    assert sorted(models) == [["dpo_rank"], ["unet", "prompt_10"]]
 
 
 def test_align_start_from_moves_every_rule_that_starts_from_it(workdir: Path) -> None:
