@@ -14,6 +14,7 @@ from samdpo.baselines.commands import add_commands as add_unet_commands
 from samdpo.data.commands import add_commands as add_data_commands
 from samdpo.errors import SamdpoError
 from samdpo.evaluation.commands import add_commands as add_evaluation_commands
+from samdpo.human.commands import add_commands as add_human_commands
 from samdpo.prompts.commands import add_commands as add_prompt_commands
 from samdpo.report.commands import add_commands as add_report_commands
 from samdpo.sam.commands import add_commands as add_sam_commands
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(commands)
     add_sam_commands(commands)
     add_align_commands(commands)
+    add_human_commands(commands)
     add_unet_commands(commands)
     add_evaluation_commands(commands)
     add_report_commands(commands)

@@ -283,6 +283,12 @@ def _check_align(config: Mapping[str, Any]) -> None:
             f"align.classes: present needs to know which organs an image shows, which only the ground_truth reference "
             f"does (align.reference: {align['reference']}); use classes: all"
         )
+    if align["reference"] == "human" and not align["human"]["names"]:
+        raise ConfigError(
+            "align.reference: human needs align.human.names, the people who graded with `samdpo annotate serve`"
+        )
+    if align["reference"] == "human" and align["noise"] > 0:
+        raise ConfigError("align.noise simulates rating noise; people's own decisions (reference human) take none")
     after = config["report"]["after"]
     if after not in align["variants"]:
         raise ConfigError(

@@ -286,6 +286,13 @@ def test_present_classes_without_the_ground_truth_annotator(config: dict[str, An
     rejected(config, "align.classes: present", "align.reference: uncertainty", "classes: all")
 
 
+def test_human_reference_without_names_or_with_noise(config: dict[str, Any]) -> None:
+    config["align"]["reference"] = "human"
+    rejected(config, "align.human.names", "samdpo annotate serve")
+    config["align"].update(human={"names": ["alice"], "folder": "annotations/{dataset}"}, noise=0.3)
+    rejected(config, "align.noise", "reference human")
+
+
 def test_transformers_vqa_without_a_model(config: dict[str, Any]) -> None:
     config["vqa"]["backend"] = "transformers"
     rejected(config, "vqa.transformers.model")

@@ -75,6 +75,7 @@ NOT_FIELDS = {
         "uncertainty": "a section of its own: align.uncertainty",
         "stage2": "a section of its own: align.stage2",
         "variants": "the alignment variants (each names mode and objective)",
+        "human": "the people's decision files the rules pass (samdpo align annotate --human FILE ...)",
     },
     "datasets.amos.synthetic": {"cases": "an argument of samdpo synth", "seed": "an argument of samdpo synth"},
 }

@@ -212,6 +212,49 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
     page = (workdir / "report.html").read_text()
     for item in ("overlays.png", "amos_table.csv", "cxr_ablation.png", "Training curves", "dpo_score", "prompt_20"):
         assert item in page, item
+    _align_on_a_persons_decisions(workdir)
+
+
+def _align_on_a_persons_decisions(workdir: Path) -> None:
+    """A person grades AMOS pairs through the grading app's API on the smoke run's real candidates; with
+    ``align.reference: human`` stage 2 then trains on exactly the decided pairs that carry a preference."""
+    from starlette.testclient import TestClient
+
+    from samdpo.align.annotator import read_annotations
+    from samdpo.human.app import create_app
+    from samdpo.human.server import open_session
+
+    folder = workdir / "annotations/amos"
+    candidates, prompts = workdir / "results/align/amos/candidates", workdir / "prompts_cache/amos"
+    session = open_session(candidates, prompts, folder, "alice", "score")
+    client = TestClient(create_app(session))
+    given = {}
+    for grades in ([1, 2, 3, 4], [4, 4, 1, 1], [2, 2, 2, 2])[: len(session.pairs)]:
+        pair = client.get("/api/state").json()["pair"]
+        assert client.post("/api/decide", json={"pair": pair["id"], "grades": grades}).status_code == 200
+        given[(pair["sample_id"], session.pair(pair["id"]).class_index)] = grades
+    assert given, "the smoke run's AMOS candidates left no pair to grade"
+    config = _config(workdir, {"align.reference": "human", "align.human": {"names": ["alice"]}})
+    aligned = snakemake(workdir, "results/align/amos/dpo_score/model.safetensors", "--configfile", str(config))
+    assert aligned.returncode == 0, aligned.stderr
+    assert set(_planned_jobs(aligned.stderr)) == {"annotate", "align"}, aligned.stderr
+    merged = read_annotations(workdir / "results/align/amos/annotations_score.parquet")
+    with_preference = {key for key, annotation in merged.items() if annotation.has_preference}
+    assert with_preference == {key for key, grades in given.items() if len(set(grades)) > 1}
+    assert all(merged[key].grades.tolist() == grades for key, grades in given.items())
+    trained = json.loads((workdir / "results/align/amos/dpo_score/settings.json").read_text())
+    assert _found(trained, "pairs_without_preference") == len(merged) - len(with_preference)
+
+
+def _found(tree: object, key: str) -> object:
+    """The value of the first ``key`` in a nested JSON object (None: absent)."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        return next((found for item in tree if (found := _found(item, key)) is not None), None)
+    return None
 
 
 def _planned_jobs(dry_run_output: str) -> dict[str, int]:
@@ -284,6 +327,25 @@ def test_align_start_from_moves_every_rule_that_starts_from_it(workdir: Path) ->
     }
     assert predicted["results/stage1/cxr/prompt_20"] == ["unlabeled", "test"]
     assert predicted["results/stage1/cxr/prompt_10"] == ["test"]
+
+
+def test_human_reference_passes_each_persons_decision_file(workdir: Path) -> None:
+    change = {"align.reference": "human", "align.human": {"names": ["alice", "bob"]}}
+    target = "results/align/cxr/annotations_score.parquet"
+    missing = snakemake(workdir, "-n", target, "--configfile", str(_config(workdir, change)))
+    output = missing.stdout + missing.stderr
+    assert missing.returncode != 0 and "Missing input" in output and "annotations_human_bob.parquet" in output
+    for name in ("alice", "bob"):
+        (workdir / f"annotations/cxr/annotations_human_{name}.parquet").parent.mkdir(parents=True, exist_ok=True)
+        (workdir / f"annotations/cxr/annotations_human_{name}.parquet").touch()
+    result = snakemake(workdir, "-n", "-p", target, "--configfile", str(_config(workdir, change)))
+    assert result.returncode == 0, result.stderr
+    (command,) = _shell_commands(result.stdout, "samdpo align annotate")
+    assert command[command.index("--reference") + 1] == "human"
+    assert command[command.index("--human") + 1 : command.index("--human") + 3] == [
+        "annotations/cxr/annotations_human_alice.parquet",
+        "annotations/cxr/annotations_human_bob.parquet",
+    ]
 
 
 @pytest.mark.parametrize(

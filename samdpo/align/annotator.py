@@ -5,7 +5,9 @@
 - ``reference="prompt"``: IoU with the CRF mask of the visual prompt, an annotator that needs no
   ground truth (the candidates that agree with the unsupervised prompt win);
 - ``reference="uncertainty"``: IoU with the model's own consensus under test-time augmentation
-  (:mod:`samdpo.align.uncertainty`), needing no ground truth either.
+  (:mod:`samdpo.align.uncertainty`), needing no ground truth either;
+- ``reference="human"``: real people's grades or orders from the browser app (:mod:`samdpo.human`),
+  merged (:mod:`samdpo.align.human_files`).
 
 Which pairs are graded: ``classes="present"`` grades an organ's candidates only on the images that
 show it (what a person grading them would do; needs the ground truth, so the virtual annotator
@@ -36,7 +38,9 @@ from samdpo.errors import ConfigError, DataError
 #: Grade boundaries on IoU: < 0.40 -> 1, [0.40, 0.55) -> 2, [0.55, 0.70) -> 3, >= 0.70 -> 4.
 GRADE_EDGES = (0.40, 0.55, 0.70)
 MODES = ("score", "rank")
-REFERENCES = ("ground_truth", "prompt", "uncertainty")
+#: The annotators the code itself plays (what a study can rerun on other splits), and with people's decisions.
+SIMULATED_REFERENCES = ("ground_truth", "prompt", "uncertainty")
+REFERENCES = SIMULATED_REFERENCES + ("human",)
 CLASSES = ("present", "all")
 #: Why an (image, class) pair carries no preference.
 NOT_GRADED, IDENTICAL, EQUAL = "class absent, not graded", "identical candidates", "equal grades"
@@ -199,19 +203,37 @@ def preference_weights(annotation: Annotation, beta1: float = 1.0, beta2: float 
     return weights
 
 
-def write_annotations(path: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> None:
-    """Write one row per (image, class): order, grades (or null), tie groups, has_preference, reason."""
-    schema = pa.schema(
-        [
-            ("sample_id", pa.string()),
-            ("class_index", pa.int16()),
-            ("order", pa.list_(pa.int8())),
-            ("grades", pa.list_(pa.int8())),
-            ("ties", pa.list_(pa.int8())),
-            ("has_preference", pa.bool_()),
-            ("reason", pa.string()),
-        ]
-    )
+#: The columns of an annotations table, as ``align`` reads them (a human's file adds its own after these).
+ANNOTATION_FIELDS = (
+    ("sample_id", pa.string()),
+    ("class_index", pa.int16()),
+    ("order", pa.list_(pa.int8())),
+    ("grades", pa.list_(pa.int8())),
+    ("ties", pa.list_(pa.int8())),
+    ("has_preference", pa.bool_()),
+    ("reason", pa.string()),
+)
+
+
+def annotation_row(sample_id: str, class_index: int, annotation: Annotation) -> dict[str, Any]:
+    """One annotations-table row (the :data:`ANNOTATION_FIELDS` columns) of an (image, class)."""
+    return {
+        "sample_id": sample_id,
+        "class_index": class_index,
+        "order": annotation.order.tolist(),
+        "grades": None if annotation.grades is None else annotation.grades.tolist(),
+        "ties": annotation.ties.tolist(),
+        "has_preference": annotation.has_preference,
+        "reason": annotation.reason,
+    }
+
+
+def write_annotations(
+    path: Path, rows: list[dict[str, Any]], meta: Mapping[str, Any], extra_fields: tuple = ()
+) -> None:
+    """Write one row per (image, class) atomically: :data:`ANNOTATION_FIELDS`, then ``extra_fields``
+    ((name, pyarrow type) pairs), with ``meta`` as JSON in the schema metadata."""
+    schema = pa.schema(list(ANNOTATION_FIELDS) + list(extra_fields))
     table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
         {"samdpo": json.dumps(dict(meta), sort_keys=True)}
     )

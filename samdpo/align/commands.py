@@ -26,7 +26,7 @@ def _annotate(args: argparse.Namespace) -> None:
 
     settings = AnnotatorSettings(args.mode, args.reference, args.classes, args.noise, args.noise_seed)
     uncertainty = json_object(args.uncertainty, "--uncertainty") if args.reference == "uncertainty" else {}
-    inputs = ReferenceInputs(args.prompts, args.model, args.texts, args.embeddings, uncertainty)
+    inputs = ReferenceInputs(args.prompts, args.model, args.texts, args.embeddings, uncertainty, tuple(args.human))
     print(run_annotate(args.store, args.candidates, args.out, settings, inputs, not args.no_progress), file=sys.stderr)
 
 
@@ -74,7 +74,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         choices=list(REFERENCES),
         default=ANNOTATOR.reference,
         help="ground_truth: the paper's virtual annotator; prompt: IoU with the CRF mask; uncertainty: IoU with the "
-        "stage-1 model's consensus under box jitter (neither reads ground truth)",
+        "stage-1 model's consensus under box jitter; human: people's decisions from `samdpo annotate serve`, merged "
+        "(none of the last three reads ground truth)",
     )
     annotate.add_argument(
         "--classes",
@@ -96,6 +97,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--embeddings", help="image embeddings folder (for --reference uncertainty; default: run the model's encoder)"
     )
     annotate.add_argument("--uncertainty", help="align.uncertainty settings as a JSON object")
+    annotate.add_argument(
+        "--human", nargs="+", default=[], help="annotations_human_{name}.parquet files (for --reference human)"
+    )
     annotate.add_argument("--no-progress", action="store_true")
     annotate.set_defaults(func=_annotate)
 

@@ -18,7 +18,12 @@ from samdpo.errors import ConfigError, DataError
 from samdpo.settings import parse_settings
 
 #: The inputs each annotator ``reference`` needs besides the store and the candidates.
-REFERENCE_NEEDS = {"ground_truth": (), "prompt": ("prompts",), "uncertainty": ("model", "texts", "prompts")}
+REFERENCE_NEEDS = {
+    "ground_truth": (),
+    "prompt": ("prompts",),
+    "uncertainty": ("model", "texts", "prompts"),
+    "human": ("human",),
+}
 
 
 def run_candidates(probs_dir: Path | str, out: Path | str, thresholds: list[float]) -> str:
@@ -82,6 +87,7 @@ class ReferenceInputs:
         model: the stage-1 model folder; texts: its text embeddings (Parquet);
         embeddings: its frozen encoder's image embeddings (None: the encoder runs).
         uncertainty: the ``align.uncertainty`` section.
+        human: the people's decision files (``annotations_human_{name}.parquet``) of the ``human`` reference.
     """
 
     prompts: str | None = None
@@ -89,6 +95,7 @@ class ReferenceInputs:
     texts: str | None = None
     embeddings: str | None = None
     uncertainty: Mapping[str, Any] = field(default_factory=dict)
+    human: tuple[str, ...] = ()
 
 
 def store_rows(
@@ -171,25 +178,28 @@ def _references(
 
 def _annotation_rows(ids: list[str], annotations: list) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
     """One table row per (image, class), the grades of the graded pairs with a preference, and why-not counts."""
+    from samdpo.align.annotator import annotation_row
+
     rows, grades, reasons = [], [], {}
     for sample, row in zip(ids, annotations):
         for t, annotation in enumerate(row):
-            rows.append(
-                {
-                    "sample_id": sample,
-                    "class_index": t,
-                    "order": annotation.order.tolist(),
-                    "grades": None if annotation.grades is None else annotation.grades.tolist(),
-                    "ties": annotation.ties.tolist(),
-                    "has_preference": annotation.has_preference,
-                    "reason": annotation.reason,
-                }
-            )
+            rows.append(annotation_row(sample, t, annotation))
             if annotation.reason:
                 reasons[annotation.reason] = reasons.get(annotation.reason, 0) + 1
             elif annotation.grades is not None:
                 grades += annotation.grades.tolist()
     return rows, grades, reasons
+
+
+def _human_annotations(
+    paths: tuple[str, ...], meta: Mapping[str, Any], mode: str
+) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """The people's merged annotations as N lists of T (the candidates' order), and their pairwise agreement."""
+    from samdpo.align.human_files import merge_decision_files
+
+    merged, agreement = merge_decision_files(paths, meta, mode)
+    classes = range(len(meta["class_names"]))
+    return [[merged[(sample, t)] for t in classes] for sample in meta["sample_ids"]], agreement
 
 
 def run_annotate(
@@ -215,17 +225,23 @@ def run_annotate(
         )
     if not 0.0 <= settings.noise <= 1.0:
         raise ConfigError(f"--noise (align.noise) must be in [0, 1], got {settings.noise}")
+    if settings.reference == "human" and settings.noise > 0:
+        raise ConfigError("align.noise simulates rating noise; people's own decisions (reference human) take none")
     levels, meta = read_candidates(Path(candidates_dir))
     store = SampleStore(Path(store_dir))
     index = store_rows(store, meta, candidates_dir, store_dir)
     ids = meta["sample_ids"]
-    references, graded = _references(store, ids, index, len(meta["class_names"]), settings, inputs, progress)
-    annotations = annotate_all(
-        levels, len(meta["thresholds"]), references, settings.mode, graded, settings.noise, settings.noise_seed
-    )
+    extra: dict[str, Any] = {}
+    if settings.reference == "human":
+        annotations, extra["agreement"] = _human_annotations(inputs.human, meta, settings.mode)
+    else:
+        references, graded = _references(store, ids, index, len(meta["class_names"]), settings, inputs, progress)
+        annotations = annotate_all(
+            levels, len(meta["thresholds"]), references, settings.mode, graded, settings.noise, settings.noise_seed
+        )
     rows, grades, reasons = _annotation_rows(ids, annotations)
     with_preference = sum(row["has_preference"] for row in rows)
-    summary = {"pairs": len(rows), "with_preference": with_preference, "why_no_preference": reasons}
+    summary = {"pairs": len(rows), "with_preference": with_preference, "why_no_preference": reasons, **extra}
     write_annotations(Path(out), rows, {**asdict(settings), **summary})
     histogram = (
         ""
@@ -234,6 +250,10 @@ def run_annotate(
         + " / ".join(str(grades.count(g)) for g in (1, 2, 3, 4))
     )
     why = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
+    histogram += "".join(
+        f"; {a['first']} vs {a['second']} on {a['pairs']} pairs: kappa {a['kappa']:.2f}, tau {a['tau']:.2f}"
+        for a in extra.get("agreement", [])
+    )
     return (
         f"annotations ({settings.reference}, {settings.mode}, classes {settings.classes}, noise {settings.noise}): "
         f"{len(rows)} pairs, {with_preference} with a preference, {len(rows) - with_preference} without "

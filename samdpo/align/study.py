@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from samdpo import atomic
-from samdpo.align.annotator import CLASSES, MODES, REFERENCES, Annotation, annotate_all, kendall_tau
+from samdpo.align.annotator import CLASSES, MODES, SIMULATED_REFERENCES, Annotation, annotate_all, kendall_tau
 from samdpo.align.candidates import candidate_levels, check_thresholds
 from samdpo.align.pairs import preference_pairs
 from samdpo.align.stage2_settings import OBJECTIVES, Stage2Settings
@@ -82,7 +82,13 @@ def make_run(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> StudyRun:
     if unknown:
         raise ConfigError(f"study: unknown settings {unknown}; use {', '.join(ANNOTATOR_KEYS + STAGE2_KEYS)}")
     merged = {**base, **overrides}
-    for key, allowed in (("mode", MODES), ("objective", OBJECTIVES), ("reference", REFERENCES), ("classes", CLASSES)):
+    if merged.get("reference") == "human":
+        raise ConfigError(
+            "study: the alignment study annotates the candidates of other splits again, which people cannot do in "
+            "its run; vary reference to ground_truth, prompt or uncertainty (study.variations) or run it with those"
+        )
+    allowed_values = (("mode", MODES), ("objective", OBJECTIVES), ("reference", SIMULATED_REFERENCES))
+    for key, allowed in (*allowed_values, ("classes", CLASSES)):
         if merged[key] not in allowed:
             raise ConfigError(f"study: {key} must be one of {allowed}, got {merged[key]!r}")
     if merged["classes"] == "present" and merged["reference"] != "ground_truth":

@@ -36,6 +36,7 @@ rule annotate:
         levels=CANDIDATES.levels,
         meta=CANDIDATES.meta,
         uncertainty=uncertainty_inputs,
+        human=human_decisions,
     output:
         ANNOTATIONS,
     wildcard_constraints:

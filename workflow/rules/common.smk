@@ -1,6 +1,7 @@
 # Configuration validation and input functions shared by the rules.
 import json
 import os
+import shlex
 from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
@@ -257,9 +258,10 @@ def annotation_mode(wildcards):
 
 
 def annotator_settings(wildcards):
-    """Which classes the annotator grades, its rating noise and (uncertainty reference) its augmentation, as JSON."""
+    """Which classes the annotator grades, its rating noise, (uncertainty reference) its augmentation and
+    (human reference) the people, as JSON."""
     align = config["align"]
-    return json.dumps({key: align[key] for key in ("classes", "noise", "noise_seed", "uncertainty")}, sort_keys=True)
+    return json.dumps({key: align[key] for key in ("classes", "noise", "noise_seed", "uncertainty", "human")}, sort_keys=True)
 
 
 def uncertainty_inputs(wildcards):
@@ -271,10 +273,21 @@ def uncertainty_inputs(wildcards):
     return [fill(path, dataset=wildcards.dataset) for path in files]
 
 
+def human_decisions(wildcards):
+    """The people's decision files the human reference merges (nothing for the other references)."""
+    align = config["align"]
+    if align["reference"] != "human":
+        return []
+    folder = align["human"]["folder"].replace("{dataset}", wildcards.dataset)
+    return [f"{folder}/annotations_human_{name}.parquet" for name in align["human"]["names"]]
+
+
 def annotator_flags(wildcards, input):
     """``samdpo align annotate`` options of the configured annotator."""
     align = config["align"]
     flags = f"--reference {align['reference']} --classes {align['classes']} --noise {align['noise']} --noise-seed {align['noise_seed']}"
+    if input.human:
+        flags += " --human " + " ".join(shlex.quote(path) for path in input.human)
     if not input.uncertainty:
         return flags
     settings = json.dumps(align["uncertainty"], sort_keys=True)
