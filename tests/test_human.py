@@ -14,12 +14,12 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from samdpo.align.agreement import NOT_DECIDED, SKIPPED
-from samdpo.align.annotator import EQUAL, read_annotations
+from samdpo.align.annotator import EQUAL, not_graded, read_annotations
 from samdpo.align.candidates import read_candidates
 from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
 from samdpo.human.app import create_app
-from samdpo.human.decisions import DecisionLog, decisions_path, graded, ranked, skipped
+from samdpo.human.decisions import DecisionLog, decisions_path, graded, ranked
 from samdpo.human.server import open_session
 from samdpo.human.session import COLOURS, window
 from tests.human_data import grading_run
@@ -46,7 +46,7 @@ def test_decisions_are_written_in_the_annotators_schema_and_resume(run, tmp_path
     path = decisions_path(tmp_path / "annotations", "alice")
     log = DecisionLog(path, "alice", "score", meta)
     log.append("case000", 0, graded([1, 2, 4, 4], 4), 3.5)
-    log.append("case001", 1, skipped(4, "score"), 1.0)
+    log.append("case001", 1, not_graded(4, "score", SKIPPED), 1.0)
     found = read_annotations(path)  # align's own reader
     assert found[("case000", 0)].grades.tolist() == [1, 2, 4, 4]
     assert found[("case000", 0)].ties.tolist() == [1, 2, 4, 4] and found[("case000", 0)].has_preference
@@ -226,7 +226,7 @@ def test_align_annotate_merges_the_peoples_files_into_the_annotations(busi_store
     alice.append(ids[0], 0, graded([1, 2, 3, 4], 4), 1.0)
     bob.append(ids[0], 0, graded([1, 3, 3, 4], 4), 1.0)
     alice.append(ids[1], 0, graded([4, 4, 1, 1], 4), 1.0)
-    bob.append(ids[1], 0, skipped(4, "score"), 1.0)
+    bob.append(ids[1], 0, not_graded(4, "score", SKIPPED), 1.0)
     bob.append(ids[2], 0, graded([2, 2, 2, 2], 4), 1.0)
     out = tmp_path / "annotations_score.parquet"
     files = [str(alice.path), str(bob.path)]

@@ -36,6 +36,7 @@ from samdpo.align.annotator import (
     _from_values,
     grade,
     kendall_tau,
+    not_graded,
 )
 from samdpo.errors import ConfigError, DataError
 
@@ -78,12 +79,6 @@ def _check_mode(mode: str) -> None:
         raise ConfigError(f"annotator.mode must be one of {MODES}, got {mode!r}")
 
 
-def _undecided(count: int, mode: str) -> Annotation:
-    """All ``count`` candidates tied, reason :data:`NOT_DECIDED` (grades all 1 in ``score`` mode)."""
-    grades = np.ones(count, np.int64) if mode == "score" else None
-    return Annotation(np.arange(count), grades, np.zeros(count, np.int64), NOT_DECIDED)
-
-
 def _merge_one(key: Key, votes: list[Annotation], mode: str) -> Annotation:
     """The merged verdict of one pair from the (non-empty) annotations that decided it."""
     count = len(votes[0].order)
@@ -120,7 +115,7 @@ def merge_annotations(
         present = [per[key] for per in annotators.values() if key in per]
         votes = [annotation for annotation in present if is_decided(annotation)]
         count = len(present[0].order) if present else default
-        out[key] = _merge_one(key, votes, mode) if votes else _undecided(count, mode)
+        out[key] = _merge_one(key, votes, mode) if votes else not_graded(count, mode, NOT_DECIDED)
     return out
 
 

@@ -104,13 +104,14 @@ def annotate(candidates: np.ndarray, reference: np.ndarray, mode: str) -> Annota
     return _from_values(np.unique(rounded, return_inverse=True)[1], False, identical)
 
 
-def not_graded(count: int, mode: str) -> Annotation:
-    """The annotation of a pair the annotator skips (``classes="present"`` and the class is absent)."""
+def not_graded(count: int, mode: str, reason: str = NOT_GRADED) -> Annotation:
+    """The annotation of a pair that carries no decision, all candidates tied: the class is absent
+    (``classes="present"``), a person skipped it, or nobody decided it (``reason`` says which)."""
     return Annotation(
         order=np.arange(count),
         grades=np.ones(count, np.int64) if mode == "score" else None,
         ties=np.zeros(count, np.int64),
-        reason=NOT_GRADED,
+        reason=reason,
     )
 
 

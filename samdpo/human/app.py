@@ -22,8 +22,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from samdpo.align.agreement import SKIPPED
+from samdpo.align.annotator import not_graded
 from samdpo.errors import DataError
-from samdpo.human.decisions import graded, ranked, skipped
+from samdpo.human.decisions import graded, ranked
 from samdpo.human.session import Session
 
 #: Addresses that only this machine reaches.
@@ -56,7 +58,7 @@ def _annotation(body: dict[str, Any], session: Session) -> Any:
     """The annotation a decision's JSON body gives (grades, order or skip), checked for the mode."""
     mode, count = session.log.mode, session.count
     if body.get("skip") is True:
-        return skipped(count, mode)
+        return not_graded(count, mode, SKIPPED)
     if mode == "score" and isinstance(body.get("grades"), list):
         return graded(body["grades"], count)
     if mode == "rank" and isinstance(body.get("order"), list):

@@ -23,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from samdpo.align.agreement import SKIPPED
 from samdpo.align.annotator import MODES, Annotation, _from_values, annotation_row, write_annotations
 from samdpo.align.human_files import IDENTITY, decision_meta
 from samdpo.errors import ConfigError, DataError
@@ -61,16 +60,6 @@ def ranked(order: Sequence[int], count: int) -> Annotation:
     values = np.empty(count, np.int64)
     values[np.asarray(order, dtype=np.int64)] = np.arange(count - 1, -1, -1)
     return _from_values(values, False)
-
-
-def skipped(count: int, mode: str) -> Annotation:
-    """The annotation of a pair the person skipped: all candidates tied, no preference."""
-    return Annotation(
-        order=np.arange(count),
-        grades=np.ones(count, np.int64) if mode == "score" else None,
-        ties=np.zeros(count, np.int64),
-        reason=SKIPPED,
-    )
 
 
 class DecisionLog:
