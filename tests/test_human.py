@@ -20,7 +20,7 @@ from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
 from samdpo.human.app import create_app
 from samdpo.human.decisions import DecisionLog, decisions_path, graded, ranked
-from samdpo.human.server import open_session
+from samdpo.human.server import DECISIONS, open_session
 from samdpo.human.session import COLOURS, window
 from tests.human_data import grading_run
 from tests.prepared_store import prepare_store
@@ -268,3 +268,19 @@ def test_align_annotate_refuses_decisions_on_other_candidates(busi_store: Path, 
     expect_error([*args, "--reference", "human"], capsys, "--human", absent=[out])
     missing = str(tmp_path / "annotations_human_dave.parquet")
     expect_error([*args, "--reference", "human", "--human", missing], capsys, "dave", absent=[out])
+
+
+def test_serve_names_a_missing_candidates_or_prompt_folder(run, tmp_path: Path, capsys) -> None:
+    prompts, candidates = run
+    args = ["annotate", "serve", "--dataset", "amos", "--name", "alice", "--folder", str(tmp_path / "out")]
+    expect_error([*args, "--candidates", str(tmp_path / "nowhere"), "--prompts", str(prompts)], capsys, "nowhere")
+    (prompts / "case003.parquet").unlink()
+    expect_error([*args, "--candidates", str(candidates), "--prompts", str(prompts)], capsys, "case003.parquet")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_decision_folder_is_the_align_settings_default() -> None:
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["align"]["properties"]["human"]["properties"]["folder"]["default"] == DECISIONS

@@ -133,7 +133,10 @@ def create_app(session: Session, token: str | None = None) -> Starlette:
             return JSONResponse({"error": "unknown pair"}, 404)
         if candidate is not None and not 0 <= candidate < session.count:
             return JSONResponse({"error": "unknown candidate"}, 404)
-        body = session.png(pair_id, candidate)
+        try:
+            body = session.png(pair_id, candidate)
+        except DataError as error:  # a prompt file changed or broke since the start: say which
+            return JSONResponse({"error": str(error)}, 500)
         return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     routes = [

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from samdpo.align.candidates import read_candidates
-from samdpo.errors import ConfigError
+from samdpo.errors import ConfigError, DataError
 from samdpo.human.decisions import DecisionLog, decisions_path
 
 #: Where a finished run keeps a dataset's candidates and prompt store, and where decisions go.
@@ -21,6 +21,12 @@ def open_session(candidates: Path | str, prompts: Path | str, folder: Path | str
     from samdpo.human.session import Session
 
     meta = read_candidates(Path(candidates))[1]
+    missing = [sample for sample in meta["sample_ids"] if not (Path(prompts) / f"{sample}.parquet").is_file()]
+    if missing:
+        raise DataError(
+            f"{prompts}: no prompt file for {len(missing)} of the candidates' images, e.g. {missing[0]}.parquet; "
+            "give --prompts the prompt store of the run that made the candidates"
+        )
     log = DecisionLog(decisions_path(folder, name), name, mode, meta)
     return Session(candidates, prompts, log)
 
