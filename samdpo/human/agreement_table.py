@@ -45,11 +45,11 @@ def run_agreement(
     from samdpo.align.human_files import decision_meta, read_decisions
 
     meta = read_candidates(Path(candidates_dir))[1]
+    people = [(decision_meta(path).get("mode"), *read_decisions(path, meta, None)) for path in human]
+    decided = {key for _, _, found in people for key, annotation in found.items() if is_decided(annotation)}
+    ious = candidate_ious(store_dir, candidates_dir, decided)  # the labels are read once for everyone
     blocks, lines = [], []
-    for path in human:
-        mode = decision_meta(path).get("mode")
-        name, found = read_decisions(path, meta, None)
-        ious = candidate_ious(store_dir, candidates_dir, {key for key, a in found.items() if is_decided(a)})
+    for mode, name, found in people:
         rows = pd.DataFrame(virtual_agreement(found, ious))
         blocks.append(rows.assign(annotator=name, mode=mode))
         last = rows.iloc[-1]

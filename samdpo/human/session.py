@@ -118,20 +118,23 @@ class Session:
         decided = self.log.decided()
         return {"done": sum((p.sample_id, p.class_index) in decided for p in self.pairs), "total": len(self.pairs)}
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one Session per server; the cache lives with it
-    def _prompt(self, sample_id: str, class_index: int) -> tuple[np.ndarray, tuple[float, ...] | None]:
-        """(S, S) uint8 image and the class's box (x0, y0, x1, y1 pixels, None without one) from the prompt file."""
+    @functools.lru_cache(maxsize=32)  # noqa: B019 - one Session per server; the cache lives with it
+    def _prompt(self, sample_id: str) -> tuple[np.ndarray, dict[int, tuple[float, ...] | None]]:
+        """(S, S) uint8 image and each class's box (x0, y0, x1, y1 pixels, None without one), from one read of the
+        image's prompt file."""
         from samdpo.prompts.store import array, read_prompts
 
         path = self.prompts / f"{sample_id}.parquet"
         if not path.is_file():
             raise DataError(f"{path}: no prompt file for image {sample_id}; run the prompt_store rule")
         rows = read_prompts(path)[0]
-        row = next((r for r in rows if r["class_index"] == class_index), None)
-        if row is None:
-            raise DataError(f"{path}: no row for class {class_index}")
-        box = tuple(float(v) for v in row["box"]) if row["has_box"] and row["box"] is not None else None
-        return array(row, "image"), box
+        if not rows:
+            raise DataError(f"{path}: no rows")
+        boxes = {
+            row["class_index"]: tuple(float(v) for v in row["box"]) if row["has_box"] and row["box"] else None
+            for row in rows
+        }
+        return array(rows[0], "image"), boxes
 
     @functools.lru_cache(maxsize=256)  # noqa: B019
     def png(self, pair_id: str, candidate: int | None) -> bytes:
@@ -140,7 +143,10 @@ class Session:
         from PIL import Image, ImageDraw
 
         pair = self.pair(pair_id)
-        image, box = self._prompt(pair.sample_id, pair.class_index)
+        image, boxes = self._prompt(pair.sample_id)
+        if pair.class_index not in boxes:
+            raise DataError(f"{self.prompts / pair.sample_id}.parquet: no row for class {pair.class_index}")
+        box = boxes[pair.class_index]
         levels = np.asarray(self.levels[pair.image, pair.class_index])
         rgb = np.repeat(image[..., None], 3, axis=2)
         if candidate is not None:
