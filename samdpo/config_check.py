@@ -97,13 +97,19 @@ def _check_paths(config: Mapping[str, Any]) -> None:
 
 
 def _check_splits(config: Mapping[str, Any]) -> None:
-    """The labelled and unlabelled fractions leave cases for the test split."""
-    labeled, unlabeled = config["splits"]["labeled"], config["splits"]["unlabeled"]
-    if labeled + unlabeled >= 1:
-        raise ConfigError(
-            f"splits: labeled {labeled} + unlabeled {unlabeled} = {labeled + unlabeled:g} leaves no test cases; "
-            "make their sum below 1 (the rest is the test split)"
-        )
+    """The fractions leave cases for the test split, and every synthetic dataset has cases for every split."""
+    from samdpo.data.splits import split_counts
+
+    splits = config["splits"]
+    fractions = (splits["labeled"], splits["unlabeled"], splits["validation"])
+    split_counts(10**6, *fractions)  # the fractions alone
+    for name, entry in config["datasets"].items():
+        cases = (entry.get("synthetic") or {}).get("cases")
+        if entry["source"] == "synthetic" and isinstance(cases, int):
+            try:
+                split_counts(cases, *fractions)
+            except ConfigError as exc:
+                raise ConfigError(f"datasets.{name}.synthetic.cases {cases}: {exc}") from None
 
 
 def _check_image_size(config: Mapping[str, Any]) -> None:
@@ -211,12 +217,12 @@ def _check_studies(config: Mapping[str, Any]) -> None:
         changes = [(origin["factorial"], study["factorial"])]
         changes += [(f"{origin['variations']}[{i}]", change) for i, change in enumerate(study["variations"])]
         for setting, change in changes:
-            _check_study_change(setting, change, config["splits"]["labeled"])
+            _check_study_change(setting, change, config["splits"])
 
 
-def _check_study_change(setting: str, change: Any, labeled: float) -> None:
+def _check_study_change(setting: str, change: Any, splits: Mapping[str, Any]) -> None:
     """One study change (the factorial or a variation) names known settings and leaves test cases
-    (``labeled``: the labelled fraction of the splits)."""
+    (``splits``: the splits section)."""
     from samdpo.align.study import ANNOTATOR_KEYS, STAGE2_KEYS
 
     if not isinstance(change, Mapping):
@@ -224,10 +230,11 @@ def _check_study_change(setting: str, change: Any, labeled: float) -> None:
     _unknown_keys(setting, change, [*ANNOTATOR_KEYS, *STAGE2_KEYS])
     fractions = change.get("unlabeled", [])
     for fraction in fractions if isinstance(fractions, list) else [fractions]:
-        if isinstance(fraction, (int, float)) and labeled + fraction >= 1:
+        held = splits["labeled"] + splits["validation"]
+        if isinstance(fraction, (int, float)) and held + fraction >= 1:
             raise ConfigError(
-                f"{setting}.unlabeled: {fraction} with splits.labeled {labeled} leaves no test cases; make their sum "
-                "below 1"
+                f"{setting}.unlabeled: {fraction} with splits.labeled {splits['labeled']} and splits.validation "
+                f"{splits['validation']} leaves no test cases; make their sum below 1"
             )
 
 

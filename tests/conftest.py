@@ -12,7 +12,7 @@ from samdpo.synth import amos, busi, cxr
 @pytest.fixture(scope="session")
 def amos_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("amos")
-    amos.write(root, 4, seed=7, settings=amos.AmosSynthSettings(size=48, slices=16))
+    amos.write(root, 5, seed=7, settings=amos.AmosSynthSettings(size=48, slices=12))
     return root
 
 

@@ -1,13 +1,26 @@
 """The alignment study: the grid it expands, the settings it refuses, and one pass of its loop with a
-fake trainer (what each row reports, the Kendall's tau of a GT-free annotator, the fixed test set)."""
+fake trainer (what each row reports, the Kendall's tau of a GT-free annotator, the fixed test set, the
+choice made on validation alone)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from samdpo.align.study import StudyData, Trained, expand_grid, make_run, run_study, write_study
+from samdpo.align.study import (
+    StudyData,
+    Trained,
+    choice_path,
+    choose_run,
+    expand_grid,
+    make_run,
+    run_study,
+    write_choice,
+    write_study,
+)
 from samdpo.errors import ConfigError
 
 BASE = {
@@ -75,7 +88,7 @@ def _data() -> StudyData:
         probs,
         {s: i for i, s in enumerate(ids)},
         {0.1: ids[:2], 0.4: ids[:4]},
-        ids[4:],
+        {"validation": ids[4:5], "test": ids[5:]},
         references,
         lambda chosen: references("ground_truth", chosen).any(axis=(2, 3)),
     )
@@ -91,12 +104,19 @@ def test_study_loop_reports_every_run_against_the_same_start(tmp_path) -> None:
             [{"epoch": 1}], {"median_disagreement_px": 3.0, "at_ln2": 0.5, "mean_margin": 1.0, "best_rose": 0.5}
         )
 
-    start = pd.DataFrame(
-        {"sample_id": ["s4", "s5"], "case_id": ["c4", "c5"], "class_name": ["a", "a"], "dice": [50.0, 60.0]}
-    )
+    start = {
+        split: pd.DataFrame({"sample_id": [s], "case_id": [c], "class_name": ["a"], "dice": [50.0]})
+        for split, s, c in (("validation", "s4", "c4"), ("test", "s5", "c5"))
+    }
+    # validation favours the default run, test the prompt annotator's: the choice must follow validation
+    gains = {"default": (3.0, 1.0), "unlabeled=0.4": (2.0, 2.0), "reference=prompt": (1.0, 9.0)}
 
     def score(trained):
-        return start.assign(dice=start["dice"] + 2.0)
+        val, test = gains[seen[-1][0]]
+        return {
+            "validation": start["validation"].assign(dice=50.0 + val),
+            "test": start["test"].assign(dice=50.0 + test),
+        }
 
     runs = expand_grid(BASE, {}, [{"unlabeled": 0.4}, {"reference": "prompt"}])
     rows = run_study(runs, data, train, score, start, seeds=(0, 1))
@@ -109,11 +129,32 @@ def test_study_loop_reports_every_run_against_the_same_start(tmp_path) -> None:
         ("reference=prompt", 1),
     ]
     assert [s[2] for s in seen][:3] == [["s0", "s1"], ["s0", "s1"], ["s0", "s1", "s2", "s3"]]
-    assert all(r["difference"] == pytest.approx(2.0) and r["low"] == pytest.approx(2.0) for r in rows)
-    assert all(r["test_images"] == 2 for r in rows)
+    assert [r["val_difference"] for r in rows[::2]] == pytest.approx([3.0, 2.0, 1.0])
+    assert [r["difference"] for r in rows[::2]] == pytest.approx([1.0, 2.0, 9.0])
+    assert all(r["test_images"] == 1 and r["validation_images"] == 1 for r in rows)
     # the virtual annotator itself has no tau; the prompt annotator (all-empty reference) ranks by candidate size,
     # against the truth
     assert np.isnan(rows[0]["tau_vs_virtual"]) and rows[4]["tau_pairs"] >= 0
     write_study(rows, tmp_path / "study.csv", "synthetic test")
-    assert pd.read_csv(tmp_path / "study.csv").shape[0] == 6
-    assert "synthetic test" in (tmp_path / "study.md").read_text()
+    table = pd.read_csv(tmp_path / "study.csv")
+    assert table.shape[0] == 6 and table.loc[table["chosen"], "run"].unique().tolist() == ["default"]
+    markdown = (tmp_path / "study.md").read_text()
+    assert "synthetic test" in markdown and "The validation split chose** `default`" in markdown
+    assert write_choice(rows, runs, tmp_path / "study.csv") == "default"
+    choice = json.loads(choice_path(tmp_path / "study.csv").read_text())
+    assert choice["chosen_on"] == "validation" and choice["settings"]["reference"] == "ground_truth"
+    assert choice["val_difference"] == pytest.approx(3.0) and choice["difference"] == pytest.approx(1.0)
+
+
+def test_the_choice_reads_validation_only() -> None:
+    """Whatever the test columns hold, the same validation columns make the same choice."""
+    rows = [
+        {"run": run, "seed": seed, "val_difference": val, "difference": test}
+        for run, val in (("a", 0.5), ("b", 1.5), ("c", 1.0))
+        for seed in (0, 1)
+        for test in [np.random.default_rng(seed).normal() * 10]
+    ]
+    scrambled = [{**row, "difference": -row["difference"] * 7} for row in rows]
+    assert choose_run(rows) == choose_run(scrambled) == "b"
+    tie = [{"run": run, "seed": 0, "val_difference": 1.0, "difference": 0.0} for run in ("x", "y")]
+    assert choose_run(tie) == "x"  # ties keep the grid's order

@@ -15,7 +15,7 @@ def test_summary_json(amos_root: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["data", "summary", "--kind", "amos", "--root", str(amos_root), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary) == {"kind", "cases", "slices", "foreground"}
-    assert summary["kind"] == "amos" and summary["cases"] == 4 and len(summary["foreground"]) == 15
+    assert summary["kind"] == "amos" and summary["cases"] == 5 and len(summary["foreground"]) == 15
     assert all(count > 0 for count in summary["foreground"].values())
 
 
@@ -31,7 +31,7 @@ def test_summary_table(
 
 def test_synth_prepare_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, store = tmp_path / "cxr", tmp_path / "store"
-    assert main(["synth", "cxr", "--out", str(data), "--cases", "4", "--seed", "1", "--layout", "paired"]) == 0
+    assert main(["synth", "cxr", "--out", str(data), "--cases", "5", "--seed", "1", "--layout", "paired"]) == 0
     prepare_store("cxr", data, store, 32)
     assert main(["data", "split", "--store", str(store), "--out", str(tmp_path / "s.csv"), "--seed", "3"]) == 0
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == "case_id,split"

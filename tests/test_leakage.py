@@ -3,15 +3,19 @@
 The saliency, CRF, VQA, LLM and prompt-store commands read the sample table and images only:
 changing every label, or deleting labels.npy altogether, changes no saliency map, mask, box, point,
 VQA answer, description or prompt-store file. The anatomical prior reads the labelled split's labels
-only, and the CRF weighted by it and the SAM box refinement read none. Stage 1 reads the labelled
-split's labels only; prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box
-row read none (stage 2 anchored on the labelled split reads that split's only: its weights are the
-same bytes whatever the other labels hold); the oracle row (ground-truth boxes) is refused for any
+only, and the CRF weighted by it and the SAM box refinement read none. Stage 1 trains on the labelled
+split's labels only and chooses its epoch on the validation split's (every unlabelled and test label
+changed leaves its weights and its choice byte-identical); the U-Net and nnU-Net baselines likewise
+(scrambled test labels change neither their weights, their chosen epoch nor nnU-Net's dataset);
+prediction, candidates, stage 2, the image embeddings and the zero-shot CRF-box row read none
+(stage 2 anchored on the labelled split reads that split's only: its weights are the same bytes
+whatever the other labels hold); the oracle row (ground-truth boxes) is refused for any
 split but test.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -20,6 +24,8 @@ import pyarrow.parquet as pq
 
 from samdpo.cli import main
 from tests.prepared_store import prepare_store, save_tiny_clip
+from tests.unet_data import SPLIT
+from tests.unet_data import data as data  # noqa: F401  (the module-scoped store fixture)
 
 
 def _prompts(store: Path, clip: Path, out: Path) -> tuple[bytes, object, dict]:
@@ -185,9 +191,10 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     splits = read_splits(tmp_path / "splits.csv")
     cases = pq.read_table(store / "samples.parquet").column("case_id").to_pylist()
     labels = np.load(store / "labels.npy")
-    hidden = np.array([splits[case] != "labeled" for case in cases])
+    hidden = np.array([splits[case] in ("unlabeled", "test") for case in cases])
+    assert {"validation", "test"} <= set(splits.values())
     labels[hidden] = np.random.default_rng(1).integers(0, 2, size=labels[hidden].shape, dtype=np.uint8)
-    np.save(store / "labels.npy", labels)  # unlabelled and test labels changed
+    np.save(store / "labels.npy", labels)  # unlabelled and test labels changed (validation ones choose the epoch)
     assert main(["train", "stage1", *run, "--out", str(tmp_path / "b"), "--settings", settings]) == 0
     prior_b, refined_b = prior_and_refined("prior_b")
     (store / "labels.npy").unlink()  # prediction runs with no labels on disk
@@ -196,6 +203,8 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
     assert refined_a.equals(refined_b) and refined_a.equals(refined_c)
     assert main(["train", "predict", *run, "--model", str(tmp_path / "b"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == weights_a
+    chosen = [json.loads((tmp_path / n / "settings.json").read_text())["selection"] for n in "ab"]
+    assert chosen[0] == chosen[1] and chosen[0]["split"] == "validation"
     assert (tmp_path / "b" / "probs.npy").read_bytes() == probs_a
     # candidates, the annotator that needs no ground truth, and stage 2 run with no labels on disk either
     assert main(["align", "candidates", "--probs", str(tmp_path / "b"), "--out", str(tmp_path / "cand")]) == 0
@@ -373,3 +382,33 @@ def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_cl
         != 0
     )
     assert not (tmp_path / "gt" / "probs.npy").exists()
+
+
+def test_scrambled_test_labels_change_no_baseline_choice(data: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    """The U-Net's weights and chosen epoch and nnU-Net's whole dataset (raw cases, preprocessed cases, its fold's
+    train / validation split) are the same bytes whether the test labels hold an impossible class or any other."""
+    store, splits = data
+    scrambled = Path(shutil.copytree(store, tmp_path / "scrambled"))
+    labels = np.load(scrambled / "labels.npy")
+    test = np.array(
+        [SPLIT[case] == "test" for case in pq.read_table(scrambled / "samples.parquet")["case_id"].to_pylist()]
+    )
+    labels[test] = np.random.default_rng(3).integers(0, 3, size=labels[test].shape, dtype=np.uint8)
+    np.save(scrambled / "labels.npy", labels)
+    unet = json.dumps({"channels": [8, 16], "strides": [2], "num_res_units": 0, "epochs": 4, "batch_size": 4})
+    nnunet = json.dumps({"epochs": 1, "iterations_per_epoch": 2, "val_iterations_per_epoch": 1, "device": "cpu"})
+    outputs = {}
+    for name, folder in (("poisoned", store), ("scrambled", scrambled)):
+        common = ["--store", str(folder), "--splits", str(splits), "--no-progress"]
+        out = tmp_path / f"unet_{name}"
+        assert main(["unet", "train", *common, "--out", str(out), "--settings", unet]) == 0
+        root = tmp_path / f"nnunet_{name}"
+        assert main(["nnunet", "prepare", *common, "--root", str(root), "--settings", nnunet]) == 0
+        dataset = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".png", ".json", ".npz", ".b2nd"))
+        outputs[name] = (
+            (out / "model.safetensors").read_bytes(),
+            json.loads((out / "settings.json").read_text())["selection"],
+            {p.relative_to(root): p.read_bytes() for p in dataset if "fingerprint" not in p.name},
+        )
+    assert outputs["poisoned"][0] == outputs["scrambled"][0] and outputs["poisoned"][1] == outputs["scrambled"][1]
+    assert outputs["poisoned"][2] == outputs["scrambled"][2] and len(outputs["poisoned"][2]) > 12

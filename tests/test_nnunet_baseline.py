@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -17,7 +18,7 @@ from samdpo.baselines.nnunet_settings import NnunetSettings
 from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
 from samdpo.settings import parse_settings
-from tests.unet_data import CLASSES, SIZE, SPLIT
+from tests.unet_data import CASES, CLASSES, SIZE, SPLIT
 from tests.unet_data import data as data  # noqa: F401  (the module-scoped store fixture)
 
 #: One epoch of three batches: the real trainer, as short as nnU-Net allows.
@@ -103,7 +104,7 @@ def _run(action: str, store: Path, splits: Path, root: Path, *extra: str) -> Non
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:
     folder, _ = nnunet.read_model(root, "synthetic")
-    checkpoint = torch.load(folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(folder / "fold_0" / nnunet.CHECKPOINT, map_location="cpu", weights_only=False)
     return checkpoint["network_weights"]
 
 
@@ -112,9 +113,10 @@ def test_prepare_train_predict_with_the_real_trainer(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One epoch of nnUNetTrainerShortSchedule on the 10 training images; the test split's labels hold an
-    impossible class, so reading them anywhere here would fail; nnU-Net's folders are the root's whatever
-    the environment says; the run repeats exactly; the probabilities are in the pipeline's format."""
+    """One epoch of nnUNetTrainerShortSchedule on the 10 training images, validated on the 2 validation images
+    (nnU-Net's fold 0); the test split's labels hold an impossible class, so reading them anywhere here would fail;
+    nnU-Net's folders are the root's whatever the environment says; the run repeats exactly; the probabilities are
+    in the pipeline's format."""
     store, splits = data
     elsewhere = tmp_path / "users_nnunet"
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -125,10 +127,16 @@ def test_prepare_train_predict_with_the_real_trainer(
     assert not elsewhere.exists()
     trained = sorted(p.name for p in (root / "nnUNet_raw" / "Dataset001_SYNTHETIC" / "imagesTr").iterdir())
     assert len(trained) == sum(split != "test" for split in SPLIT.values())
+    fold = json.loads((root / "nnUNet_preprocessed" / "Dataset001_SYNTHETIC" / "splits_final.json").read_text())
+    ids = {split: {f"s{i:02d}" for i in range(CASES) if SPLIT[f"case{i:02d}"] == split} for split in SPLIT.values()}
+    assert set(fold[0]["val"]) == ids["validation"] and set(fold[0]["train"]) == ids["labeled"] | ids["unlabeled"]
     folder, record = nnunet.read_model(root, "synthetic")
     assert folder.name == "nnUNetTrainerShortSchedule__nnUNetPlans__2d"
     assert record["schedule"] == "short schedule (1 epochs x 3 iterations)" and record["class_names"] == list(CLASSES)
-    assert list((folder / "fold_all").glob("training_log_*.txt")) and (folder / "fold_all" / "progress.png").is_file()
+    assert list((folder / "fold_0").glob("training_log_*.txt")) and (folder / "fold_0" / "progress.png").is_file()
+    assert record["selection"]["chosen_epoch"] == 1 and record["selection"]["split"] == "validation"
+    curve = pd.read_csv(root / "nnUNet_results" / nnunet.CURVE)
+    assert list(curve.columns) == ["epoch", "train_loss", "val_loss", "pseudo_dice", "ema_pseudo_dice", "seconds"]
 
     (store / "labels.npy").rename(store / "labels.hidden")  # prediction reads no label at all
     try:
@@ -150,6 +158,18 @@ def test_prepare_train_predict_with_the_real_trainer(
     _run("train", store, splits, again, "--settings", settings)
     first, second = _weights(root), _weights(again)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_budget_ends_training_with_nnunets_own_end(data: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    """A spent budget ends nnU-Net's training after the epoch that spent it, through nnU-Net's own end of
+    training (checkpoint_final.pth beside checkpoint_best.pth), and settings.json says why."""
+    store, splits = data
+    root, settings = tmp_path / "nnunet", json.dumps({**TINY, "epochs": 5, "budget_s": 0.001})
+    _run("prepare", store, splits, root, "--settings", settings)
+    _run("train", store, splits, root, "--settings", settings)
+    folder, record = nnunet.read_model(root, "synthetic")
+    assert record["selection"]["stopped"] == "budget" and record["selection"]["epochs_run"] == 1
+    assert (folder / "fold_0" / "checkpoint_final.pth").is_file() and (folder / "fold_0" / nnunet.CHECKPOINT).is_file()
 
 
 def test_a_failed_training_leaves_no_results_folder(

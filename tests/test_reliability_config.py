@@ -75,10 +75,40 @@ def test_every_shipped_config_passes_the_checks(name: str, tmp_path: Path) -> No
     check_config(config)
 
 
-@pytest.mark.parametrize("labeled,unlabeled", [(0.5, 0.5), (0.7, 0.6)])
+@pytest.mark.parametrize("labeled,unlabeled", [(0.5, 0.5), (0.7, 0.6), (0.45, 0.45)])
 def test_splits_leaving_no_test_cases(config: dict[str, Any], labeled: float, unlabeled: float) -> None:
     config["splits"].update(labeled=labeled, unlabeled=unlabeled)
-    rejected(config, "splits:", f"labeled {labeled}", f"unlabeled {unlabeled}", "below 1")
+    rejected(config, "splits:", f"labeled {labeled}", f"unlabeled {unlabeled}", "validation 0.1", "below 1")
+
+
+def test_validation_fraction_leaving_a_split_empty(config: dict[str, Any]) -> None:
+    config["splits"]["validation"] = 0.85
+    rejected(config, "splits:", "validation 0.85", "leaves no test cases")
+    config["splits"]["validation"] = 0.1
+    config["datasets"]["amos"]["synthetic"]["cases"] = 5  # 1 + 1 + 2 validation + 1 test: just enough
+    check_config(config)
+    config["splits"]["validation"] = 0.55  # 1 + 1 + 2 of 5 fit, 3 validation cases do not
+    rejected(config, "datasets.amos.synthetic.cases 5", "validation 3", "need 6 cases")
+
+
+@pytest.mark.parametrize("trainer", ["unet", "nnunet"])
+@pytest.mark.parametrize("held_out", ["test", "validation"])
+def test_no_trainer_may_train_on_held_out_labels(config: dict[str, Any], trainer: str, held_out: str) -> None:
+    config[trainer]["splits"] = ["labeled", held_out]
+    rejected(config, f"{trainer}.splits:", f"names {held_out}, whose labels are held out")
+
+
+@pytest.mark.parametrize(
+    "section,change,needle",
+    [
+        ("unet", {"patience": 0}, "unet.patience"),
+        ("stage1", {"validate_every": 0}, "stage1.validate_every"),
+        ("nnunet", {"budget_s": -1}, "nnunet.budget_s"),
+    ],
+)
+def test_selection_settings_out_of_range(config: dict[str, Any], section: str, change: dict, needle: str) -> None:
+    config[section].update(change)
+    schema_rejected(config, needle.split(".")[1])
 
 
 def test_image_size_off_the_small_sams_patches(config: dict[str, Any]) -> None:
@@ -249,7 +279,7 @@ def test_dataset_study_of_the_wrong_shape(config: dict[str, Any], change: dict[s
 @pytest.mark.parametrize("change", [{"variations": [{"unlabeled": 0.95}]}, {"factorial": {"unlabeled": [0.2, 0.9]}}])
 def test_study_unlabeled_fraction_leaving_no_test_cases(config: dict[str, Any], change: dict[str, Any]) -> None:
     config["study"].update(change)
-    rejected(config, "study.", ".unlabeled: 0.9", "splits.labeled 0.1")
+    rejected(config, "study.", ".unlabeled: 0.9", "splits.labeled 0.1", "splits.validation 0.1")
 
 
 @pytest.mark.parametrize(

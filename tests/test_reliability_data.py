@@ -329,7 +329,7 @@ def test_upper_case_suffixes_are_read(kind: str, amos_root: Path, tmp_path: Path
         os.rename(root / "imagesTr" / "amos_0001.nii.gz", root / "imagesTr" / "amos_0001.NII.GZ")
     reader = kind.split("_")[0]
     assert main(_summary(reader, root)) == 0
-    assert json.loads(capsys.readouterr().out)["cases"] == (4 if reader == "amos" else 3)
+    assert json.loads(capsys.readouterr().out)["cases"] == (5 if reader == "amos" else 3)
 
 
 # --- defect 7: hidden files ----------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def test_hidden_files_are_ignored(kind: str, amos_root: Path, tmp_path: Path, ca
         (folder / f"._{first.name}").write_bytes(b"\x00\x05\x16\x07 resource fork")
         (folder / ".hidden.png").write_bytes(b"not an image")
     assert main(_summary(kind, root)) == 0
-    assert json.loads(capsys.readouterr().out)["cases"] == (4 if kind == "amos" else 3)
+    assert json.loads(capsys.readouterr().out)["cases"] == (5 if kind == "amos" else 3)
     assert main(_prepare(kind, root, tmp_path / "out")) == 0
 
 

@@ -132,14 +132,14 @@ def test_unet_resume_restarts_when_its_training_set_changes(
     monkeypatch.setattr(unet_module, "segmentation_loss", real)
     settings = UNET
     if what == "split":  # as many images as before, two of them now from another split
-        others = train_images(data[0], ("test",))
+        others = train_images(data[0], ("validation",))
         images, labels = np.concatenate([images[:-2], others[0][:2]]), np.concatenate([labels[:-2], labels[:2]])
     elif what == "label":
         labels = labels.copy()
         labels[0, 0, 0] = 1 - min(labels[0, 0, 0], 1)
     else:
         settings = replace(UNET, lr=2e-2)
-    assert len(images) == sum(s != "test" for s in SPLIT.values())
+    assert len(images) == sum(s in ("labeled", "unlabeled") for s in SPLIT.values())
     capsys.readouterr()
     history = train_unet(images, labels, 2, settings, tmp_path / "cut", {}, progress=False)
     assert "training starts over" in capsys.readouterr().err

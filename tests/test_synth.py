@@ -37,7 +37,7 @@ def test_same_seed_same_bytes(kind: str, tmp_path: Path) -> None:
 def test_amos_layout_has_all_15_labels_and_real_dataset_json(amos_root: Path) -> None:
     meta = json.loads((amos_root / "dataset.json").read_text())
     assert meta["labels"]["8"] == "arota" and meta["modality"] == {"0": "CT"}
-    assert meta["numTraining"] + meta["numValidation"] == 4
+    assert meta["numTraining"] + meta["numValidation"] == 5
     for entry in meta["training"] + meta["validation"]:
         assert (amos_root / entry["image"]).is_file() and (amos_root / entry["label"]).is_file()
     present: set[int] = set()

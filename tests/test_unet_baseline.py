@@ -23,15 +23,7 @@ from samdpo.predictions import PROBS
 from samdpo.settings import parse_settings
 from tests.unet_data import CASES, CLASSES, FAST, SIZE, SPLIT, case_arrays, train_images
 from tests.unet_data import data as data  # noqa: F401  (the module-scoped store fixture)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread (fast on a busy machine; the commands set it too), and the process's count restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.unet_data import one_thread as one_thread  # noqa: F401  (autouse: one torch thread per test)
 
 
 def _run(*argv: str) -> None:
@@ -165,6 +157,7 @@ def test_the_command_line_learns_and_predicts_without_labels(data: tuple[Path, P
         "lr": 0.01,
         "batch_size": 2,
         "device": "cpu",
+        "validate_every": 30,  # the last epoch alone is scored (two validation images make a noisy choice)
     }
     model = tmp_path / "model"
     # the test split's labels are poisoned (label 9): training must read only the labelled + unlabelled ones
@@ -184,6 +177,7 @@ def test_the_command_line_learns_and_predicts_without_labels(data: tuple[Path, P
     assert len(losses) == 30 and losses[-1] < 0.3 * losses[0]
     saved = json.loads((model / "settings.json").read_text())
     assert saved["training_images"] == 10 and saved["class_names"] == list(CLASSES) and saved["model"] == "unet"
+    assert saved["selection"]["chosen_epoch"] == 30 and saved["selection"]["split"] == "validation"
 
     blind = tmp_path / "blind"  # the store without labels.npy
     blind.mkdir()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -56,7 +57,7 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
     assert "extended by additional config" not in result.stdout + result.stderr  # replaced, not merged
     for dataset in ("amos", "busi", "cxr"):
         splits = pd.read_csv(workdir / f"results/data/splits/{dataset}.csv")
-        assert set(splits["split"]) == {"labeled", "unlabeled", "test"}
+        assert set(splits["split"]) == {"labeled", "unlabeled", "validation", "test"}
         assert (workdir / f"results/data/prepared/{dataset}/images.npy").is_file()
         assert (workdir / f"results/logs/prepare_samples/{dataset}.log").is_file()
     assert (workdir / "results/benchmarks/prepare_samples/amos.tsv").is_file()
@@ -158,10 +159,10 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         ({"align.classes": "present"}, {"annotate", "align", "dpo_effect"}, {"train_stage1", "candidates"}),
         ({"align.noise": 0.3}, {"annotate", "align"}, {"train_stage1", "candidates"}),
         ({"align.stage2.anchor_weight": 1.0}, {"align", "dpo_effect"}, {"candidates", "annotate"}),
-        # three stage-1 seeds: two more models per stage-1 row, averaged by the tables; alignment keeps its start
+        # three seeds: two more models per stage-1 row and U-Net, averaged by the tables; alignment keeps its start
         (
             {"seeds": [0, 1, 2]},
-            {"train_stage1", "predict_sam", "evaluate_stage1", "results_table"},
+            {"train_stage1", "predict_sam", "train_unet", "predict_unet", "evaluate_stage1", "results_table"},
             {"candidates", "annotate", "align", "evaluate"},
         ),
     ):
@@ -170,6 +171,7 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         assert rerun_rules <= jobs and not kept & jobs, (change, jobs)
     seeded = _planned_jobs(snakemake(workdir, "--configfile", str(_config(workdir, {"seeds": [0, 1, 2]})), "-n").stdout)
     assert seeded["train_stage1"] == 3 * 2 * 3, seeded  # 3 datasets x 2 more seeds x 3 stage-1 variants
+    assert seeded["train_unet"] == 3 * 2 and seeded["predict_unet"] == 3 * 2, seeded
     # one evaluation per dataset and seed, both tables of each dataset
     assert seeded["evaluate_stage1"] == 3 * 2 and seeded["results_table"] == 3 * 2, seeded
     # table rows named with spaces and parentheses: each name reaches `samdpo table` whole, nothing else reruns
@@ -199,8 +201,12 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
     rows = pd.read_csv(workdir / "results/busi_alignment_study.csv")
     assert list(rows["run"]) == ["reduction=sum", "default", "unlabeled=0.3", "reference=uncertainty"]
     assert {"pairs_with_preference", "at_ln2", "difference", "low", "high", "tau_vs_virtual"} <= set(rows.columns)
+    assert {"val_mdice", "val_difference", "val_low", "val_high", "validation_images", "chosen"} <= set(rows.columns)
     assert rows["unlabeled_images"].iloc[2] > rows["unlabeled_images"].iloc[0] and rows["test_images"].nunique() == 1
     assert (workdir / "results/busi_alignment_study.md").read_text().startswith("# Alignment study (synthetic")
+    choice = json.loads((workdir / "results/busi_alignment_study_choice.json").read_text())
+    assert choice["chosen_on"] == "validation" and choice["chosen_run"] in set(rows["run"])
+    _study_choice_ignores_test_labels(workdir, study, rows, choice)
     forced = snakemake(workdir, "--configfile", "workflow/config/smoke.yaml", "-n", "--forcerun", "candidates")
     jobs = _planned_jobs(forced.stdout)
     assert jobs["candidates"] == 3 and "train_stage1" not in jobs and {"annotate", "align"} <= set(jobs), jobs
@@ -213,6 +219,38 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
     for item in ("overlays.png", "amos_table.csv", "cxr_ablation.png", "Training curves", "dpo_score", "prompt_20"):
         assert item in page, item
     _align_on_a_persons_decisions(workdir)
+
+
+def _study_choice_ignores_test_labels(workdir: Path, study: dict, rows: pd.DataFrame, choice: dict) -> None:
+    """The study's own command on a copy of the BUSI store whose every test label is scrambled: the same choice
+    and validation columns, other test columns."""
+    planned = snakemake(
+        workdir,
+        "-n",
+        "-p",
+        "--forcerun",
+        "alignment_study",
+        "results/busi_alignment_study.csv",
+        "--configfile",
+        str(_config(workdir, {"study": study})),
+    )
+    (command,) = _shell_commands(planned.stdout, "samdpo align study")
+    store = command[command.index("--store") + 1]
+    scrambled = Path(shutil.copytree(workdir / store, workdir / "scrambled_store"))
+    splits = pd.read_csv(workdir / command[command.index("--splits") + 1]).set_index("case_id")["split"]
+    cases = pd.read_parquet(scrambled / "samples.parquet")["case_id"]
+    labels = np.load(scrambled / "labels.npy")
+    test = (cases.map(splits) == "test").to_numpy()
+    labels[test] = np.random.default_rng(0).permutation(labels[test].reshape(-1)).reshape(labels[test].shape)
+    np.save(scrambled / "labels.npy", labels)
+    command[command.index("--store") + 1] = str(scrambled)
+    command[command.index("--out") + 1] = str(workdir / "scrambled_study.csv")
+    subprocess.run([sys.executable, "-m", "samdpo.cli", *command[1:]], check=True, cwd=workdir, capture_output=True)
+    again = pd.read_csv(workdir / "scrambled_study.csv")
+    validation = ["run", "seed", "val_mdice", "val_difference", "val_low", "val_high", "chosen"]
+    pd.testing.assert_frame_equal(again[validation], rows[validation])
+    assert json.loads((workdir / "scrambled_study_choice.json").read_text())["chosen_run"] == choice["chosen_run"]
+    assert not np.allclose(again["mdice"], rows["mdice"])  # the test numbers, and they alone, moved
 
 
 def _align_on_a_persons_decisions(workdir: Path) -> None:
@@ -352,6 +390,8 @@ def test_human_reference_passes_each_persons_decision_file(workdir: Path) -> Non
     "change,message",
     [
         ({"splits.labeled": 1.5}, "labeled"),
+        ({"splits.validation": 0.85}, "bad config: splits: labeled 0.1 + unlabeled 0.1 + validation 0.85"),
+        ({"nnunet.splits": ["labeled", "test"]}, "bad config: nnunet.splits: ['labeled', 'test'] names test"),
         ({"image_size": 8}, "image_size"),
         ({"datasets.amos.source": "disk"}, "root"),
         ({"datasets.amos.reader.modality": "pet"}, "modality"),

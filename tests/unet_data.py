@@ -1,5 +1,5 @@
-"""U-Net baseline data for tests: 16 synthetic cases (a bright square, class 1, and a grey disk, class 2,
-on 32x32 images) in a sample store with their splits (the module-scoped fixture ``data``), and fast settings."""
+"""U-Net baseline data for tests: 16 synthetic cases (4 labelled, 6 unlabelled, 2 validation, 4 test; a bright
+in a sample store with their splits (the module-scoped fixture ``data``), and fast settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from samdpo.baselines.unet_settings import UnetSettings
 from samdpo.data.sample import Sample
@@ -15,7 +16,10 @@ from samdpo.data.store import SampleStore, write_store
 
 SIZE, CASES = 32, 16
 CLASSES = ("square", "disk")
-SPLIT = {f"case{i:02d}": "labeled" if i < 4 else "unlabeled" if i < 10 else "test" for i in range(CASES)}
+SPLIT = {
+    f"case{i:02d}": "labeled" if i < 4 else "unlabeled" if i < 10 else "validation" if i < 12 else "test"
+    for i in range(CASES)
+}
 #: Labels of the test split hold an impossible class: training fails if it ever reads them.
 POISON = 9
 FAST = UnetSettings(
@@ -74,3 +78,19 @@ def train_images(store: Path, splits: tuple[str, ...] = ("labeled", "unlabeled")
     chosen = [i for i in range(CASES) if SPLIT[f"case{i:02d}"] in splits]
     opened = SampleStore(store)
     return np.asarray(opened.images()[chosen]), np.asarray(opened.labels()[chosen])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread (fast on a busy machine; the commands set it too), and the process's count restored after
+    (autouse in the modules that import it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def selection_data(data: tuple[Path, Path]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(training images, labels) of the labelled + unlabelled cases and (images, labels) of the validation ones."""
+    return train_images(data[0]), train_images(data[0], ("validation",))

@@ -1,11 +1,15 @@
 """The alignment study: stage 2 run for a grid of settings from one stage-1 model, each compared with
-that model on one fixed set of test images.
+that model on the validation split, which chooses the setting, and on one fixed set of test images,
+which report its effect.
 
 Every run starts from the same stage-1 model (``prompt_10``) and its stored probabilities: it
 thresholds the candidates of its unlabelled images, annotates them, trains stage 2 in memory and
-predicts the study's test images. Unlabelled fractions above the pipeline's take the next cases of
-the split order, which the pipeline puts in its test split, so the study's test images are the
-cases that no run uses: the test split under the largest fraction, the same for every run.
+predicts the validation and test images. Unlabelled fractions above the pipeline's take the next
+cases of the split order, which the pipeline puts in its test split (validation sits at the end of
+the order and never moves), so the study's test images are the cases that no run uses: the test
+split under the largest fraction, the same for every run. The chosen run is the one with the best
+mean validation difference over the seeds (:func:`choose_run`); its test numbers are the reported
+result, and the test numbers of the others are shown beside it but choose nothing.
 
 Only the annotator (the virtual one) and the evaluation read labels of unlabelled and test images;
 the GT-free annotators' rankings are compared with the virtual annotator's (Kendall's tau-b per
@@ -151,7 +155,7 @@ class StudyData:
         probs: (N, T, S, S) uint8 stage-1 probabilities of the model's predicted images.
         prob_index: sample id -> row of ``probs``.
         unlabeled: fraction -> the sample ids of that fraction's unlabelled images.
-        test_ids: the study's test images.
+        held_out: ``validation`` (chooses) and ``test`` (reports) -> their sample ids.
         references: (reference, sample ids) -> (N, T, S, S) bool reference masks (the virtual
             annotator's ground truth, the CRF masks, or the consensus), computed on demand.
         graded: sample ids -> (N, T) bool classes present (for ``classes: present``).
@@ -160,7 +164,7 @@ class StudyData:
     probs: np.ndarray
     prob_index: Mapping[str, int]
     unlabeled: Mapping[float, list[str]]
-    test_ids: list[str]
+    held_out: Mapping[str, list[str]]
     references: Callable[[str, list[str]], np.ndarray]
     graded: Callable[[list[str]], np.ndarray]
 
@@ -215,11 +219,30 @@ def _tau_vs_virtual(
     return mean_tau(_ranking(data, ids, levels, len(run.thresholds), run.reference), virtual[key])
 
 
+def _effect_columns(effect: Any, prefix: str, split: str) -> dict[str, Any]:
+    """A split's columns of a study row (``effect`` from ``paired_difference``), named with ``prefix``."""
+    return {
+        f"{prefix}reference_mdice": effect.reference,
+        f"{prefix}mdice": effect.model,
+        f"{prefix}difference": effect.difference,
+        f"{prefix}low": effect.low,
+        f"{prefix}high": effect.high,
+        f"{split}_cases": effect.cases,
+        f"{split}_images": effect.images,
+    }
+
+
 def _study_row(
-    run: StudyRun, ids: list[str], levels: np.ndarray, pairs: Any, trained: Trained, effect: Any, tau: tuple[float, int]
+    run: StudyRun,
+    ids: list[str],
+    levels: np.ndarray,
+    pairs: Any,
+    trained: Trained,
+    effects: Mapping[str, Any],
+    tau: tuple[float, int],
 ) -> dict[str, Any]:
-    """One row of the study table (``run`` seeded; ``effect`` from ``paired_difference``); ``seconds`` is left to the
-    caller."""
+    """One row of the study table (``run`` seeded; ``effects``: split -> ``paired_difference``); ``seconds`` is left
+    to the caller. The validation columns are ``val_*``, the test ones unprefixed."""
     return {
         "run": run.name,
         "seed": run.stage2.seed,
@@ -234,13 +257,8 @@ def _study_row(
         "best_rose": trained.diagnostics.get("best_rose"),
         "tau_vs_virtual": tau[0],
         "tau_pairs": tau[1],
-        "reference_mdice": effect.reference,
-        "mdice": effect.model,
-        "difference": effect.difference,
-        "low": effect.low,
-        "high": effect.high,
-        "test_cases": effect.cases,
-        "test_images": effect.images,
+        **_effect_columns(effects["validation"], "val_", "validation"),
+        **_effect_columns(effects["test"], "", "test"),
     }
 
 
@@ -248,8 +266,8 @@ def run_study(
     runs: Sequence[StudyRun],
     data: StudyData,
     train: Callable[[StudyRun, int, list[str], np.ndarray, Any], Trained],
-    score: Callable[[Any], pd.DataFrame],
-    reference: pd.DataFrame,
+    score: Callable[[Any], Mapping[str, pd.DataFrame]],
+    reference: Mapping[str, pd.DataFrame],
     seeds: Sequence[int] = (0,),
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -258,14 +276,15 @@ def run_study(
     Args:
         runs: the grid; data: what every run reads.
         train: (run, seed, unlabelled ids, levels, pairs) -> :class:`Trained`; it keeps the aligned model for ``score``.
-        score: the last trained model -> its per-image evaluation on ``data.test_ids``.
-        reference: the stage-1 model's per-image evaluation on the same images.
+        score: the last trained model -> its per-image evaluation on each split of ``data.held_out``.
+        reference: the stage-1 model's per-image evaluations of the same images.
         seeds: stage-2 seeds (pair order; also the rating noise's draws).
         on_row: called with the rows so far after each run (to write the table as it grows).
 
     Returns:
         One row per (run, seed): the settings, the annotator's and the trainer's diagnostics, the
-        mean Dice and its paired difference from the stage-1 model with a 95% interval, seconds.
+        mean Dice and its paired difference from the stage-1 model with a 95% interval on validation
+        (``val_*``) and test, seconds.
     """
     from samdpo.evaluation.paired import paired_difference
 
@@ -280,53 +299,104 @@ def run_study(
             lookup = {(sample, t): a for sample, row in zip(ids, annotations) for t, a in enumerate(row)}
             pairs = preference_pairs(ids, levels.shape[1], lookup, seeded.stage2.beta1, seeded.stage2.beta2)
             trained = train(seeded, seed, ids, levels, pairs)
-            effect = paired_difference(reference, score(trained))
-            rows.append(
-                {**_study_row(seeded, ids, levels, pairs, trained, effect, tau), "seconds": time.perf_counter() - began}
-            )
+            scored = score(trained)
+            effects = {split: paired_difference(reference[split], scored[split]) for split in ("validation", "test")}
+            row = _study_row(seeded, ids, levels, pairs, trained, effects, tau)
+            rows.append({**row, "seconds": time.perf_counter() - began})
             if on_row is not None:
                 on_row(rows)
     return rows
 
 
-def write_study(rows: Sequence[Mapping[str, Any]], out: Path, provenance: str) -> None:
-    """The study table as CSV and Markdown (with its provenance), each atomically."""
+def choose_run(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The run with the largest mean validation difference over its seeds (ties: the first in grid order).
+
+    Reads the ``val_difference`` column only: test numbers never take part in the choice."""
     frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        raise ConfigError("study: no run to choose from")
+    means = frame.groupby("run", sort=False)["val_difference"].mean()
+    return str(means.idxmax())
+
+
+def _run_means(rows: Sequence[Mapping[str, Any]], run: str) -> dict[str, float]:
+    """Mean over the seeds of one run's validation and test differences and mDice."""
+    frame = pd.DataFrame([r for r in rows if r["run"] == run])
+    columns = ("val_difference", "val_mdice", "difference", "mdice", "reference_mdice", "val_reference_mdice")
+    return {column: float(frame[column].mean()) for column in columns}
+
+
+def write_choice(rows: Sequence[Mapping[str, Any]], runs: Sequence[StudyRun], out: Path) -> str:
+    """Write ``{out stem}_choice.json``: the run :func:`choose_run` picks on validation, its settings (to copy into
+    ``align`` / ``align.stage2`` of the config) and its mean validation and test effects; returns its name."""
+    import json
+
+    name = choose_run(rows)
+    run = next(r for r in runs if r.name == name)
+    settings = {key: list(value) if isinstance(value, tuple) else value for key, value in run.settings.items()}
+    choice = {
+        "chosen_run": name,
+        "chosen_on": "validation",
+        "criterion": "largest mean paired mDice difference from the stage-1 model on the validation split, over seeds",
+        "seeds": int(sum(r["run"] == name for r in rows)),
+        "settings": settings,
+        **_run_means(rows, name),
+    }
+    atomic.write_text(choice_path(out), json.dumps(choice, indent=2, sort_keys=True) + "\n")
+    return name
+
+
+def choice_path(out: Path) -> Path:
+    """The study's choice file beside its table: ``X_alignment_study.csv`` -> ``X_alignment_study_choice.json``."""
+    return Path(out).with_name(Path(out).stem + "_choice.json")
+
+
+#: The study's Markdown columns: diagnostics, then validation (chooses), then test (reports).
+SHOWN = (
+    "run",
+    "pairs",
+    "pairs_with_preference",
+    "median_disagreement_px",
+    "at_ln2",
+    "mean_margin",
+    "best_rose",
+    "tau_vs_virtual",
+    "val_mdice",
+    "val_difference",
+    "val_low",
+    "val_high",
+    "mdice",
+    "difference",
+    "low",
+    "high",
+    "seconds",
+)
+
+
+def _cell(key: str, value: Any) -> str:
+    if isinstance(value, float) and key in ("at_ln2", "best_rose", "tau_vs_virtual"):
+        return f"{value:.3f}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def write_study(rows: Sequence[Mapping[str, Any]], out: Path, provenance: str) -> None:
+    """The study table as CSV and Markdown (with its provenance and a ``chosen`` column), each atomically."""
+    chosen = choose_run(rows) if rows else None
+    frame = pd.DataFrame([{**row, "chosen": row["run"] == chosen} for row in rows])
     atomic.write_text(out, frame.to_csv(index=False))
-    shown = [
-        "run",
-        "pairs",
-        "pairs_with_preference",
-        "median_disagreement_px",
-        "at_ln2",
-        "mean_margin",
-        "best_rose",
-        "tau_vs_virtual",
-        "mdice",
-        "difference",
-        "low",
-        "high",
-        "seconds",
-    ]
     lines = [
         f"# Alignment study ({provenance})",
         "",
-        "Each run against the stage-1 model it started from, on the same test images: paired mean-Dice difference "
-        "(percentage points) with a case-bootstrap 95% interval.",
+        "Each run against the stage-1 model it started from, on the same images: paired mean-Dice difference "
+        "(percentage points) with a case-bootstrap 95% interval, on the validation split (`val_*`) and on the test "
+        f"split. **The validation split chose** `{chosen}` (largest mean `val_difference` over seeds, marked `*`); "
+        "the test columns report and choose nothing.",
         "",
-        "| " + " | ".join(shown) + " |",
-        "|" + "---|" * len(shown),
+        "| " + " | ".join(SHOWN) + " |",
+        "|" + "---|" * len(SHOWN),
     ]
     for row in rows:
-        cells = []
-        for key in shown:
-            value = row.get(key)
-            cells.append(
-                f"{value:.3f}"
-                if isinstance(value, float) and key in ("at_ln2", "best_rose", "tau_vs_virtual")
-                else f"{value:.2f}"
-                if isinstance(value, float)
-                else str(value)
-            )
+        cells = [_cell(key, row.get(key)) for key in SHOWN]
+        cells[0] += " *" if row["run"] == chosen else ""
         lines.append("| " + " | ".join(cells) + " |")
     atomic.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")

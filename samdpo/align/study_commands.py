@@ -39,19 +39,21 @@ def _study(args: argparse.Namespace) -> None:
 def add_study_command(align: argparse._SubParsersAction) -> None:
     """Register ``align study``."""
     study = align.add_parser(
-        "study", help="stage 2 for a grid of settings, each against the stage-1 model on one fixed test set"
+        "study",
+        help="stage 2 for a grid of settings, each against the stage-1 model on the validation split (chooses) and "
+        "one fixed test set (reports)",
     )
     study.add_argument("--store", required=True)
     study.add_argument("--splits", required=True, help="the pipeline's split table (its labelled split is checked)")
     study.add_argument(
-        "--split-settings", required=True, help="the splits section as a JSON object (labeled, unlabeled, seed)"
+        "--split-settings",
+        required=True,
+        help="the splits section as a JSON object (labeled, unlabeled, validation, seed)",
     )
     study.add_argument("--prompts", required=True)
     study.add_argument("--texts", required=True)
     study.add_argument("--embeddings", required=True)
-    study.add_argument(
-        "--model", required=True, help="stage-1 model folder with probs.npy of its unlabelled and test images"
-    )
+    study.add_argument("--model", required=True, help="stage-1 model folder with probs.npy of its unlabelled images")
     study.add_argument(
         "--study",
         required=True,
@@ -63,6 +65,6 @@ def add_study_command(align: argparse._SubParsersAction) -> None:
     study.add_argument("--threshold", type=float, default=0.5, help="evaluation probability threshold")
     study.add_argument("--tolerance-mm", type=float, default=2.0)
     study.add_argument("--provenance", default="", help="what data and models produced the study (its Markdown title)")
-    study.add_argument("--out", required=True, help="results/{dataset}_alignment_study.csv (+ .md)")
+    study.add_argument("--out", required=True, help="results/{dataset}_alignment_study.csv (+ .md, + _choice.json)")
     study.add_argument("--threads", type=int, default=1)
     study.set_defaults(func=_study)

@@ -18,26 +18,30 @@ from samdpo.errors import ConfigError, DataError
 
 def fraction_ids(
     store: Any, splits: str, split_settings: Mapping[str, Any], fractions: list[float]
-) -> tuple[dict[float, list[str]], list[str]]:
-    """Unlabelled sample ids per fraction, and the study's test ids (the test split under the largest fraction)."""
+) -> tuple[dict[float, list[str]], dict[str, list[str]]]:
+    """Unlabelled sample ids per fraction, and the study's held-out ids: ``validation`` (the pipeline's validation
+    split, which chooses) and ``test`` (the test split under the largest fraction, which reports)."""
     from samdpo.data.splits import make_splits, read_splits
 
     cases = list(store.samples["case_id"])
     ids = list(store.samples["sample_id"])
     written = read_splits(Path(splits))
-    labelled = {c for c, split in written.items() if split == "labeled"}
-    out, test = {}, []
+    fixed = {name: {c for c, split in written.items() if split == name} for name in ("labeled", "validation")}
+    out, held_out = {}, {}
     for fraction in sorted(set(fractions)):
-        assignment = make_splits(cases, split_settings["labeled"], fraction, split_settings["seed"])
-        if {c for c, split in assignment.items() if split == "labeled"} != labelled:
-            raise ConfigError(
-                f"{splits}: its labelled split is not the one splits {split_settings} make; rerun the split rule"
-            )
+        assignment = make_splits(
+            cases, split_settings["labeled"], fraction, split_settings["seed"], split_settings["validation"]
+        )
+        for name, chosen in fixed.items():
+            if {c for c, split in assignment.items() if split == name} != chosen:
+                raise ConfigError(
+                    f"{splits}: its {name} split is not the one splits {split_settings} make; rerun the split rule"
+                )
         out[fraction] = [s for s, c in zip(ids, cases) if assignment[c] == "unlabeled"]
-        test = [s for s, c in zip(ids, cases) if assignment[c] == "test"]
-    if not test:
+        held_out = {name: [s for s, c in zip(ids, cases) if assignment[c] == name] for name in ("validation", "test")}
+    if not held_out["test"]:
         raise ConfigError(f"study: unlabelled fraction {max(fractions)} leaves no test case")
-    return out, test
+    return out, held_out
 
 
 def study_runs(study: Mapping[str, Any]) -> list[Any]:
@@ -192,43 +196,44 @@ def _trainer(stage1: _Stage1, splits: str, state: dict[str, Any]) -> Callable[..
     return train
 
 
-def _evaluators(
-    stage1: _Stage1, test_ids: list[str], threshold: float, tolerance_mm: float, device: Any, state: dict[str, Any]
-) -> tuple[Callable, Callable]:
-    """(per_image, score): the per-image evaluation of (N, C, S, S) test probabilities, and of the
-    last trained policy in ``state`` (predicting each test image's present classes only)."""
+def _evaluator(
+    stage1: _Stage1, held_out: Mapping[str, list[str]], threshold: float, tolerance_mm: float, device: Any
+) -> Callable[[Any], dict[str, Any]]:
+    """model -> its per-image evaluation on each held-out split (name -> sample ids), predicting each image's
+    present classes only (those evaluation scores)."""
     from samdpo.evaluation.metrics import evaluate
     from samdpo.train.predict import predict_probabilities
 
     store, names = stage1.store, stage1.names
-    test_rows = [stage1.row_of[s] for s in test_ids]
-    test_labels = np.asarray(store.labels()[test_rows])
-    test_samples = store.samples.iloc[test_rows].reset_index(drop=True)
-    present = [
-        [t for t in range(len(names)) if (label == t + 1).any()] for label in test_labels
-    ]  # evaluation reads the test labels
     size = store.images().shape[-1]
+    rows = {split: [stage1.row_of[s] for s in ids] for split, ids in held_out.items()}
+    # evaluation reads the labels of the held-out images: validation to choose, test to report
+    labels = {split: np.asarray(store.labels()[r]) for split, r in rows.items()}
+    present = {
+        split: [[t for t in range(len(names)) if (lab == t + 1).any()] for lab in labels[split]] for split in rows
+    }
 
-    def per_image(test_probs: np.ndarray) -> Any:
-        return evaluate(test_probs, test_labels, test_samples, names, threshold, tolerance_mm)
+    def score(model: Any) -> dict[str, Any]:
+        results = {}
+        for split, ids in held_out.items():
+            out = np.zeros((len(ids), len(names), size, size), np.uint8)
+            predict_probabilities(
+                model,
+                store.images()[rows[split]],
+                [stage1.prompts[s] for s in ids],
+                stage1.texts,
+                device,
+                out,
+                stage1.spec["point_count"],
+                progress=False,
+                embeddings=stage1.embeddings.select(ids),
+                classes=present[split],
+            )
+            samples = store.samples.iloc[rows[split]].reset_index(drop=True)
+            results[split] = evaluate(out, labels[split], samples, names, threshold, tolerance_mm)
+        return results
 
-    def score(trained: Any) -> Any:
-        out = np.zeros((len(test_ids), len(names), size, size), np.uint8)
-        predict_probabilities(
-            state["model"],
-            store.images()[test_rows],
-            [stage1.prompts[s] for s in test_ids],
-            stage1.texts,
-            device,
-            out,
-            stage1.spec["point_count"],
-            progress=False,
-            embeddings=stage1.embeddings.select(test_ids),
-            classes=present,
-        )
-        return per_image(out)
-
-    return per_image, score
+    return score
 
 
 def _report(total: int) -> Callable[[list[dict[str, Any]]], None]:
@@ -238,8 +243,10 @@ def _report(total: int) -> Callable[[list[dict[str, Any]]], None]:
         row = rows[-1]
         print(
             f"[{len(rows)}/{total}] {row['run']} seed {row['seed']}: "
-            f"{row['pairs_with_preference']}/{row['pairs']} pairs with a preference, mDice {row['mdice']:.2f} "
-            f"({row['difference']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]), {row['seconds']:.0f} s",
+            f"{row['pairs_with_preference']}/{row['pairs']} pairs with a preference; validation mDice "
+            f"{row['val_mdice']:.2f} ({row['val_difference']:+.2f} [{row['val_low']:+.2f}, {row['val_high']:+.2f}]), "
+            f"test {row['mdice']:.2f} ({row['difference']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]), "
+            f"{row['seconds']:.0f} s",
             file=sys.stderr,
             flush=True,
         )
@@ -262,40 +269,50 @@ def run_alignment_study(
     provenance: str,
     out: str,
 ) -> str:
-    """Stage 2 for every run of the ``study`` grid and seed, each against the stage-1 model in ``model_dir`` on
-    one fixed test set; writes the study table (CSV + Markdown). ``evaluation``: (threshold, tolerance_mm)."""
-    from samdpo.align.study import StudyData, run_study, write_study
+    """Stage 2 for every run of the ``study`` grid and seed, each against the stage-1 model in ``model_dir`` on the
+    validation split (which chooses) and one fixed test set (which reports); writes the study table (CSV +
+    Markdown) and the choice (``{out stem}_choice.json``). ``evaluation``: (threshold, tolerance_mm)."""
+    from samdpo.align.study import StudyData, run_study, write_choice, write_study
     from samdpo.data.store import SampleStore
     from samdpo.devices import pick_device
     from samdpo.predictions import read_predictions
 
     runs = study_runs(study)
     store = SampleStore(Path(store_dir))
-    unlabeled, test_ids = fraction_ids(store, splits, split_settings, [r.unlabeled for r in runs])
+    unlabeled, held_out = fraction_ids(store, splits, split_settings, [r.unlabeled for r in runs])
     probs, meta = read_predictions(Path(model_dir))
     prob_index = {s: i for i, s in enumerate(meta["sample_ids"])}
-    needed = sorted({s for ids in unlabeled.values() for s in ids} | set(test_ids))
-    missing = [s for s in needed if s not in prob_index]
+    needed = sorted({s for ids in [*unlabeled.values(), *held_out.values()] for s in ids})
+    missing = sorted({s for ids in unlabeled.values() for s in ids if s not in prob_index})
     if missing:
         raise DataError(
             f"{model_dir}: no stored probability for {len(missing)} study images (e.g. {missing[0]}); "
-            "predict its unlabelled and test splits"
+            "predict its unlabelled split"
         )
     stage1 = _load_stage1(store, Path(model_dir), Path(texts_path), Path(embeddings_dir), Path(prompts_dir), needed)
     device, state = pick_device("auto"), {}
     references = _references(stage1, uncertainty, device)
     data = StudyData(
-        probs, prob_index, unlabeled, test_ids, references, lambda ids: references("ground_truth", ids).any(axis=(2, 3))
+        probs, prob_index, unlabeled, held_out, references, lambda ids: references("ground_truth", ids).any(axis=(2, 3))
     )
     train = _trainer(stage1, splits, state)
-    per_image, score = _evaluators(stage1, test_ids, *evaluation, device, state)
-    start = per_image(np.asarray(probs[[prob_index[s] for s in test_ids]]))
+    evaluator = _evaluator(stage1, held_out, *evaluation, device)
+    start = evaluator(stage1.reference)
     print(
         f"study: {len(runs)} runs x {len(seeds)} seeds from {model_dir}; unlabelled images per fraction "
         + ", ".join(f"{f}: {len(ids)}" for f, ids in sorted(unlabeled.items()))
-        + f"; {len(test_ids)} test images",
+        + f"; {len(held_out['validation'])} validation images (they choose), {len(held_out['test'])} test images",
         file=sys.stderr,
     )
-    rows = run_study(runs, data, train, score, start, seeds, on_row=_report(len(runs) * len(seeds)))
+    rows = run_study(
+        runs,
+        data,
+        train,
+        lambda trained: evaluator(state["model"]),
+        start,
+        seeds,
+        on_row=_report(len(runs) * len(seeds)),
+    )
     write_study(rows, Path(out), provenance)
-    return f"alignment study written to {out}"
+    chosen = write_choice(rows, runs, Path(out))
+    return f"alignment study written to {out}; validation chose {chosen}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from samdpo.data.splits import SPLITS
 from samdpo.devices import set_threads
 from samdpo.settings import json_object, parse_settings
 
@@ -90,7 +91,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", required=True, help="folder written by `unet train`")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument(
-        "--splits-to-predict", nargs="+", default=["unlabeled", "test"], choices=["labeled", "unlabeled", "test"]
+        "--splits-to-predict", nargs="+", default=["unlabeled", "test"], choices=list(SPLITS)
     )
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -124,6 +125,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="probability maps (probs.npy, probs.json) of the trained nnU-Net; reads no labels",
     )
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--splits-to-predict", nargs="+", default=["test"], choices=["labeled", "unlabeled", "test"])
+    predict.add_argument("--splits-to-predict", nargs="+", default=["test"], choices=list(SPLITS))
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.set_defaults(func=_nnunet_predict)

@@ -1,12 +1,16 @@
-"""The paper's "nnU-Net (20% labelled)" baseline, run by the real nnU-Net (nnunetv2), 2D configuration, fold ``all``.
+"""The paper's "nnU-Net (20% labelled)" baseline, run by the real nnU-Net (nnunetv2), 2D configuration, fold 0.
 
 One folder per dataset (``results/baselines/{dataset}/nnunet``) holds nnU-Net's three folders, set for
 every step by :func:`nnunet_environment` (whatever the user's environment says is overridden):
 
-- ``nnUNet_raw``: the 20% split's images and labels in nnU-Net's raw format (:mod:`samdpo.baselines.nnunet_raw`);
-- ``nnUNet_preprocessed``: nnU-Net's fingerprint, plans (``nnUNetPlans``, ``2d``) and preprocessed cases;
-- ``nnUNet_results``: the trained model (``{trainer}__nnUNetPlans__2d/fold_all/checkpoint_final.pth``, nnU-Net's
-  training log and ``progress.png``) and samdpo's ``settings.json``.
+- ``nnUNet_raw``: the 20% split's images and labels, and the validation split's, in nnU-Net's raw format
+  (:mod:`samdpo.baselines.nnunet_raw`);
+- ``nnUNet_preprocessed``: nnU-Net's fingerprint, plans (``nnUNetPlans``, ``2d``), preprocessed cases and
+  ``splits_final.json``, whose one fold (0) trains on the 20% split and validates on the validation split;
+- ``nnUNet_results``: the trained model (``{trainer}__nnUNetPlans__2d/fold_0/checkpoint_best.pth``, chosen by
+  nnU-Net itself on its EMA pseudo Dice of the validation cases, nnU-Net's training log and ``progress.png``),
+  samdpo's ``settings.json`` and ``validation_curve.csv`` (nnU-Net's per-epoch losses and pseudo Dice), drawn as
+  ``validation_curve.png`` beside the three folders.
 
 Each folder is written to a temporary folder by nnU-Net and renamed when complete, so a crash never leaves a
 folder that looks done. Training uses nnU-Net's ``nnUNetTrainer``; with ``epochs`` set,
@@ -36,7 +40,11 @@ from samdpo.errors import ConfigError, DataError
 from samdpo.fingerprint import spec_hash
 
 RAW, PREPROCESSED, RESULTS = "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"
-CONFIGURATION, PLANS, FOLD = "2d", "nnUNetPlans", "all"
+CONFIGURATION, PLANS, FOLD = "2d", "nnUNetPlans", 0
+#: The checkpoint predicted with: nnU-Net's best EMA pseudo Dice on the validation cases.
+CHECKPOINT = "checkpoint_best.pth"
+#: nnU-Net's per-epoch log, as samdpo writes it beside ``settings.json``, and drawn beside the three folders.
+CURVE, PLOT = "validation_curve.csv", "validation_curve.png"
 #: samdpo's record of a trained nnU-Net, beside nnU-Net's trainer folder in ``nnUNet_results``.
 SETTINGS = "settings.json"
 #: nnU-Net's spacing of 2D PNG cases (NaturalImage2DIO): every stored image is read with it.
@@ -82,12 +90,16 @@ def prepare(
     root: Path,
     settings: NnunetSettings,
     progress: bool = True,
+    validation: int = 0,
 ) -> dict[str, Any]:
     """Write the raw dataset, then run nnU-Net's fingerprint (with its dataset integrity check), planning and
-    ``2d`` preprocessing into ``root/nnUNet_preprocessed``; returns the plans' ``2d`` configuration.
+    ``2d`` preprocessing into ``root/nnUNet_preprocessed``, with a ``splits_final.json`` whose fold 0 trains on
+    the first N - ``validation`` cases and validates on the last ``validation``; returns the plans' ``2d``
+    configuration.
 
     Args:
-        images, labels: (N, S, S) uint8 training images and label maps; case_ids: their N ids.
+        images, labels: (N, S, S) uint8 images and label maps, training cases then validation cases;
+            case_ids: their N ids.
         class_names: the T classes (label k = ``class_names[k - 1]``); kind: the dataset kind (names the dataset).
         root: the dataset's nnU-Net folder; settings: ``processes`` is used.
     """
@@ -116,6 +128,11 @@ def prepare(
             num_processes=(settings.processes,),
             show_progress_bar=progress,
         )
+        train = len(case_ids) - validation
+        if train < 1 or validation < 1:
+            raise DataError(f"nnU-Net needs training and validation cases, got {train} and {validation}")
+        fold = {"train": list(case_ids[:train]), "val": list(case_ids[train:])}
+        (tmp / name / "splits_final.json").write_text(json.dumps([fold], indent=2) + "\n")
     return plans["configurations"][CONFIGURATION]
 
 
@@ -154,13 +171,79 @@ def train(root: Path, kind: str, settings: NnunetSettings, spec: dict[str, Any])
         _nnunetv2()
         trainer = _trainer(settings, _read_json(plans_file), _read_json(plans_file.parent / "dataset.json"), device)
         _seed(settings.seed)
-        trainer.run_training()  # nnU-Net prints its progress and writes its own training log
+        from samdpo.baselines.nnunet_trainer import TrainingEnded
+
+        try:
+            trainer.run_training()  # nnU-Net prints its progress and writes its own training log
+        except TrainingEnded:
+            trainer.on_train_end()  # nnU-Net's own end: checkpoint_final.pth, its data loaders stopped
         folder = Path(trainer.output_folder_base)
+        curve = _curve({key: trainer.logger.get_value(key, step=None) for key in _LOGGED})
+        atomic.write_text(tmp / CURVE, curve.to_csv(index=False))
+        _plot_curve(curve, root / PLOT)
         record = {**spec, "settings": asdict(settings), "schedule": settings.schedule, "trainer": folder.name}
+        record["selection"] = _selection(curve, getattr(trainer, "stopped", "schedule"), settings)
         record["settings_hash"] = spec_hash(record)
         (tmp / SETTINGS).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         trainer_folder = folder.name
     return root / RESULTS / name / trainer_folder
+
+
+#: The keys of nnU-Net's per-epoch log that :func:`_curve` reads.
+_LOGGED = (
+    "train_losses",
+    "val_losses",
+    "mean_fg_dice",
+    "ema_fg_dice",
+    "epoch_start_timestamps",
+    "epoch_end_timestamps",
+)
+
+
+def _curve(logged: dict[str, list[Any]]) -> Any:
+    """nnU-Net's per-epoch log: epoch (from 1), train and validation loss, pseudo Dice and its EMA (%)."""
+    import pandas as pd
+
+    count = len(logged["ema_fg_dice"])
+    return pd.DataFrame(
+        {
+            "epoch": np.arange(1, count + 1),
+            "train_loss": np.asarray(logged["train_losses"][:count], float),
+            "val_loss": np.asarray(logged["val_losses"][:count], float),
+            "pseudo_dice": 100 * np.asarray(logged["mean_fg_dice"][:count], float),
+            "ema_pseudo_dice": 100 * np.asarray(logged["ema_fg_dice"][:count], float),
+            "seconds": np.subtract(logged["epoch_end_timestamps"][:count], logged["epoch_start_timestamps"][:count]),
+        }
+    )
+
+
+def _plot_curve(curve: Any, path: Path) -> None:
+    """nnU-Net's losses and validation pseudo Dice per epoch, as the other trainers' curves are drawn."""
+    from samdpo.train.history import plot_history
+
+    panels = [("nnU-Net: losses", ["train_loss", "val_loss"], False)]
+    panels += [("validation pseudo Dice (%)", ["pseudo_dice", "ema_pseudo_dice"], False)]
+    plot_history(curve.to_dict("records"), panels, path, title="nnU-Net baseline")
+
+
+def _selection(curve: Any, stopped: str, settings: NnunetSettings) -> dict[str, Any]:
+    """What settings.json records of nnU-Net's choice: its best EMA pseudo-Dice epoch (``checkpoint_best.pth``),
+    epochs run, why training ended and the late gain of the EMA (:func:`samdpo.train.selection.late_gain`)."""
+    from samdpo.train.selection import late_gain
+
+    scores = list(zip(curve["epoch"].tolist(), curve["ema_pseudo_dice"].tolist()))
+    best = int(curve["ema_pseudo_dice"].idxmax()) if len(curve) else None
+    return {
+        "chosen_epoch": None if best is None else int(curve["epoch"][best]),
+        "validation_score": None if best is None else float(curve["ema_pseudo_dice"][best]),
+        "criterion": "nnU-Net's EMA pseudo Dice of the validation cases (checkpoint_best.pth)",
+        "epochs_run": len(curve),
+        "stopped": stopped,
+        "patience": settings.patience,
+        "budget_s": settings.budget_s,
+        "late_gain": late_gain(scores),
+        "split": "validation",
+    }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -177,7 +260,13 @@ def _trainer(settings: NnunetSettings, plans: dict[str, Any], description: dict[
     from samdpo.baselines.nnunet_trainer import nnUNetTrainerShortSchedule
 
     trainer = nnUNetTrainerShortSchedule(plans, CONFIGURATION, FOLD, description, device=device)
-    trainer.set_schedule(settings.epochs, settings.iterations_per_epoch, settings.val_iterations_per_epoch)
+    trainer.set_schedule(
+        settings.epochs,
+        settings.iterations_per_epoch,
+        settings.val_iterations_per_epoch,
+        settings.patience,
+        settings.budget_s,
+    )
     return trainer
 
 
@@ -188,8 +277,8 @@ def read_model(root: Path, kind: str) -> tuple[Path, dict[str, Any]]:
         raise DataError(f"{record_path}: missing; run `samdpo nnunet train` first")
     record = _read_json(record_path)
     folder = root / RESULTS / dataset_name(kind) / record["trainer"]
-    if not (folder / f"fold_{FOLD}" / "checkpoint_final.pth").is_file():
-        raise DataError(f"{folder}: no fold_{FOLD}/checkpoint_final.pth; rerun `samdpo nnunet train`")
+    if not (folder / f"fold_{FOLD}" / CHECKPOINT).is_file():
+        raise DataError(f"{folder}: no fold_{FOLD}/{CHECKPOINT}; rerun `samdpo nnunet train`")
     return folder, record
 
 
@@ -207,7 +296,7 @@ def predictor(folder: Path, device_name: str) -> Any:
     plans = PlansManager(_read_json(folder / "plans.json"))
     description = _read_json(folder / "dataset.json")
     configuration = plans.get_configuration(CONFIGURATION)
-    checkpoint = torch.load(folder / f"fold_{FOLD}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(folder / f"fold_{FOLD}" / CHECKPOINT, map_location="cpu", weights_only=False)
     network = nnUNetTrainer.build_network_architecture(
         plans,
         configuration,

@@ -22,9 +22,14 @@ def run_train_unet(store_dir: Path | str, splits: Path | str, out: Path | str, s
     if not indices:
         raise DataError(f"{splits}: no image of the store is in the splits {list(settings.splits)}")
     images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
+    chosen = split_indices(store, splits, ["validation"])
+    validation = store.images()[chosen], store.labels()[chosen]  # the selection split's labels: epoch choice only
     spec = {"model": "unet", "dataset": store.kind, "class_names": list(store.class_names)}
-    train_unet(images, labels, len(store.class_names), settings, Path(out), spec, progress=progress)
-    return f"U-Net trained on {len(indices)} images of the splits {', '.join(settings.splits)} in {out}"
+    train_unet(images, labels, len(store.class_names), settings, Path(out), spec, validation, progress=progress)
+    return (
+        f"U-Net trained on {len(indices)} images of the splits {', '.join(settings.splits)}, its epoch chosen on "
+        f"{len(chosen)} validation images, in {out}"
+    )
 
 
 def run_predict_unet(
@@ -91,14 +96,19 @@ def run_prepare_nnunet(
     """nnU-Net's raw dataset of the images and labels of ``settings.splits``
     (:class:`~samdpo.baselines.nnunet_settings.NnunetSettings`), planned and preprocessed (``2d``) under ``root``."""
     from samdpo.baselines import nnunet
+    from samdpo.data.splits import split_indices
 
     store, indices = _nnunet_training_set(store_dir, splits, settings)
-    ids = [store.samples["sample_id"][i] for i in indices]
-    images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
-    plan = nnunet.prepare(images, labels, ids, store.class_names, store.kind, Path(root), settings, progress)
+    validation = split_indices(store, splits, ["validation"])  # nnU-Net's fold-0 validation: checkpoint choice only
+    rows = indices + validation
+    ids = [store.samples["sample_id"][i] for i in rows]
+    images, labels = store.images()[rows], store.labels()[rows]  # labels of the training and validation splits
+    plan = nnunet.prepare(
+        images, labels, ids, store.class_names, store.kind, Path(root), settings, progress, validation=len(validation)
+    )
     return (
-        f"nnU-Net dataset of {len(indices)} images of the splits {', '.join(settings.splits)} planned "
-        f"(2d: patch {plan['patch_size']}, batch {plan['batch_size']}) in {root}"
+        f"nnU-Net dataset of {len(indices)} images of the splits {', '.join(settings.splits)} and {len(validation)} "
+        f"validation images planned (2d: patch {plan['patch_size']}, batch {plan['batch_size']}) in {root}"
     )
 
 

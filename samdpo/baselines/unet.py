@@ -23,10 +23,12 @@ from tqdm import tqdm
 from samdpo.baselines.unet_settings import UnetSettings, check_image_size
 from samdpo.devices import pick_device
 from samdpo.errors import ConfigError, DataError
+from samdpo.evaluation.metrics import mean_dice
 from samdpo.settings import parse_settings
 from samdpo.train.loop import Loop, Step, Training, train_epochs
 from samdpo.train.losses import dice_loss, focal_loss, segmentation_loss
 from samdpo.train.model_folder import SETTINGS, WEIGHTS
+from samdpo.train.selection import Selection
 
 
 def build_unet(class_count: int, settings: UnetSettings, seed: int | None = None) -> torch.nn.Module:
@@ -96,7 +98,7 @@ def _unet_loop(out: Path, settings: UnetSettings, count: int, written: Mapping[s
     """The U-Net's epochs over its ``count`` images (the epoch line printed with progress, else the last only)."""
 
     def describe(row: dict[str, Any]) -> str | None:
-        if not (progress or row["epoch"] == settings.epochs):
+        if not progress:
             return None
         losses = f"loss {row['loss']:.4f} (focal {row['focal']:.4f}, dice {row['dice']:.4f})"
         return f"epoch {row['epoch']}: {losses}, {row['images_per_s']:.1f} images/s"
@@ -123,9 +125,12 @@ def train_unet(
     settings: UnetSettings,
     out: Path,
     spec: Mapping[str, Any],
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train the U-Net baseline and write ``out/{model.safetensors, settings.json, loss.csv, loss.png}``.
+    """Train the U-Net baseline and write ``out/{model.safetensors, settings.json, loss.csv, loss.png}``: with a
+    ``validation`` set, the weights of the epoch with the best validation mDice, training stopped by the settings'
+    patience or budget (else the last of ``epochs``).
 
     Args:
         images: (N, S, S) uint8 training images; labels: (N, S, S) uint8 their label maps
@@ -135,13 +140,26 @@ def train_unet(
         out: folder of the checkpoint and the outputs.
         spec: provenance (dataset, class names, ...), written to ``settings.json`` together with the
             settings, T and S. A checkpoint resumes only with the same spec, images, labels and initial weights.
+        validation: (M, S, S) uint8 images and label maps of the validation split (selection only; None: none).
         progress: show progress bars.
 
     Returns:
-        One row per epoch: loss, focal, dice (means over the image-class channels), lr, seconds, images per second.
+        One row per epoch: loss, focal, dice (means over the image-class channels), lr, seconds, images per second,
+        and ``val_dice`` (validation mDice, %) on the scored epochs.
     """
     images, labels = np.asarray(images), np.asarray(labels)
     _check_training_set(images, labels, class_count)
+    if validation is not None:
+        validation = tuple(np.asarray(a) for a in validation)
+        if (
+            not len(validation[0])
+            or validation[0].shape[1:] != images.shape[1:]
+            or validation[1].shape != validation[0].shape
+        ):
+            shapes = f"{validation[0].shape} and {validation[1].shape}"
+            raise DataError(
+                f"train_unet: validation images and labels {shapes} must both be (M, S, S) like the training set"
+            )
     size = images.shape[-1]
     check_image_size(settings, size)
     if settings.device == "cuda" and not torch.cuda.is_available():
@@ -157,7 +175,13 @@ def train_unet(
     model = build_unet(class_count, settings).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     # the checkpoint is resumed only by a run of the same settings, image and label bytes and initial weights
-    inputs = {"spec": full_spec, "images": images, "labels": labels, "initial": model.state_dict()}
+    inputs = {
+        "spec": full_spec,
+        "images": images,
+        "labels": labels,
+        "validation": list(validation or ()),
+        "initial": model.state_dict(),
+    }
     parameters = sum(p.numel() for p in model.parameters())
     print(
         f"U-Net baseline: {len(images)} training images of {size}x{size}, {class_count} classes, {parameters:,} "
@@ -166,7 +190,15 @@ def train_unet(
     loop = _unet_loop(out, settings, len(images), full_spec, progress)
     step = _unet_step(model, images, labels, class_count, device)
     training = Training(model, optimizer, device=device, progress=progress)
-    return train_epochs(loop, training, step, inputs, begin=lambda rng: model.train())
+
+    selection = None
+    if validation is not None:
+
+        def score() -> float:
+            return mean_dice(predict_unet(model, validation[0], device, progress=False), validation[1], class_count)
+
+        selection = Selection(score, settings.validate_every, settings.patience, settings.budget_s)
+    return train_epochs(loop, training, step, inputs, begin=lambda rng: model.train(), selection=selection)
 
 
 def load_unet(folder: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -6,8 +6,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from samdpo.data.splits import SPLITS
+from samdpo.data.splits import check_training_splits
 from samdpo.errors import ConfigError
+from samdpo.train.selection import check_selection_settings
 
 
 def _is_int(value: object) -> bool:
@@ -22,26 +23,35 @@ class UnetSettings:
         channels: feature channels per level, top to bottom (at least two levels).
         strides: down-sampling stride between consecutive levels (``len(channels) - 1`` values).
         num_res_units: residual units per block (0: plain convolutions).
-        epochs: passes over the training images.
+        epochs: the most passes over the training images.
         lr: Adam learning rate (constant).
         batch_size: images per step.
         seed: seeds the initialisation and the order of the images.
         device: ``auto`` (a GPU if there is one), ``cpu`` or ``cuda``.
         splits: the splits whose images and labels it trains on (the paper's 20%: labelled + unlabelled).
+        validate_every: score the validation split's mDice after every this many epochs; the best epoch's
+            weights are kept (:mod:`samdpo.train.selection`).
+        patience: stop after this many epochs without a better validation mDice (null: run ``epochs``).
+        budget_s: stop once training took this many seconds (null: no budget).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 2
-    epochs: int = 60
+    epochs: int = 300
     lr: float = 1e-3
     batch_size: int = 8
     seed: int = 0
     device: str = "auto"
     splits: tuple[str, ...] = ("labeled", "unlabeled")
+    validate_every: int = 1
+    patience: int | None = 40
+    budget_s: float | None = 1800.0
 
     def __post_init__(self) -> None:
-        for name in ("channels", "strides", "splits"):
+        check_selection_settings("unet", self.validate_every, self.patience, self.budget_s)
+        object.__setattr__(self, "splits", check_training_splits("unet.splits", self.splits))
+        for name in ("channels", "strides"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, Sequence):
                 raise ConfigError(f"unet.{name} must be a list, got {value!r}")
@@ -67,9 +77,6 @@ class UnetSettings:
         object.__setattr__(self, "lr", float(self.lr))
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unet.device must be auto, cpu or cuda, got {self.device!r}")
-        unknown = [s for s in self.splits if s not in SPLITS]
-        if not self.splits or unknown or len(set(self.splits)) != len(self.splits):
-            raise ConfigError(f"unet.splits must be distinct splits among {', '.join(SPLITS)}, got {list(self.splits)}")
 
 
 def check_image_size(settings: UnetSettings, image_size: int) -> None:

@@ -30,7 +30,7 @@ def _prepare(args: argparse.Namespace) -> None:
 def _split(args: argparse.Namespace) -> None:
     from samdpo.data.steps import split_store
 
-    print(split_store(args.store, args.out, args.labeled, args.unlabeled, args.seed), file=sys.stderr)
+    print(split_store(args.store, args.out, args.labeled, args.unlabeled, args.seed, args.validation), file=sys.stderr)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -53,10 +53,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--no-progress", action="store_true")
     prepare.set_defaults(func=_prepare)
 
-    split = data.add_parser("split", help="write the case-level labeled/unlabeled/test table")
+    split = data.add_parser("split", help="write the case-level labeled/unlabeled/validation/test table")
     split.add_argument("--store", required=True, help="prepared store folder")
     split.add_argument("--out", required=True, help="CSV with case_id,split")
     split.add_argument("--labeled", type=float, default=0.1)
     split.add_argument("--unlabeled", type=float, default=0.1)
+    split.add_argument("--validation", type=float, default=0.1, help="selection set (at least 2 cases)")
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(func=_split)

@@ -36,13 +36,15 @@ def prepare_store(
     return f"prepared {count} {kind} samples of {image_size}x{image_size} in {out}"
 
 
-def split_store(store_dir: Path | str, out: Path | str, labeled: float, unlabeled: float, seed: int) -> str:
-    """Write the case-level labelled / unlabelled / test table of a store's cases (CSV case_id,split)."""
+def split_store(
+    store_dir: Path | str, out: Path | str, labeled: float, unlabeled: float, seed: int, validation: float
+) -> str:
+    """Write the case-level labelled / unlabelled / validation / test table of a store's cases (CSV case_id,split)."""
     from samdpo.data.splits import SPLITS, make_splits, write_splits
     from samdpo.data.store import SampleStore
 
     store = SampleStore(Path(store_dir))
-    assignment = make_splits(store.samples["case_id"], labeled, unlabeled, seed)
+    assignment = make_splits(store.samples["case_id"], labeled, unlabeled, seed, validation)
     write_splits(assignment, Path(out))
     counts = {s: sum(v == s for v in assignment.values()) for s in SPLITS}
     return f"split {len(assignment)} {store.kind} cases: {counts}"

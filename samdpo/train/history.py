@@ -13,9 +13,11 @@ from samdpo import atomic
 
 
 def write_history(rows: Sequence[Mapping[str, Any]], path: Path, fields: Sequence[str] | None = None) -> None:
-    """Write the rows as CSV; ``fields`` names the columns (default: the first row's keys)."""
+    """Write the rows as CSV; ``fields`` names the columns (default: every row's keys, in first-seen order); a row
+    without a column (an epoch not scored on validation) leaves its cell empty."""
+    names = list(fields or dict.fromkeys(key for row in rows for key in row))
     with atomic.atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields or rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=names, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -29,11 +31,11 @@ def plot_history(
 
     figure = Figure(figsize=(4.5 * len(panels), 3.8), dpi=100)
     FigureCanvasAgg(figure)
-    epochs = [row["epoch"] for row in rows]
     for k, (name, keys, log) in enumerate(panels):
         ax = figure.add_subplot(1, len(panels), k + 1)
         for key in keys:
-            ax.plot(epochs, [row[key] for row in rows], marker="o", markersize=3, label=key)
+            drawn = [row for row in rows if key in row]
+            ax.plot([row["epoch"] for row in drawn], [row[key] for row in drawn], marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
         ax.set_title(name)
         if log and rows:

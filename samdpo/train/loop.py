@@ -30,6 +30,7 @@ from samdpo.train import distributed
 from samdpo.train.distributed import Place
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.model_folder import CHECKPOINT, LOSS_CSV, LOSS_PNG, SETTINGS, WEIGHTS
+from samdpo.train.selection import VALIDATION_COLUMN, BestWeights, Selection, due, stop_reason, summary
 
 Row = dict[str, Any]
 ONE_PROCESS, CPU = Place(), torch.device("cpu")
@@ -124,6 +125,7 @@ def train_epochs(
     step: Step,
     inputs: Mapping[str, Any],
     begin: Callable[[np.random.Generator], None] | None = None,
+    selection: Selection | None = None,
 ) -> list[Row]:
     """Run ``loop.epochs`` epochs of ``step`` (resuming a checkpoint of the same ``inputs``); write the outputs.
 
@@ -132,24 +134,44 @@ def train_epochs(
         step: see :data:`Step`; ``begin(rng)`` runs at every epoch's start, after the order is drawn.
         inputs: everything that determines the result (settings, data contents, initial weights):
             their fingerprint keys the checkpoint, so it is taken before anything trains or loads.
+        selection: score on the validation split, keep the best epoch's weights and stop early
+            (:mod:`samdpo.train.selection`); None: the last epoch's weights.
 
     Returns:
-        One row per epoch: ``epoch``, the columns' means, ``lr`` (the epoch's), ``seconds`` and the rate.
+        One row per epoch: ``epoch``, the columns' means, ``lr`` (the epoch's), ``seconds``, the rate and,
+        with a selection, ``val_dice`` on the scored epochs.
     """
     key = fingerprint(inputs)
     checkpoint, main = Path(loop.out) / CHECKPOINT, training.place.main
     Path(loop.out).mkdir(parents=True, exist_ok=True)
-    history, first = resume(checkpoint, key, training.states(), training.device, verbose=main)
+    best = BestWeights()
+    states = {**training.states(), "best": best} if selection else training.states()
+    history, first = resume(checkpoint, key, states, training.device, verbose=main)
+    reason = "schedule"
     for epoch in range(first, loop.epochs + 1):
         history.append(_epoch(loop, training, step, begin, epoch))
         if training.scheduler is not None:
             training.scheduler.step()
+        if selection and due(selection, epoch, loop.epochs):
+            history[-1][VALIDATION_COLUMN] = float(selection.score())
+            best.offer(epoch, history[-1][VALIDATION_COLUMN], training.model)
         if main:
             line = loop.describe(history[-1])
             if line:
-                print(line)
-            save_epoch(checkpoint, epoch, key, history, training.states())
-    write_outputs(loop, training.model, history, training.place)
+                scored = VALIDATION_COLUMN in history[-1]
+                print(line + (f", validation Dice {history[-1][VALIDATION_COLUMN]:.2f}" if scored else ""))
+            save_epoch(checkpoint, epoch, key, history, states)
+        reason = (stop_reason(selection, best, epoch, history) if selection else None) or reason
+        if reason != "schedule":
+            break
+    chosen = None
+    if selection:
+        chosen = summary(selection, best, history, reason)
+        if best.weights is not None:
+            training.model.load_state_dict(best.weights)
+        if main:
+            print(f"chose epoch {best.epoch} of {chosen['epochs_run']}: validation Dice {best.score:.2f} ({reason})")
+    write_outputs(loop, training.model, history, training.place, chosen)
     return history
 
 
@@ -185,18 +207,23 @@ def _epoch(
     return row
 
 
-def write_outputs(loop: Loop, model: torch.nn.Module, history: list[Row], place: Place = ONE_PROCESS) -> None:
-    """The weights, the log (CSV, PNG) and ``settings.json``, each atomically, and the checkpoint removed
-    (main process; the others wait for it and every process leaves the process group)."""
+def write_outputs(
+    loop: Loop, model: torch.nn.Module, history: list[Row], place: Place = ONE_PROCESS, chosen: Row | None = None
+) -> None:
+    """The weights, the log (CSV, PNG) and ``settings.json`` (with the ``selection`` summary ``chosen``, when the
+    epoch was chosen on validation), each atomically, and the checkpoint removed (main process; the others wait
+    for it and every process leaves the process group)."""
     from samdpo.sam.checkpoints import save_weights
 
     out = Path(loop.out)
     if place.main:
         out.mkdir(parents=True, exist_ok=True)
         save_weights(model, out / WEIGHTS)
-        write_history(history, out / loop.log_csv, loop.log_fields)
-        plot_history(history, loop.panels, out / loop.log_png, title=loop.plot_title)
-        written = loop.written(history)
+        fields = loop.log_fields and (*loop.log_fields, VALIDATION_COLUMN) if chosen else loop.log_fields
+        write_history(history, out / loop.log_csv, fields)
+        panels = [*loop.panels, ("validation Dice (%)", [VALIDATION_COLUMN], False)] if chosen else loop.panels
+        plot_history(history, panels, out / loop.log_png, title=loop.plot_title)
+        written = {**loop.written(history), **({"selection": chosen} if chosen else {})}
         text = json.dumps({**written, "settings_hash": spec_hash(written)}, indent=2, sort_keys=True) + "\n"
         atomic.write_text(out / SETTINGS, text)
         (out / CHECKPOINT).unlink(missing_ok=True)

@@ -9,7 +9,7 @@ resumes from it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from torch import nn
 
 from samdpo.devices import pick_device
 from samdpo.errors import ConfigError, DataError
+from samdpo.evaluation.metrics import mean_dice
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptBatch, PromptedSam
 from samdpo.sam.trainable import PARTS, encoder_frozen, set_trainable
@@ -28,7 +29,9 @@ from samdpo.train import distributed
 from samdpo.train.batches import jittered_truth_boxes, labelled_pairs, make_batch, sample_classes
 from samdpo.train.loop import Loop, Training, adam_with_step_lr, train_epochs
 from samdpo.train.losses import dice_loss, focal_loss
+from samdpo.train.predict import predict_probabilities
 from samdpo.train.prompt_data import ImagePrompts
+from samdpo.train.selection import Selection, check_selection_settings
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class Stage1Settings:
         train: parts that train, among ``image_encoder``, ``adapters``, ``prompt_encoder``,
             ``mask_decoder``, ``text_proj``.
         seed: seeds the initialisation and the order of the examples.
+        validate_every, patience, budget_s: the epoch is chosen on the validation split
+            (:mod:`samdpo.train.selection`): scored every ``validate_every`` epochs, stopped after ``patience``
+            epochs without a better score or after ``budget_s`` seconds (None: neither).
         amp: bfloat16 autocast on a GPU (ignored on the CPU).
         device: ``auto`` (a GPU if there is one), ``cpu`` or ``cuda``.
     """
@@ -70,6 +76,9 @@ class Stage1Settings:
     iou_weight: float = 1.0
     train: tuple[str, ...] = field(default=("adapters", "prompt_encoder", "mask_decoder", "text_proj"))
     seed: int = 0
+    validate_every: int = 1
+    patience: int | None = None
+    budget_s: float | None = None
     amp: bool = True
     device: str = "auto"
 
@@ -89,6 +98,47 @@ class Stage1Settings:
             raise ConfigError(f"stage1.classes_per_image must be >= 0 (0 = all), got {self.classes_per_image}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"stage1.device must be auto, cpu or cuda, got {self.device!r}")
+        check_selection_settings("stage1", self.validate_every, self.patience, self.budget_s)
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """The validation split as stage 1 scores it: the images as the test split sees them (human-free prompts).
+
+    Attributes:
+        images: (M, S, S) uint8; labels: (M, S, S) uint8 their label maps (selection only); prompts: M prompts.
+        embeddings: the frozen encoder's embeddings of ``images`` (None: run the encoder).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    prompts: Sequence[ImagePrompts]
+    embeddings: EmbeddingRows | None = None
+
+    def scorer(
+        self, model: PromptedSam, texts: Mapping[str, np.ndarray], point_count: int, device: torch.device
+    ) -> Callable[[], float]:
+        """() -> the model's validation mDice (%): each image's present classes predicted, as evaluation scores them."""
+        classes = len(self.prompts[0].vqa) if self.prompts else 0
+        present = [[t for t in range(classes) if (np.asarray(label) == t + 1).any()] for label in self.labels]
+
+        def score() -> float:
+            out = np.zeros((len(self.images), classes, *self.images.shape[1:]), np.uint8)
+            predict_probabilities(
+                model,
+                self.images,
+                self.prompts,
+                texts,
+                device,
+                out,
+                point_count,
+                progress=False,
+                embeddings=self.embeddings,
+                classes=present,
+            )
+            return mean_dice(out, np.asarray(self.labels), classes)
+
+        return score
 
 
 class _TrainingStep(nn.Module):
@@ -248,8 +298,10 @@ def train_stage1(
     point_count: int,
     progress: bool = True,
     embeddings: EmbeddingRows | None = None,
+    validation: ValidationSet | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place and write ``out/{model.safetensors, loss.csv, loss.png, settings.json}``.
+    """Train ``model`` in place and write ``out/{model.safetensors, loss.csv, loss.png, settings.json}``: with a
+    ``validation`` set, the weights of the epoch with the best validation mDice (else the last epoch's).
 
     Under ``torchrun`` (one process per GPU) the processes share each epoch's images and average
     their gradients (DistributedDataParallel); the main process alone writes files.
@@ -265,9 +317,11 @@ def train_stage1(
         progress: show progress bars.
         embeddings: the frozen encoder's embeddings of ``images`` (the embed_images rule), read
             instead of running the encoder; only for a model whose encoder does not train.
+        validation: the validation split (selection only), scored as the settings say.
 
     Returns:
-        One row per epoch: losses, learning rate, seconds, samples (image-class pairs) per second.
+        One row per epoch: losses, learning rate, seconds, samples (image-class pairs) per second, and
+        ``val_dice`` on the scored epochs.
     """
     place, device = distributed.start(pick_device(settings.device))
     # N processes take N x batch_images images per step: another recipe, recorded and never resumed across
@@ -282,6 +336,8 @@ def train_stage1(
     optimizer, scheduler = adam_with_step_lr(model, settings.lr, settings.lr_step, settings.lr_gamma)
     # the checkpoint is resumed only by a run of the same inputs (a label fixed on disk or another split starts over)
     data = {"images": images, "labels": labels, "prompts": list(prompts), "texts": texts}
+    if validation is not None:
+        data["validation"] = [validation.images, validation.labels, list(validation.prompts)]
     inputs = {
         "spec": spec,
         "settings": settings,
@@ -294,4 +350,9 @@ def train_stage1(
     if place.main:
         print(_run_summary(pairs, keep, settings, trainable, device, place))
     training = Training(model, optimizer, scheduler, device=device, place=place, progress=progress)
-    return train_epochs(_stage1_loop(out, settings, keep, spec), training, step, inputs, begin=step.begin)
+    selection = None
+    if validation is not None:
+        score = validation.scorer(model, texts, point_count, device)
+        selection = Selection(score, settings.validate_every, settings.patience, settings.budget_s)
+    loop = _stage1_loop(out, settings, keep, spec)
+    return train_epochs(loop, training, step, inputs, begin=step.begin, selection=selection)

@@ -107,12 +107,13 @@ def run_stage1(
     from samdpo.data.splits import split_indices
     from samdpo.data.store import SampleStore
     from samdpo.sam.image_embeddings import load_embeddings
-    from samdpo.train.stage1 import train_stage1
+    from samdpo.train.stage1 import ValidationSet, train_stage1
     from samdpo.train.text_embeddings import read_text_embeddings
 
     chosen_splits = ["labeled"] + (["unlabeled"] if with_unlabeled else [])
     labelled = split_indices(SampleStore(Path(store_dir)), splits, chosen_splits)
     store, prompts, indices = store_prompts(store_dir, prompts_dir, labelled)
+    _, val_prompts, val_indices = store_prompts(store_dir, prompts_dir, split_indices(store, splits, ["validation"]))
     texts, text_meta = read_text_embeddings(Path(texts_path))
     sam = resolve_sam(dict(sam_values), store.image_size)
     settings, switches = stage1_settings(values, sam["name"])
@@ -134,6 +135,12 @@ def run_stage1(
     }
     model = build_model(sam, text_meta["dim"], switches, settings.seed)
     images, labels = store.images()[indices], store.labels()[indices]  # labels of the training splits only
+    validation = ValidationSet(  # the selection split: its labels choose the epoch, nothing trains on them
+        store.images()[val_indices],
+        store.labels()[val_indices],
+        val_prompts,
+        load_embeddings(embeddings_dir, model, [ids[i] for i in val_indices]),
+    )
     train_stage1(
         model,
         images,
@@ -146,6 +153,7 @@ def run_stage1(
         text_meta["max_points"],
         progress=progress,
         embeddings=load_embeddings(embeddings_dir, model, [ids[i] for i in indices]),
+        validation=validation,
     )
 
 

@@ -121,6 +121,7 @@ rule alignment_study:
     output:
         csv=f"{STUDY}.csv",
         md=f"{STUDY}.md",
+        choice=f"{STUDY}_choice.json",
     params:
         store=folder_of("table"),
         model=folder_of("model"),

@@ -55,11 +55,12 @@ MODEL_FILES = {"weights": "model.safetensors", "settings": "settings.json", "pro
 SAM_MODEL = _folder("results/{stage}/{dataset}/{variant}", **MODEL_FILES)  # stage: stage1 or align
 STAGE1 = _folder(fill(SAM_MODEL.folder, stage="stage1"), curve="loss.csv", plot="loss.png", **MODEL_FILES)
 ALIGNED = _folder(fill(SAM_MODEL.folder, stage="align", variant="{align_variant}"), curve="train_log.csv", plot="loss.png", **MODEL_FILES)
-UNET = _folder("results/baselines/{dataset}/unet", curve="loss.csv", plot="loss.png", **MODEL_FILES)
+# {suffix}: "" for unet.seed's U-Net, _seedN for the dataset's other seeds (seeds)
+UNET = _folder("results/baselines/{dataset}/unet{suffix}", curve="loss.csv", plot="loss.png", **MODEL_FILES)
 # nnU-Net's own three folders (raw dataset, preprocessed, trained model) and its probabilities.
 NNUNET = _folder(
     "results/baselines/{dataset}/nnunet", raw="nnUNet_raw", preprocessed="nnUNet_preprocessed", results="nnUNet_results",
-    probs="probs.npy", probs_meta="probs.json",
+    plot="validation_curve.png", probs="probs.npy", probs_meta="probs.json",
 )
 ZERO_SHOT_MODEL = _folder("results/zero_shot/{dataset}/{boxes}_box", **MODEL_FILES)
 CANDIDATES = _folder("results/align/{dataset}/candidates", levels="candidates.npy", meta="candidates.json")
@@ -348,8 +349,9 @@ def embeddings_flag(wildcards, input):
 def model_folder(dataset, model):
     """Where a model's probabilities live: the U-Net, the nnU-Net, a zero-shot row, a stage-1 variant or an alignment variant
     (check_config has refused table rows naming other models)."""
-    if model == "unet":
-        return fill(UNET.folder, dataset=dataset)
+    base, _, seed = model.rpartition("_seed")
+    if model == "unet" or (base == "unet" and seed.isdigit()):
+        return fill(UNET.folder, dataset=dataset, suffix=model.removeprefix("unet"))
     if model == "nnunet":
         return fill(NNUNET.folder, dataset=dataset)
     if model in ZERO_SHOT:
@@ -365,17 +367,25 @@ def evaluation(model, suffix):
 
 
 def row_models(model, dataset):
-    """The models of one table row: a stage-1 variant's model per seed, any other model alone."""
-    return seed_models(model, dataset) if model in config["stage1_variants"] else [model]
+    """The models of one table row: a stage-1 variant's or the U-Net's model per seed, any other model alone."""
+    return seed_models(model, dataset) if model in SEEDED else [model]
 
 
-# Evaluation, one job per dataset and stage-1 seed: rule evaluate_stage1 scores the stage-1 variants the
-# tables name, at one seed ({suffix}: "" for stage1.seed, _seedN otherwise); rule evaluate scores the
-# other models the tables and dpo_effect read (U-Net, zero-shot, aligned, START_FROM when no table row).
+def unet_settings(wildcards):
+    """The unet section as JSON, its seed the {suffix}'s (_seedN: N; none: unet.seed as configured)."""
+    seed = {"seed": int(wildcards.suffix.removeprefix("_seed"))} if wildcards.suffix else {}
+    return json.dumps({**config["unet"], **seed}, sort_keys=True)
+
+
+# Evaluation, one job per dataset and seed: rule evaluate_stage1 scores the seeded rows the tables name
+# (stage-1 variants and the U-Net), at one seed ({suffix}: "" for stage1.seed / unet.seed, _seedN
+# otherwise); rule evaluate scores the other models the tables and dpo_effect read (nnU-Net, zero-shot,
+# aligned, START_FROM when no table row).
 TABLE_MODELS = sorted({model for rows in config["tables"].values() for model in rows.values()})
-STAGE1_ROWS = [model for model in TABLE_MODELS if model in config["stage1_variants"]]
+SEEDED = [*config["stage1_variants"], "unet"]  # the models trained once per seed of the dataset
+SEEDED_ROWS = [model for model in TABLE_MODELS if model in SEEDED]
 OTHER_EVALUATED = sorted(
-    {model for model in [*TABLE_MODELS, START_FROM, *ALIGN_VARIANTS] if stage1_variant(model)[0] not in STAGE1_ROWS}
+    {model for model in [*TABLE_MODELS, START_FROM, *ALIGN_VARIANTS] if stage1_variant(model)[0] not in SEEDED_ROWS}
 )
 
 
@@ -440,7 +450,7 @@ def provenance(wildcards):
     clip = dataset_clip(wildcards.dataset)[0]
     models = f"SAM {sam}; CLIP {clip}; VQA {config['vqa']['backend']}; LLM {config['llm']['backend']}; annotator {config['align']['reference']}"
     if hasattr(wildcards, "kind") and "nnunet" in {model for _, model in table_rows(wildcards)}:
-        models += f"; nnU-Net nnunetv2 2d fold all, {nnunet_schedule()}"
+        models += f"; nnU-Net nnunetv2 2d fold 0 (validation split, checkpoint_best), {nnunet_schedule()}"
     return f"{data}; {models}"
 
 

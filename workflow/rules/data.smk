@@ -53,6 +53,7 @@ rule split_cases:
         store=folder_of("table"),
         labeled=config["splits"]["labeled"],
         unlabeled=config["splits"]["unlabeled"],
+        validation=config["splits"]["validation"],
         seed=config["splits"]["seed"],
     conda:
         ENV
@@ -65,7 +66,8 @@ rule split_cases:
         mem_mb=1000,
     shell:
         "samdpo data split --store {params.store} --out {output}"
-        " --labeled {params.labeled} --unlabeled {params.unlabeled} --seed {params.seed} > {log} 2>&1"
+        " --labeled {params.labeled} --unlabeled {params.unlabeled} --validation {params.validation}"
+        " --seed {params.seed} > {log} 2>&1"
 
 
 rule data_summary:

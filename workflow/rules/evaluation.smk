@@ -11,17 +11,24 @@ rule train_unet:
         weights=UNET.weights,
         settings=UNET.settings,
         curve=UNET.curve,
-        plot=UNET.plot,
+        plot=report(
+            UNET.plot,
+            caption="../report/curve.rst",
+            category="Training curves",
+            labels={"dataset": "{dataset}", "model": "unet{suffix}", "stage": "baseline"},
+        ),
     params:
         store=folder_of("table"),
         folder=folder_of("weights", "output"),
-        settings=section_json("unet"),
+        settings=unet_settings,
+    wildcard_constraints:
+        suffix="(_seed[0-9]+)?",
     conda:
         ENV
     log:
-        "results/logs/train_unet/{dataset}.log",
+        "results/logs/train_unet/{dataset}{suffix}.log",
     benchmark:
-        "results/benchmarks/train_unet/{dataset}.tsv"
+        "results/benchmarks/train_unet/{dataset}{suffix}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -44,12 +51,14 @@ rule predict_unet:
         store=folder_of("table"),
         model=folder_of("weights"),
         folder=folder_of("probs", "output"),
+    wildcard_constraints:
+        suffix="(_seed[0-9]+)?",
     conda:
         ENV
     log:
-        "results/logs/predict_unet/{dataset}.log",
+        "results/logs/predict_unet/{dataset}{suffix}.log",
     benchmark:
-        "results/benchmarks/predict_unet/{dataset}.tsv"
+        "results/benchmarks/predict_unet/{dataset}{suffix}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -97,6 +106,12 @@ rule train_nnunet:
         preprocessed=NNUNET.preprocessed,
     output:
         results=directory(NNUNET.results),
+        plot=report(
+            NNUNET.plot,
+            caption="../report/curve.rst",
+            category="Training curves",
+            labels={"dataset": "{dataset}", "model": "nnunet", "stage": "baseline"},
+        ),
     params:
         store=folder_of("table"),
         root=folder_of("preprocessed"),
@@ -176,24 +191,24 @@ rule evaluate:
         " --method {params.methods:q} --threshold {params.threshold} --tolerance-mm {params.tolerance} > {log} 2>&1"
 
 
-if STAGE1_ROWS:
+if SEEDED_ROWS:
 
     use rule evaluate as evaluate_stage1 with:
         input:
             table=STORE.table,
             labels=STORE.labels,
             splits=SPLITS,
-            probs=evaluated_files(STAGE1_ROWS, "probs.npy"),
-            meta=evaluated_files(STAGE1_ROWS, "probs.json"),
+            probs=evaluated_files(SEEDED_ROWS, "probs.npy"),
+            meta=evaluated_files(SEEDED_ROWS, "probs.json"),
         output:
-            per_image=[evaluation(f"{model}{{suffix}}", ".csv") for model in STAGE1_ROWS],
-            summaries=[evaluation(f"{model}{{suffix}}", ".json") for model in STAGE1_ROWS],
+            per_image=[evaluation(f"{model}{{suffix}}", ".csv") for model in SEEDED_ROWS],
+            summaries=[evaluation(f"{model}{{suffix}}", ".json") for model in SEEDED_ROWS],
         wildcard_constraints:
             suffix="(_seed[0-9]+)?",
         params:
             store=folder_of("table"),
             models=folder_of("probs"),
-            methods=lambda wildcards: [f"{model}{wildcards.suffix}" for model in STAGE1_ROWS],
+            methods=lambda wildcards: [f"{model}{wildcards.suffix}" for model in SEEDED_ROWS],
             threshold=config["evaluation"]["threshold"],
             tolerance=config["evaluation"]["tolerance_mm"],
         log:
