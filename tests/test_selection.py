@@ -15,7 +15,7 @@ import torch
 from samdpo.baselines import unet as unet_module
 from samdpo.baselines.unet import WEIGHTS, load_unet, predict_unet, train_unet
 from samdpo.evaluation.metrics import evaluate, mean_dice, summarize
-from samdpo.train.selection import BestWeights, Selection, late_gain, stop_reason
+from samdpo.train.selection import Selection, SelectionState, late_gain, stop_reason
 from tests.unet_data import FAST
 from tests.unet_data import data as data  # noqa: F401  (the module-scoped store fixture)
 from tests.unet_data import one_thread as one_thread  # noqa: F401  (autouse: one torch thread per test)
@@ -31,7 +31,7 @@ def test_late_gain_is_what_the_last_quarter_added() -> None:
 
 def test_best_weights_keep_the_first_of_equal_scores_and_stop_by_patience_or_budget() -> None:
     model = torch.nn.Linear(2, 1)
-    best = BestWeights()
+    best = SelectionState()
     assert best.offer(1, 5.0, model) and not best.offer(2, 5.0, model) and best.epoch == 1
     with torch.no_grad():
         model.weight.fill_(3.0)
@@ -39,13 +39,14 @@ def test_best_weights_keep_the_first_of_equal_scores_and_stop_by_patience_or_bud
     with torch.no_grad():
         model.weight.fill_(0.0)
     assert torch.equal(best.weights["weight"], torch.full((1, 2), 3.0))  # a copy, not the live tensor
-    history = [{"epoch": e, "seconds": 1.0} for e in range(1, 6)]
-    assert stop_reason(Selection(lambda: 0.0, patience=2), best, 5, history) == "patience"  # 5 - 3 >= 2
-    assert stop_reason(Selection(lambda: 0.0, patience=3), best, 5, history) is None
-    assert stop_reason(Selection(lambda: 0.0, budget_s=5.0), best, 5, history) == "budget"
-    restored = BestWeights()
+    best.cpu_s = 5.0
+    assert stop_reason(Selection(lambda: 0.0, patience=2), best, 5) == "patience"  # 5 - 3 >= 2
+    assert stop_reason(Selection(lambda: 0.0, patience=3), best, 5) is None
+    assert stop_reason(Selection(lambda: 0.0, budget_s=5.0), best, 5) == "budget"  # CPU seconds, not wall
+    assert stop_reason(Selection(lambda: 0.0, budget_s=6.0), best, 5) is None
+    restored = SelectionState()
     restored.load_state_dict(best.state_dict())
-    assert restored.epoch == 3 and restored.score == 6.0
+    assert restored.epoch == 3 and restored.score == 6.0 and restored.cpu_s == 5.0
 
 
 def test_mean_dice_is_the_tables_mdice() -> None:
@@ -125,4 +126,6 @@ def test_a_resumed_run_chooses_what_the_whole_run_chooses(
     train_unet(images, labels, 2, settings, tmp_path / "cut", {}, validation, progress=False)
     assert (tmp_path / "cut" / WEIGHTS).read_bytes() == (tmp_path / "whole" / WEIGHTS).read_bytes()
     chosen = [json.loads((tmp_path / n / "settings.json").read_text())["selection"] for n in ("cut", "whole")]
-    assert chosen[0] == chosen[1]
+    assert [{k: v for k, v in c.items() if k != "cpu_s"} for c in chosen] == [
+        {k: v for k, v in chosen[1].items() if k != "cpu_s"}
+    ] * 2

@@ -31,7 +31,7 @@ class NnunetSettings:
         splits: the splits whose images and labels it trains on (the paper's 20%: labelled + unlabelled); the
             validation split is nnU-Net's fold-0 validation set, which chooses ``checkpoint_best.pth``.
         patience: (short schedule) end after this many epochs without a new best EMA pseudo Dice (null: never).
-        budget_s: (short schedule) end once training took this many seconds (null: no budget).
+        budget_s: (short schedule) end once the training process has used this many CPU seconds (null: no budget).
     """
 
     epochs: int | None = 60

@@ -5,7 +5,7 @@ in weeks. This subclass changes nothing but the number of epochs and of iteratio
 loss, augmentation, optimiser and its polynomial learning-rate decay over the epochs are nnU-Net's), like
 nnunetv2's own ``nnUNetTrainer_Xepochs`` variants, with the counts as settings, and may end training
 early: after ``patience`` epochs without a new best EMA pseudo Dice on its validation cases (nnU-Net's own
-``checkpoint_best.pth`` criterion) or once ``budget_s`` seconds have passed. Its class name names the
+``checkpoint_best.pth`` criterion) or once its process has used ``budget_s`` CPU seconds. Its class name names the
 trainer folder (``nnUNetTrainerShortSchedule__nnUNetPlans__2d``), so a short run is never mistaken for
 nnU-Net's default one.
 """
@@ -39,12 +39,12 @@ class nnUNetTrainerShortSchedule(nnUNetTrainer):  # noqa: N801  (nnU-Net's train
         """Train ``epochs`` epochs of ``iterations_per_epoch`` batches, with ``val_iterations_per_epoch``
         pseudo-Dice batches each (the learning rate decays to 0 over ``epochs``: the optimiser is made later,
         when training starts); end early after ``patience`` epochs without a new best EMA pseudo Dice or once
-        ``budget_s`` seconds have passed (None: never)."""
+        the process has used ``budget_s`` CPU seconds since (None: never)."""
         self.num_epochs = epochs
         self.num_iterations_per_epoch = iterations_per_epoch
         self.num_val_iterations_per_epoch = val_iterations_per_epoch
         self.patience, self.budget_s = patience, budget_s
-        self._began, self._best_epoch = time.monotonic(), 0
+        self._began, self._best_epoch = time.process_time(), 0
         self.print_to_log_file(
             f"samdpo short schedule: {epochs} epochs x {iterations_per_epoch} iterations "
             f"({val_iterations_per_epoch} validation iterations), patience {patience}, budget {budget_s} s"
@@ -59,7 +59,7 @@ class nnUNetTrainerShortSchedule(nnUNetTrainer):  # noqa: N801  (nnU-Net's train
             self._best_epoch = self.current_epoch  # counted from 1 after nnU-Net's increment
         if self.patience is not None and self.current_epoch - self._best_epoch >= self.patience:
             self.stopped = "patience"
-        elif self.budget_s is not None and time.monotonic() - self._began >= self.budget_s:
+        elif self.budget_s is not None and time.process_time() - self._began >= self.budget_s:
             self.stopped = "budget"
         if self.stopped != "schedule" and self.current_epoch < self.num_epochs:
             self.print_to_log_file(f"samdpo: training ends after epoch {self.current_epoch} ({self.stopped})")

@@ -32,7 +32,7 @@ class UnetSettings:
         validate_every: score the validation split's mDice after every this many epochs; the best epoch's
             weights are kept (:mod:`samdpo.train.selection`).
         patience: stop after this many epochs without a better validation mDice (null: run ``epochs``).
-        budget_s: stop once training took this many seconds (null: no budget).
+        budget_s: stop once the training process has used this many CPU seconds (null: no budget).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128)

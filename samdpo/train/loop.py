@@ -30,7 +30,7 @@ from samdpo.train import distributed
 from samdpo.train.distributed import Place
 from samdpo.train.history import plot_history, resume, save_epoch, write_history
 from samdpo.train.model_folder import CHECKPOINT, LOSS_CSV, LOSS_PNG, SETTINGS, WEIGHTS
-from samdpo.train.selection import VALIDATION_COLUMN, BestWeights, Selection, due, stop_reason, summary
+from samdpo.train.selection import VALIDATION_COLUMN, Selection, SelectionState, due, stop_reason, summary
 
 Row = dict[str, Any]
 ONE_PROCESS, CPU = Place(), torch.device("cpu")
@@ -144,24 +144,26 @@ def train_epochs(
     key = fingerprint(inputs)
     checkpoint, main = Path(loop.out) / CHECKPOINT, training.place.main
     Path(loop.out).mkdir(parents=True, exist_ok=True)
-    best = BestWeights()
+    best = SelectionState()
     states = {**training.states(), "best": best} if selection else training.states()
     history, first = resume(checkpoint, key, states, training.device, verbose=main)
     reason = "schedule"
     for epoch in range(first, loop.epochs + 1):
+        cpu = time.process_time()
         history.append(_epoch(loop, training, step, begin, epoch))
         if training.scheduler is not None:
             training.scheduler.step()
         if selection and due(selection, epoch, loop.epochs):
             history[-1][VALIDATION_COLUMN] = float(selection.score())
             best.offer(epoch, history[-1][VALIDATION_COLUMN], training.model)
+        best.cpu_s += time.process_time() - cpu
         if main:
             line = loop.describe(history[-1])
             if line:
                 scored = VALIDATION_COLUMN in history[-1]
                 print(line + (f", validation Dice {history[-1][VALIDATION_COLUMN]:.2f}" if scored else ""))
             save_epoch(checkpoint, epoch, key, history, states)
-        reason = (stop_reason(selection, best, epoch, history) if selection else None) or reason
+        reason = (stop_reason(selection, best, epoch) if selection else None) or reason
         if reason != "schedule":
             break
     chosen = None

@@ -2,8 +2,9 @@
 
 A trainer that is given a :class:`Selection` scores its model on the validation split after every
 ``every`` epochs (and after the last one), keeps a copy of the best-scoring weights, stops once
-``patience`` epochs passed without a better score or its training time reached ``budget_s``, and
-writes the best weights, not the last. The choice reads validation labels only; test labels never
+``patience`` epochs passed without a better score or its training process has used ``budget_s``
+CPU seconds (a CPU budget, so that a busy machine does not shorten the training), and writes the best
+weights, not the last. The choice reads validation labels only; test labels never
 reach a trainer (:func:`samdpo.data.splits.check_training_splits`).
 """
 
@@ -29,7 +30,8 @@ class Selection:
         score: () -> the model's validation score as it is now (mean Dice over classes, %; higher is better).
         every: score after every ``every`` epochs (and the last).
         patience: stop after this many epochs without a better score (None: run every epoch).
-        budget_s: stop once the epochs' training seconds reach this (None: no budget).
+        budget_s: stop once the training process has used this many CPU seconds, all threads counted
+            (None: no budget).
     """
 
     score: Callable[[], float]
@@ -53,13 +55,15 @@ def check_selection_settings(section: str, every: Any, patience: Any, budget_s: 
         raise ConfigError(f"{section}.budget_s must be a number of seconds > 0 or null, got {budget_s!r}")
 
 
-class BestWeights:
-    """The best-scoring epoch so far and a copy of its weights (a checkpoint entry, so a resumed run keeps it)."""
+class SelectionState:
+    """The best-scoring epoch so far, a copy of its weights and the CPU seconds spent (a checkpoint entry, so a
+    resumed run keeps them)."""
 
     def __init__(self) -> None:
         self.epoch: int | None = None
         self.score = -math.inf
         self.weights: dict[str, Any] | None = None
+        self.cpu_s = 0.0
 
     def offer(self, epoch: int, score: float, model: Any) -> bool:
         """Keep ``model``'s weights if ``score`` beats the best so far (ties keep the earlier epoch)."""
@@ -70,10 +74,11 @@ class BestWeights:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "score": self.score, "weights": self.weights}
+        return {"epoch": self.epoch, "score": self.score, "weights": self.weights, "cpu_s": self.cpu_s}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.epoch, self.score, self.weights = state["epoch"], float(state["score"]), state["weights"]
+        self.cpu_s = float(state["cpu_s"])
 
 
 def due(selection: Selection, epoch: int, last: int) -> bool:
@@ -81,13 +86,11 @@ def due(selection: Selection, epoch: int, last: int) -> bool:
     return epoch % selection.every == 0 or epoch == last
 
 
-def stop_reason(
-    selection: Selection, best: BestWeights, epoch: int, history: Sequence[Mapping[str, Any]]
-) -> str | None:
+def stop_reason(selection: Selection, state: SelectionState, epoch: int) -> str | None:
     """``patience`` or ``budget`` when training stops after ``epoch``, else None."""
-    if selection.patience is not None and best.epoch is not None and epoch - best.epoch >= selection.patience:
+    if selection.patience is not None and state.epoch is not None and epoch - state.epoch >= selection.patience:
         return "patience"
-    if selection.budget_s is not None and sum(float(row["seconds"]) for row in history) >= selection.budget_s:
+    if selection.budget_s is not None and state.cpu_s >= selection.budget_s:
         return "budget"
     return None
 
@@ -104,10 +107,10 @@ def late_gain(scores: Sequence[tuple[int, float]]) -> float | None:
 
 
 def summary(
-    selection: Selection, best: BestWeights, history: Sequence[Mapping[str, Any]], reason: str
+    selection: Selection, best: SelectionState, history: Sequence[Mapping[str, Any]], reason: str
 ) -> dict[str, Any]:
     """What ``settings.json`` records of the choice: the chosen epoch and its score, epochs run, why it stopped,
-    the settings and the late gain."""
+    the settings, the CPU seconds spent and the late gain."""
     scores = [(int(row["epoch"]), float(row[VALIDATION_COLUMN])) for row in history if VALIDATION_COLUMN in row]
     return {
         "chosen_epoch": best.epoch,
@@ -117,6 +120,7 @@ def summary(
         "validate_every": selection.every,
         "patience": selection.patience,
         "budget_s": selection.budget_s,
+        "cpu_s": round(best.cpu_s, 1),
         "late_gain": late_gain(scores),
         "split": "validation",
     }

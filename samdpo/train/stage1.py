@@ -56,7 +56,7 @@ class Stage1Settings:
         seed: seeds the initialisation and the order of the examples.
         validate_every, patience, budget_s: the epoch is chosen on the validation split
             (:mod:`samdpo.train.selection`): scored every ``validate_every`` epochs, stopped after ``patience``
-            epochs without a better score or after ``budget_s`` seconds (None: neither).
+            epochs without a better score or after ``budget_s`` CPU seconds (None: neither).
         amp: bfloat16 autocast on a GPU (ignored on the CPU).
         device: ``auto`` (a GPU if there is one), ``cpu`` or ``cuda``.
     """
