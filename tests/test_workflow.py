@@ -390,8 +390,6 @@ def test_human_reference_passes_each_persons_decision_file(workdir: Path) -> Non
     "change,message",
     [
         ({"splits.labeled": 1.5}, "labeled"),
-        ({"splits.validation": 0.85}, "bad config: splits: labeled 0.1 + unlabeled 0.1 + validation 0.85"),
-        ({"nnunet.splits": ["labeled", "test"]}, "bad config: nnunet.splits: ['labeled', 'test'] names test"),
         ({"image_size": 8}, "image_size"),
         ({"datasets.amos.source": "disk"}, "root"),
         ({"datasets.amos.reader.modality": "pet"}, "modality"),
@@ -402,6 +400,24 @@ def test_bad_config_is_rejected_before_any_work(workdir: Path, change: dict, mes
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Error validating config" in output and message in output
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"splits.validation": 0.85}, "bad config: splits: labeled 0.1 + unlabeled 0.1 + validation 0.85"),
+        ({"nnunet.splits": ["labeled", "test"]}, "bad config: nnunet.splits: ['labeled', 'test'] names test"),
+        ({"unet.splits": ["labeled", "validation"]}, "bad config: unet.splits: ['labeled', 'validation'] names valid"),
+    ],
+)
+def test_held_out_labels_and_empty_splits_are_one_line_before_any_work(
+    workdir: Path, change: dict, message: str
+) -> None:
+    result = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and message in output, output
+    assert sum("bad config:" in line for line in output.splitlines()) == 1
     assert not (workdir / "results").exists()
 
 
