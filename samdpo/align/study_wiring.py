@@ -202,16 +202,14 @@ def _evaluator(
     """model -> its per-image evaluation on each held-out split (name -> sample ids), predicting each image's
     present classes only (those evaluation scores)."""
     from samdpo.evaluation.metrics import evaluate
-    from samdpo.train.predict import predict_probabilities
+    from samdpo.train.predict import predict_probabilities, present_classes
 
     store, names = stage1.store, stage1.names
     size = store.images().shape[-1]
     rows = {split: [stage1.row_of[s] for s in ids] for split, ids in held_out.items()}
     # evaluation reads the labels of the held-out images: validation to choose, test to report
     labels = {split: np.asarray(store.labels()[r]) for split, r in rows.items()}
-    present = {
-        split: [[t for t in range(len(names)) if (lab == t + 1).any()] for lab in labels[split]] for split in rows
-    }
+    present = {split: present_classes(labels[split], len(names)) for split in rows}
 
     def score(model: Any) -> dict[str, Any]:
         results = {}

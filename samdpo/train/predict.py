@@ -19,6 +19,12 @@ from samdpo.train.batches import make_batch
 from samdpo.train.prompt_data import ImagePrompts
 
 
+def present_classes(labels: np.ndarray, class_count: int) -> list[list[int]]:
+    """Per (S, S) label map of ``labels`` (N, S, S), the class indices (label - 1) it holds: the only classes
+    evaluation scores, so the only ones an evaluating caller needs predicted (``classes`` below)."""
+    return [[t for t in range(class_count) if (np.asarray(label) == t + 1).any()] for label in labels]
+
+
 def predict_probabilities(
     model: PromptedSam,
     images: np.ndarray,

@@ -29,7 +29,7 @@ from samdpo.train import distributed
 from samdpo.train.batches import jittered_truth_boxes, labelled_pairs, make_batch, sample_classes
 from samdpo.train.loop import Loop, Training, adam_with_step_lr, train_epochs
 from samdpo.train.losses import dice_loss, focal_loss
-from samdpo.train.predict import predict_probabilities
+from samdpo.train.predict import predict_probabilities, present_classes
 from samdpo.train.prompt_data import ImagePrompts
 from samdpo.train.selection import Selection, check_selection_settings
 
@@ -120,7 +120,7 @@ class ValidationSet:
     ) -> Callable[[], float]:
         """() -> the model's validation mDice (%): each image's present classes predicted, as evaluation scores them."""
         classes = len(self.prompts[0].vqa) if self.prompts else 0
-        present = [[t for t in range(classes) if (np.asarray(label) == t + 1).any()] for label in self.labels]
+        present = present_classes(self.labels, classes)
 
         def score() -> float:
             out = np.zeros((len(self.images), classes, *self.images.shape[1:]), np.uint8)
