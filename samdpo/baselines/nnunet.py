@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -174,7 +173,6 @@ def train(root: Path, kind: str, settings: NnunetSettings, spec: dict[str, Any])
         _seed(settings.seed)
         from samdpo.baselines.nnunet_trainer import TrainingEnded
 
-        began = time.process_time()
         try:
             trainer.run_training()  # nnU-Net prints its progress and writes its own training log
         except TrainingEnded:
@@ -184,8 +182,7 @@ def train(root: Path, kind: str, settings: NnunetSettings, spec: dict[str, Any])
         atomic.write_text(tmp / CURVE, curve.to_csv(index=False))
         _plot_curve(curve, root / PLOT)
         record = {**spec, "settings": asdict(settings), "schedule": settings.schedule, "trainer": folder.name}
-        cpu_s = time.process_time() - began
-        record["selection"] = _selection(curve, getattr(trainer, "stopped", "schedule"), settings, cpu_s)
+        record["selection"] = _selection(curve, getattr(trainer, "stopped", "schedule"), settings)
         record["settings_hash"] = spec_hash(record)
         (tmp / SETTINGS).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         trainer_folder = folder.name
@@ -229,10 +226,9 @@ def _plot_curve(curve: Any, path: Path) -> None:
     plot_history(curve.to_dict("records"), panels, path, title="nnU-Net baseline")
 
 
-def _selection(curve: Any, stopped: str, settings: NnunetSettings, cpu_s: float) -> dict[str, Any]:
+def _selection(curve: Any, stopped: str, settings: NnunetSettings) -> dict[str, Any]:
     """What settings.json records of nnU-Net's choice: its best EMA pseudo-Dice epoch (``checkpoint_best.pth``),
-    epochs run, why training ended, the CPU seconds it took and the late gain of the EMA
-    (:func:`samdpo.train.selection.late_gain`)."""
+    epochs run, why training ended and the late gain of the EMA (:func:`samdpo.train.selection.late_gain`)."""
     from samdpo.train.selection import late_gain
 
     scores = list(zip(curve["epoch"].tolist(), curve["ema_pseudo_dice"].tolist()))
@@ -245,7 +241,6 @@ def _selection(curve: Any, stopped: str, settings: NnunetSettings, cpu_s: float)
         "stopped": stopped,
         "patience": settings.patience,
         "budget_s": settings.budget_s,
-        "cpu_s": round(cpu_s, 1),
         "late_gain": late_gain(scores),
         "split": "validation",
     }

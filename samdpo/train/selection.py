@@ -110,7 +110,8 @@ def summary(
     selection: Selection, best: SelectionState, history: Sequence[Mapping[str, Any]], reason: str
 ) -> dict[str, Any]:
     """What ``settings.json`` records of the choice: the chosen epoch and its score, epochs run, why it stopped,
-    the settings, the CPU seconds spent and the late gain."""
+    the settings and the late gain (not the CPU seconds spent: they differ between identical runs, and the record
+    is part of the settings hash the predictions and tables name)."""
     scores = [(int(row["epoch"]), float(row[VALIDATION_COLUMN])) for row in history if VALIDATION_COLUMN in row]
     return {
         "chosen_epoch": best.epoch,
@@ -120,7 +121,6 @@ def summary(
         "validate_every": selection.every,
         "patience": selection.patience,
         "budget_s": selection.budget_s,
-        "cpu_s": round(best.cpu_s, 1),
         "late_gain": late_gain(scores),
         "split": "validation",
     }
