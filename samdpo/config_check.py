@@ -116,6 +116,7 @@ def _check_image_size(config: Mapping[str, Any]) -> None:
     """The SAM's settings are buildable and ``image_size`` suits the small SAM's patches and the U-Net's strides."""
     from samdpo.baselines.nnunet_settings import NnunetSettings
     from samdpo.baselines.unet_settings import UnetSettings, check_image_size
+    from samdpo.sam.engine import require_packages
     from samdpo.sam.settings import SamSettings
     from samdpo.sam.specs import resolve_sam
     from samdpo.settings import parse_settings
@@ -127,7 +128,7 @@ def _check_image_size(config: Mapping[str, Any]) -> None:
             "takes "
             f"the images at image_size); use e.g. {size - size % sam['patch_size']}"
         )
-    SamSettings(**resolve_sam(dict(sam), size))
+    require_packages(SamSettings(**resolve_sam(dict(sam), size)).engine)
     parse_settings(NnunetSettings, config["nnunet"], "nnunet")
     unet = parse_settings(UnetSettings, config["unet"], "unet")
     try:

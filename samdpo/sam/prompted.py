@@ -11,6 +11,7 @@ keeps batches uniform; the dense prompt is SAM's "no mask" embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +89,14 @@ class PromptedSam(nn.Module):
         # one projection per text kind: SAM's decoder is order-free over sparse tokens, so the
         # projections are what tell a VQA token from an LLM token
         self.text_proj = nn.ModuleDict({"vqa": nn.Linear(text_dim, width), "llm": nn.Linear(text_dim, width)})
+        #: an inference engine for the frozen model (:func:`samdpo.sam.engine.attach_engine`), or None
+        self.engine: Any = None
+
+    def _engine_for(self, tensor: torch.Tensor) -> Any:
+        """The attached engine where it applies to ``tensor``'s computation (CPU, no gradients), else None."""
+        if self.engine is None or torch.is_grad_enabled() or tensor.device.type != "cpu":
+            return None
+        return self.engine
 
     @property
     def input_size(self) -> int:
@@ -112,7 +121,9 @@ class PromptedSam(nn.Module):
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, S, S) uint8 images -> (B, C, h, w) image embeddings (see :meth:`preprocess`)."""
-        return self.sam.image_encoder(self.preprocess(images))
+        inputs = self.preprocess(images)
+        engine = self._engine_for(inputs)
+        return self.sam.image_encoder(inputs) if engine is None else engine.encode(inputs)
 
     def sparse_tokens(self, batch: PromptBatch) -> torch.Tensor:
         """(K, n, C) sparse prompt tokens of a batch (float32: positional encodings of coordinates
@@ -165,9 +176,13 @@ class PromptedSam(nn.Module):
         logits, ious = [], []
         height, width = embeddings.shape[-2:]
         dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, height, width)
+        engine = self._engine_for(embeddings)
         for b in torch.unique_consecutive(batch.image_index).tolist():
             chosen = batch.image_index == b
-            masks, iou = decode_single_mask(decoder, embeddings[b : b + 1], image_pe, sparse[chosen], dense)
+            if engine is None:
+                masks, iou = decode_single_mask(decoder, embeddings[b : b + 1], image_pe, sparse[chosen], dense)
+            else:
+                masks, iou = engine.decode(embeddings[b : b + 1], sparse[chosen])
             logits.append(masks[:, 0])
             ious.append(iou[:, 0])
         low = torch.cat(logits)

@@ -21,6 +21,8 @@ DEFAULT_IMAGE_SIZE = {
 }
 #: Input normalisation each model was trained with (``imagenet`` where not named).
 NORMALISATION = {"lite_medsam": "minmax"}
+#: Values of ``sam.engine`` (:mod:`samdpo.sam.engine`).
+ENGINES = ("onnxruntime", "torch")
 #: SamSettings fields that only the ``small`` model reads.
 _SMALL_ONLY = (
     "encoder_width",
@@ -48,6 +50,9 @@ class SamSettings:
         prompt_dim: ``small`` only: prompt embedding width (SAM uses 256); a multiple of 8.
         window_size: ``small`` only: window side in tokens for windowed attention (0: global).
         global_attn_indexes: ``small`` only: blocks that attend globally when windows are used.
+        engine: ``onnxruntime``: inference jobs run the frozen encoder and decoder through ONNX Runtime
+            (:mod:`samdpo.sam.engine`); ``torch``: they run torch eager, as training does.
+        engine_cache: folder of the exported ONNX graphs (one file per weights' hash).
     """
 
     name: str
@@ -60,12 +65,18 @@ class SamSettings:
     prompt_dim: int = 64
     window_size: int = 0
     global_attn_indexes: tuple[int, ...] = ()
+    engine: str = "onnxruntime"
+    engine_cache: str = "results/engine"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or self.name not in DEFAULT_IMAGE_SIZE:
             raise ConfigError(f"sam.name: unknown SAM {self.name!r}; choose one of {sorted(DEFAULT_IMAGE_SIZE)}")
         if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
             raise ConfigError(f"sam.checkpoint: expected a file name or null, got {self.checkpoint!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"sam.engine: expected one of {list(ENGINES)}, got {self.engine!r}")
+        if not self.engine_cache:
+            raise ConfigError("sam.engine_cache: expected a folder name, got an empty string")
         object.__setattr__(self, "global_attn_indexes", _int_tuple("global_attn_indexes", self.global_attn_indexes))
         for name in ("image_size", "encoder_width", "encoder_depth", "encoder_heads", "patch_size", "prompt_dim"):
             _check_int(name, getattr(self, name), minimum=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from samdpo.errors import ConfigError
+from samdpo.sam.engine import attach_engine
 from samdpo.sam.specs import build_model, resolve_sam
 from samdpo.sam.trainable import default_parts
 from samdpo.settings import parse_settings
@@ -60,7 +61,7 @@ def embed_store_images(store_dir: Path | str, sam_values: Mapping[str, Any], out
 
     store = SampleStore(Path(store_dir))
     sam = resolve_sam(dict(sam_values), store.image_size)
-    model = build_model(sam, 1, {}, 0)
+    model = attach_engine(build_model(sam, 1, {}, 0), sam)
     ids = list(store.samples["sample_id"])
     shape = write_image_embeddings(
         Path(out), model, store.images(), ids, {"sam": sam, "dataset": store.kind}, progress=progress
@@ -191,6 +192,7 @@ def run_predict(
         )
     model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
     load_checkpoint(model, Path(model_dir) / WEIGHTS)
+    attach_engine(model, spec["sam"])
     images = store.images()[indices]
     device = pick_device(device_name)
     ids = list(store.samples["sample_id"])
@@ -240,7 +242,7 @@ def run_zero_shot(
     store = SampleStore(Path(store_dir))
     chosen = split_indices(store, splits, splits_to_predict)
     sam = resolve_sam(dict(sam_values), store.image_size)
-    model = build_model(sam, 1, BOX_ONLY, 0)
+    model = attach_engine(build_model(sam, 1, BOX_ONLY, 0), sam)
     ids = list(store.samples["sample_id"])
     if boxes_from == "gt":
         boxes, has_box = ground_truth_boxes(

@@ -168,6 +168,7 @@ def run_refine(
     from samdpo.prompts.store import table_meta
     from samdpo.prompts.tables import write_table
     from samdpo.prompts.visual.refine import refine_table
+    from samdpo.sam.engine import attach_engine
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.sam.specs import build_model, resolve_sam
 
@@ -177,7 +178,7 @@ def run_refine(
         raise DataError(f"{crf_path}: no CRF prompt table; run the crf rule first")
     by_class = box_settings(boxes, store.class_names)
     sam = resolve_sam(dict(sam_values), store.image_size)
-    model = build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0)
+    model = attach_engine(build_model(sam, 1, {"box": True, "points": False, "vqa": False, "llm": False}, 0), sam)
     embeddings = load_embeddings(embeddings_dir, model, ids)
     crf_meta = table_meta(Path(crf_path))
     table, summary = refine_table(
