@@ -379,14 +379,26 @@ def unet_settings(wildcards):
 
 # Evaluation, one job per dataset and seed: rule evaluate_stage1 scores the seeded rows the tables name
 # (stage-1 variants and the U-Net), at one seed ({suffix}: "" for stage1.seed / unet.seed, _seedN
-# otherwise); rule evaluate scores the other models the tables and dpo_effect read (nnU-Net, zero-shot,
-# aligned, START_FROM when no table row).
+# otherwise); rule evaluate scores the main table's other models (nnU-Net, zero-shot, aligned) and rule
+# evaluate_others the rest that the ablation table and dpo_effect read (the other aligned variants,
+# START_FROM when no table row), so results/{dataset}_table.csv trains no model outside its rows.
 TABLE_MODELS = sorted({model for rows in config["tables"].values() for model in rows.values()})
 SEEDED = [*config["stage1_variants"], "unet"]  # the models trained once per seed of the dataset
 SEEDED_ROWS = [model for model in TABLE_MODELS if model in SEEDED]
 OTHER_EVALUATED = sorted(
     {model for model in [*TABLE_MODELS, START_FROM, *ALIGN_VARIANTS] if stage1_variant(model)[0] not in SEEDED_ROWS}
 )
+MAIN_MODELS = set(config["tables"]["main"].values())
+# rule name -> (the models it evaluates, the seed wildcard their names take); a rule with none is not defined
+EVALUATE_RULES = {
+    name: (models, suffix)
+    for name, models, suffix in (
+        ("evaluate_stage1", SEEDED_ROWS, "{suffix}"),
+        ("evaluate", [m for m in OTHER_EVALUATED if m in MAIN_MODELS], ""),
+        ("evaluate_others", [m for m in OTHER_EVALUATED if m not in MAIN_MODELS], ""),
+    )
+    if models
+}
 
 
 def evaluated_files(models, name):

@@ -159,62 +159,45 @@ rule predict_nnunet:
         "samdpo nnunet predict --store {params.store} --splits {input.splits} --root {params.root}"
         " --out {params.folder} --device {params.device} --threads {threads} --no-progress > {log} 2>&1"
 
-# Evaluation: one `samdpo eval` per dataset (and stage-1 seed) scores several models, paying the
+# Evaluation: one `samdpo eval` per dataset, group (EVALUATE_RULES) and stage-1 seed scores several models, paying the
 # process start and the MONAI import once; each model's per-image CSV and summary JSON are outputs.
-rule evaluate:
-    input:
-        table=STORE.table,
-        labels=STORE.labels,
-        splits=SPLITS,
-        probs=evaluated_files(OTHER_EVALUATED, "probs.npy"),
-        meta=evaluated_files(OTHER_EVALUATED, "probs.json"),
-    output:
-        per_image=[evaluation(model, ".csv") for model in OTHER_EVALUATED],
-        summaries=[evaluation(model, ".json") for model in OTHER_EVALUATED],
-    params:
-        store=folder_of("table"),
-        models=folder_of("probs"),
-        methods=OTHER_EVALUATED,
-        threshold=config["evaluation"]["threshold"],
-        tolerance=config["evaluation"]["tolerance_mm"],
-    conda:
-        ENV
-    log:
-        "results/logs/evaluate/{dataset}.log",
-    benchmark:
-        "results/benchmarks/evaluate/{dataset}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-    shell:
-        "samdpo eval --store {params.store} --splits {input.splits} --probs {params.models:q} --out {output.per_image:q}"
-        " --method {params.methods:q} --threshold {params.threshold} --tolerance-mm {params.tolerance} > {log} 2>&1"
+for rule_name, (evaluated, suffix) in EVALUATE_RULES.items():
 
-
-if SEEDED_ROWS:
-
-    use rule evaluate as evaluate_stage1 with:
+    rule:
+        name:
+            rule_name
         input:
             table=STORE.table,
             labels=STORE.labels,
             splits=SPLITS,
-            probs=evaluated_files(SEEDED_ROWS, "probs.npy"),
-            meta=evaluated_files(SEEDED_ROWS, "probs.json"),
+            probs=evaluated_files(evaluated, "probs.npy"),
+            meta=evaluated_files(evaluated, "probs.json"),
         output:
-            per_image=[evaluation(f"{model}{{suffix}}", ".csv") for model in SEEDED_ROWS],
-            summaries=[evaluation(f"{model}{{suffix}}", ".json") for model in SEEDED_ROWS],
+            per_image=[evaluation(f"{model}{suffix}", ".csv") for model in evaluated],
+            summaries=[evaluation(f"{model}{suffix}", ".json") for model in evaluated],
         wildcard_constraints:
             suffix="(_seed[0-9]+)?",
         params:
             store=folder_of("table"),
             models=folder_of("probs"),
-            methods=lambda wildcards: [f"{model}{wildcards.suffix}" for model in SEEDED_ROWS],
+            methods=lambda wildcards, evaluated=evaluated: [
+                f"{model}{getattr(wildcards, 'suffix', '')}" for model in evaluated
+            ],
             threshold=config["evaluation"]["threshold"],
             tolerance=config["evaluation"]["tolerance_mm"],
+        conda:
+            ENV
         log:
-            "results/logs/evaluate_stage1/{dataset}{suffix}.log",
+            f"results/logs/{rule_name}/{{dataset}}{suffix}.log",
         benchmark:
-            "results/benchmarks/evaluate_stage1/{dataset}{suffix}.tsv"
+            f"results/benchmarks/{rule_name}/{{dataset}}{suffix}.tsv"
+        threads: 1
+        resources:
+            mem_mb=3000,
+        shell:
+            "samdpo eval --store {params.store} --splits {input.splits} --probs {params.models:q}"
+            " --out {output.per_image:q} --method {params.methods:q} --threshold {params.threshold}"
+            " --tolerance-mm {params.tolerance} > {log} 2>&1"
 
 
 rule results_table:
