@@ -119,3 +119,19 @@ def test_engine_settings_and_a_missing_package_are_one_clear_error(
     monkeypatch.delitem(sys.modules, "onnxruntime")
     with pytest.raises(ConfigError, match="needs the package onnx, which is not installed: pip install onnx "):
         require_packages("onnxruntime")  # what the settings check runs at snakemake start
+
+
+def test_a_model_that_does_not_export_is_one_error_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args, **kwargs) -> None:
+        raise RuntimeError("Exporting the operator 'aten::custom' to ONNX opset version 17 is not supported.\nmore")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    images, _, prompts, texts = training_data(tmp_path)
+    model = attach_engine(small_model(), _engine(tmp_path / "engine"))
+    with pytest.raises(
+        ConfigError, match=r"encoder does not export to ONNX \(Exporting the operator .*set sam.engine: torch"
+    ):
+        _outputs(model, images, prompts, texts)
+    assert not list((tmp_path / "engine").glob("*.onnx")) and not list((tmp_path / "engine").glob(".*.tmp"))

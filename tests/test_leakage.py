@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from samdpo.cli import main
 from tests.prepared_store import prepare_store, save_tiny_clip
@@ -92,10 +93,13 @@ def test_changing_or_removing_labels_changes_no_prompt(busi_root: Path, tiny_cli
     shutil.rmtree(tmp_path / "a")
 
 
-def test_stage1_reads_labels_of_the_labelled_split_only(busi_root: Path, tiny_clip, tmp_path: Path) -> None:
+def test_stage1_reads_labels_of_the_labelled_split_only(
+    busi_root: Path, tiny_clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Training sees the labelled split's labels only; prediction, candidates, the prompt-agreement
     annotator and stage 2 read no label at all (only the virtual annotator and evaluation do; stage 2
     anchored on the labelled split reads that split's)."""
+    monkeypatch.chdir(tmp_path)  # the SAM engine's default cache, results/engine, is relative to the working folder
     from samdpo.data.splits import read_splits
 
     save_tiny_clip(tiny_clip, tmp_path / "clip")

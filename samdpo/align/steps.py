@@ -113,6 +113,7 @@ def consensus_references(store: Any, sample_ids: list[str], inputs: ReferenceInp
     from samdpo.align.uncertainty import UncertaintySettings, consensus_masks
     from samdpo.devices import pick_device
     from samdpo.sam.checkpoints import load_checkpoint
+    from samdpo.sam.engine import attach_engine
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.sam.specs import build_model
     from samdpo.train.model_folder import WEIGHTS, read_model_spec
@@ -123,6 +124,7 @@ def consensus_references(store: Any, sample_ids: list[str], inputs: ReferenceInp
     spec = read_model_spec(inputs.model)
     model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
     load_checkpoint(model, Path(inputs.model) / WEIGHTS)
+    attach_engine(model, spec["sam"])  # the stage-1 model is frozen here: only inference
     texts, _ = read_text_embeddings(Path(inputs.texts))
     prompts = [load_image_prompts(Path(inputs.prompts), s, store.class_names) for s in sample_ids]
     embeddings = load_embeddings(inputs.embeddings, model, sample_ids)  # None: the encoder runs here

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from samdpo import atomic
 from samdpo.errors import ConfigError
 from samdpo.sam.settings import SamSettings
 from samdpo.settings import parse_settings
@@ -118,13 +119,11 @@ def _export(
     names: dict[str, Any],
     only_if_missing: bool = False,
 ) -> None:
-    """Write ``module`` as ONNX to ``path``: to a temporary file renamed when complete, under an exclusive
+    """Write ``module`` as ONNX to ``path`` atomically (:func:`samdpo.atomic.atomic_path`), under an exclusive
     lock on the cache folder's ``.export.lock``, so jobs that need the same graph at once export it once
     (``only_if_missing``: skipped when the file exists once the lock is held). The tracing exporter's
     deprecation warnings are muted."""
     import fcntl
-    import os
-    import tempfile
 
     import torch
 
@@ -133,24 +132,26 @@ def _export(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if only_if_missing and path.is_file():  # another job exported it while this one waited
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(fd)
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
+        # under the lock no other job writes here, so atomic_path may clear a killed export's temporary
+        with atomic.atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
                 torch.onnx.export(
                     module,
                     example,
-                    tmp,
+                    str(tmp),
                     input_names=names["inputs"],
                     output_names=names["outputs"],
                     dynamic_axes=names["dynamic"],
                     opset_version=OPSET,
                     dynamo=False,
                 )
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            except Exception as exc:  # the exporter raises many types (tracing, symbolic, protobuf size)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ConfigError(
+                    f"{path.name}: this SAM's {path.name.split('-')[0]} does not export to ONNX ({first}); "
+                    "set sam.engine: torch"
+                ) from exc
 
 
 class OnnxSam:
