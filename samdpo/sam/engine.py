@@ -24,8 +24,6 @@ bfloat16 on AVX-512 CPUs is faster still but moves logits by 0.3, beyond the 1e-
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -101,15 +99,12 @@ def _decoder_module(model: PromptedSam, height: int, width: int) -> nn.Module:
 
 
 def graph_key(part: str, module: nn.Module, input_shape: tuple[int, ...]) -> str:
-    """SHA-256 (hex) naming an exported graph: export version, part, input shape and every weight and buffer."""
-    digest = hashlib.sha256(
-        json.dumps({"version": EXPORT_VERSION, "opset": OPSET, "part": part, "input": list(input_shape)}).encode()
-    )
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()
+    """The :func:`samdpo.fingerprint.fingerprint` naming an exported graph: export version, opset, part,
+    input shape and every weight and buffer of ``module``."""
+    from samdpo.fingerprint import fingerprint
+
+    graph = {"version": EXPORT_VERSION, "opset": OPSET, "part": part, "input": list(input_shape)}
+    return fingerprint({**graph, "weights": module.state_dict()})
 
 
 def _export(
@@ -179,7 +174,7 @@ class OnnxSam:
         if (part, shape) in self._sessions:
             return self._sessions[part, shape]
         module, example = build()
-        path = self.cache / f"{part}-{graph_key(part, module, shape)[:20]}.onnx"
+        path = self.cache / f"{part}-{graph_key(part, module, shape)}.onnx"
         options = self.ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
