@@ -32,8 +32,8 @@ if API_KEYS:
 wildcard_constraints:
     dataset="|".join(DATASETS),
     clip_name="small|" + "|".join(f"small_{name}" for name in DATASETS),
-    variant="|".join(STAGE1_VARIANTS + ALIGN_VARIANTS),
-    align_variant="|".join(ALIGN_VARIANTS),
+    variant="|".join(STAGE1_VARIANTS + ALIGN_MODELS),
+    align_variant="|".join(ALIGN_MODELS),
 
 
 include: "workflow/rules/data.smk"

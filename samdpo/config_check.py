@@ -62,6 +62,16 @@ def stage1_models(config: Mapping[str, Any]) -> list[str]:
     )
 
 
+def aligned(config: Mapping[str, Any], variant: str, seed: int) -> str:
+    """The model name of an align variant with a stage-2 seed other than align.stage2.seed (``dpo_rank_seed1``)."""
+    return variant if seed == config["align"]["stage2"]["seed"] else f"{variant}_seed{seed}"
+
+
+def align_models(config: Mapping[str, Any]) -> list[str]:
+    """Every aligned model name a rule makes: each align variant once per stage-2 seed of ``align.seeds`` (sorted)."""
+    return sorted({aligned(config, v, s) for v in config["align"]["variants"] for s in config["align"]["seeds"]})
+
+
 def model_names(config: Mapping[str, Any]) -> list[str]:
     """The models a table row may name: the baselines, the zero-shot rows, the stage-1 models and the align variants."""
     return [*BASELINES, *ZERO_SHOT, *stage1_models(config), *sorted(config["align"]["variants"])]
@@ -284,8 +294,23 @@ def _check_amos_modality(entry: Mapping[str, Any]) -> None:
 
 
 def _check_align(config: Mapping[str, Any]) -> None:
-    """The annotator's classes suit its reference, and the report shows an align variant."""
+    """The candidate and stage-2 settings hold together, the annotator's classes suit its reference, and the report
+    shows an align variant."""
+    from samdpo.align.candidates import CandidateSettings
+    from samdpo.align.stage2_settings import Stage2Settings
+    from samdpo.settings import parse_settings
+
     align = config["align"]
+    parse_settings(CandidateSettings, align["candidates"], "align.candidates")
+    parse_settings(Stage2Settings, align["stage2"], "align.stage2")
+    stage2 = align["stage2"]
+    if stage2.get("min_grade_gap", 0) > 1 and align["reference"] == "human" and any(
+        v["mode"] == "rank" for v in align["variants"].values()
+    ):
+        raise ConfigError(
+            "align.stage2.min_grade_gap > 1 needs grades; people's rank decisions (reference human, a rank variant) "
+            "carry none: use min_grade_gap 0 or 1"
+        )
     if align["classes"] == "present" and align["reference"] != "ground_truth":
         raise ConfigError(
             f"align.classes: present needs to know which organs an image shows, which only the ground_truth reference "

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from samdpo.align.candidates import candidate_levels, write_candidates
+from samdpo.align.candidates import CandidateSettings, pack_masks, threshold_masks, write_candidates
 from samdpo.prompts.store import SCHEMA
 from tests.prompt_rows import SIZE, prompt_row
 
@@ -47,9 +47,12 @@ def grading_run(
         "dataset": "amos",
         "sample_ids": ids,
         "class_names": classes,
-        "thresholds": THRESHOLDS,
+        "count": len(THRESHOLDS),
+        "size": SIZE,
+        "candidates": CandidateSettings(thresholds=THRESHOLDS).describe(),  # the paper's candidates
+        "chosen_from": {"thresholds": len(ids) * len(classes) * len(THRESHOLDS)},
         "model": "stage1/prompt_10",
         "model_settings_hash": "abc123",
     }
-    write_candidates(candidates, candidate_levels(probs, THRESHOLDS), meta)
+    write_candidates(candidates, pack_masks(threshold_masks(probs, THRESHOLDS)), meta)
     return prompts, candidates

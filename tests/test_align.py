@@ -25,10 +25,14 @@ from samdpo.align.annotator import (
     not_graded,
     preference_weights,
 )
-from samdpo.align.candidates import candidate_levels, check_thresholds, level_masks
+from samdpo.align.candidates import (
+    check_thresholds,
+    pack_masks,
+    threshold_masks,
+)
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
 from samdpo.align.pairs import preference_pairs
-from samdpo.align.stage2 import LabelledSet, disagreement_pixels, train_stage2
+from samdpo.align.stage2 import LabelledSet, disagreement_pixels, disagreement_share, train_stage2
 from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.align.uncertainty import UncertaintySettings, consensus_masks, jitter_boxes
 from samdpo.errors import ConfigError, DataError
@@ -129,12 +133,11 @@ def test_log_likelihood_reduction_does_not_wash_out() -> None:
     assert candidate_logp(logits, torch.zeros(1, 4, 8, 8, dtype=torch.bool), "disagreement_mean").abs().sum() == 0
 
 
-def test_candidates_are_nested_levels() -> None:
+def test_threshold_candidates_are_nested() -> None:
     probs = np.array([[0, 76, 77, 102, 128, 153, 255]], np.uint8)  # 0, .298, .302, .4, .502, .6, 1
-    levels = candidate_levels(probs, [0.3, 0.4, 0.5, 0.6])
-    assert levels.tolist() == [[0, 0, 1, 2, 3, 4, 4]]
-    masks = level_masks(levels, 4)
+    masks = threshold_masks(probs, [0.3, 0.4, 0.5, 0.6])
     assert masks.shape == (4, 1, 7)  # (..., S, S) -> (..., K, S, S): here S x S = 1 x 7
+    assert masks.reshape(4, 7).sum(0).tolist() == [0, 0, 1, 2, 3, 4, 4]
     stacked = masks.reshape(4, 7)
     assert all((stacked[k + 1] <= stacked[k]).all() for k in range(3))  # a higher threshold keeps a subset
     with pytest.raises(ConfigError, match="ascending"):
@@ -142,7 +145,7 @@ def test_candidates_are_nested_levels() -> None:
 
 
 def test_stage2_trains_the_decoder_only(tmp_path: Path) -> None:
-    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
+    images, candidates, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
     policy, reference = small_model(), small_model()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
@@ -150,7 +153,7 @@ def test_stage2_trains_the_decoder_only(tmp_path: Path) -> None:
         epochs=3, lr=1e-4, batch_pairs=8, reduction="sum"
     )  # one step per epoch: epoch 1's loss is the start's
     history = train_stage2(
-        policy, reference, images, levels, 4, pairs, prompts, texts, settings, tmp_path / "s2", {}, 1, progress=False
+        policy, reference, images, candidates, pairs, prompts, texts, settings, tmp_path / "s2", {}, 1, progress=False
     )
     assert (
         history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6) and history[0]["mean_margin"] == 0
@@ -174,7 +177,7 @@ def test_stage2_trains_the_decoder_only(tmp_path: Path) -> None:
 
 
 def test_stage2_bad_input(tmp_path: Path) -> None:
-    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
+    images, candidates, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     del annotations[(ids[1], 0)]
     with pytest.raises(DataError, match=f"no annotation for 1 .*image {ids[1]} class 0"):
         preference_pairs(ids, 2, annotations, 1.0, 0.5)
@@ -189,8 +192,7 @@ def test_stage2_bad_input(tmp_path: Path) -> None:
         policy,
         small_model(),
         images,
-        levels,
-        4,
+        candidates,
         none,
         prompts,
         texts,
@@ -231,9 +233,9 @@ def test_annotate_all_grades_present_classes_only_and_says_why_not() -> None:
     probs[0, 0, 2:8, 2:8] = 200
     probs[0, 0, 1:9, 1:9] = np.maximum(probs[0, 0, 1:9, 1:9], 90)
     probs[0, 1, 0:3, 0:3] = 200
-    levels = candidate_levels(probs, [0.3, 0.4, 0.5, 0.6])
-    every = annotate_all(levels, 4, lambda n: truth, "rank")
-    present = annotate_all(levels, 4, lambda n: truth, "rank", graded=truth.any(axis=(1, 2))[None])
+    packed = pack_masks(threshold_masks(probs, [0.3, 0.4, 0.5, 0.6]))
+    every = annotate_all(packed, 10, lambda n: truth, "rank")
+    present = annotate_all(packed, 10, lambda n: truth, "rank", graded=truth.any(axis=(1, 2))[None])
     assert every[0][0].has_preference and every[0][1].reason == IDENTICAL  # four equal candidates: nothing to choose
     assert present[0][0].ties.tolist() == every[0][0].ties.tolist()
     assert present[0][1].reason == NOT_GRADED and not present[0][1].has_preference
@@ -266,7 +268,7 @@ def test_kendall_tau_of_two_annotators() -> None:
 
 
 def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
-    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
+    images, candidates, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
     _, labels, _, _ = training_data(tmp_path)
     labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
@@ -280,8 +282,7 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
             small_model(),
             small_model(),
             images,
-            levels,
-            4,
+            candidates,
             pairs,
             prompts,
             texts,
@@ -319,8 +320,7 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
             small_model(),
             small_model(),
             images,
-            levels,
-            4,
+            candidates,
             pairs,
             prompts,
             texts,
@@ -332,7 +332,10 @@ def test_stage2_anchor_terms_and_diagnostics(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="anchor"):
         Stage2Settings(anchor_on="test")
-    assert disagreement_pixels(np.array([[[0, 1, 4], [2, 4, 0]]], np.uint8), 4).tolist() == [2]
+    nested = np.array([[[0, 1, 4], [2, 4, 0]]], np.uint8)  # levels: candidate k is level >= k + 1
+    masks = np.stack([nested >= k + 1 for k in range(4)], axis=1)
+    assert disagreement_pixels(masks).tolist() == [2]
+    assert disagreement_share(masks).tolist() == [0.5]  # 2 of the largest candidate's 4 pixels
 
 
 def test_uncertainty_consensus_jitters_boxes_and_agrees_with_itself(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ choice made on validation alone)."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from samdpo.align.study import (
     choose_run,
     expand_grid,
     make_run,
+    run_candidates,
     run_study,
     write_choice,
     write_study,
@@ -54,7 +56,7 @@ def test_grid_is_the_factorial_then_each_variation_alone() -> None:
         "noise=0.3",
     ]
     assert runs[1].stage2.anchor_weight == 1.0 and runs[4].mode == "score" and runs[5].noise == 0.3
-    assert runs[0].thresholds == (0.3, 0.4, 0.5, 0.6)
+    assert runs[0].candidates.thresholds == (0.3, 0.4, 0.5, 0.6) and runs[0].candidates.paper
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,8 @@ def test_grid_is_the_factorial_then_each_variation_alone() -> None:
         ({"warmup": 3}, "unknown settings"),
         ({"thresholds": [0.5, 0.4, 0.6, 0.7]}, "ascending"),
         ({"reduction": "max"}, "reduction"),
+        ({"source": ["sampling"]}, "align.candidates.source"),
+        ({"count": 1}, "count"),
     ],
 )
 def test_bad_study_settings_are_named(override: dict, message: str) -> None:
@@ -91,6 +95,7 @@ def _data() -> StudyData:
         {"validation": ids[4:5], "test": ids[5:]},
         references,
         lambda chosen: references("ground_truth", chosen).any(axis=(2, 3)),
+        lambda settings, chosen: np.stack([references("ground_truth", chosen)] * settings.draws, axis=2),
     )
 
 
@@ -98,7 +103,7 @@ def test_study_loop_reports_every_run_against_the_same_start(tmp_path) -> None:
     data = _data()
     seen = []
 
-    def train(run, seed, ids, levels, pairs):
+    def train(run, seed, ids, candidates, pairs):
         seen.append((run.name, seed, list(ids), len(pairs.image)))
         return Trained(
             [{"epoch": 1}], {"median_disagreement_px": 3.0, "at_ln2": 0.5, "mean_margin": 1.0, "best_rose": 0.5}
@@ -158,3 +163,23 @@ def test_the_choice_reads_validation_only() -> None:
     assert choose_run(rows) == choose_run(scrambled) == "b"
     tie = [{"run": run, "seed": 0, "val_difference": 1.0, "difference": 0.0} for run in ("x", "y")]
     assert choose_run(tie) == "x"  # ties keep the grid's order
+
+
+def test_a_model_source_run_draws_its_candidates_once_per_setting() -> None:
+    base = _data()
+    calls = []
+
+    def draws(settings, chosen):
+        calls.append((settings.source, tuple(chosen)))
+        return base.draws(settings, chosen)
+
+    data = StudyData(*[getattr(base, f.name) for f in fields(StudyData)][:-1], draws)
+    run = make_run(BASE, {"source": ["thresholds", "perturb"], "empty": True, "draws": 2})
+    cache: dict = {}
+    ids, candidates = run_candidates(run, data, cache)
+    again = run_candidates(run, data, cache)[1]
+    assert ids == ["s0", "s1"] and candidates.count == 4 and candidates.size == 8 and again is candidates
+    assert calls == [(("thresholds", "perturb"), ("s0", "s1"))]  # drawn once, reused by every seed
+    masks = candidates.masks(0)
+    assert masks.shape == (2, 4, 8, 8) and not masks[:, -1].any()  # the empty candidate, last (smallest)
+    assert run_candidates(make_run(BASE, {}), data, cache)[1].meta["count"] == 4 and len(calls) == 1

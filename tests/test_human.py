@@ -42,7 +42,7 @@ def _session(run: tuple[Path, Path], folder: Path, name: str = "alice", mode: st
 
 
 def test_decisions_are_written_in_the_annotators_schema_and_resume(run, tmp_path: Path) -> None:
-    meta = read_candidates(run[1])[1]
+    meta = read_candidates(run[1]).meta
     path = decisions_path(tmp_path / "annotations", "alice")
     log = DecisionLog(path, "alice", "score", meta)
     log.append("case000", 0, graded([1, 2, 4, 4], 4), 3.5)
@@ -77,7 +77,7 @@ def test_a_ranking_becomes_tie_groups_best_highest() -> None:
 
 
 def test_a_decision_file_of_other_candidates_or_mode_is_refused(run, tmp_path: Path) -> None:
-    meta = read_candidates(run[1])[1]
+    meta = read_candidates(run[1]).meta
     path = decisions_path(tmp_path, "bob")
     DecisionLog(path, "bob", "score", meta).append("case000", 0, graded([1, 2, 3, 4], 4), 2.0)
     with pytest.raises(DataError, match=rf"{path.name}.*model_settings_hash"):
@@ -100,10 +100,10 @@ def test_annotator_names_that_cannot_name_a_file_are_refused(tmp_path: Path, nam
 
 def test_the_queue_leaves_out_pairs_whose_candidates_are_all_the_same(run, tmp_path: Path) -> None:
     session = _session(run, tmp_path)
-    levels = read_candidates(run[1])[0]
+    candidates = read_candidates(run[1])
     ids = [p.id for p in session.pairs]
     assert "0-1" not in ids and "3-1" not in ids and len(ids) == 10  # 6 x 2 minus the two empty spleens
-    assert all(levels[p.image, p.class_index].max() > 0 for p in session.pairs)
+    assert all(candidates.masks(p.image, p.class_index).any() for p in session.pairs)
     assert session.current().id == "0-0" and session.following(session.current()).id == "1-0"
     picture = Image.open(io.BytesIO(session.png("1-1", 2)))
     assert picture.size == (256, 256) and picture.mode == "RGB"
@@ -219,7 +219,7 @@ def busi_store(busi_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_align_annotate_merges_the_peoples_files_into_the_annotations(busi_store: Path, tmp_path: Path) -> None:
     ids = pq.read_table(busi_store / "samples.parquet").column("sample_id").to_pylist()[:4]
     prompts, candidates = grading_run(tmp_path / "run", ids=ids, classes=["tumor"])
-    meta = read_candidates(candidates)[1]
+    meta = read_candidates(candidates).meta
     folder = tmp_path / "annotations"
     alice = DecisionLog(decisions_path(folder, "alice"), "alice", "score", meta)
     bob = DecisionLog(decisions_path(folder, "bob"), "bob", "score", meta)
@@ -257,14 +257,14 @@ def test_align_annotate_merges_the_peoples_files_into_the_annotations(busi_store
 def test_align_annotate_refuses_decisions_on_other_candidates(busi_store: Path, tmp_path: Path, capsys) -> None:
     ids = pq.read_table(busi_store / "samples.parquet").column("sample_id").to_pylist()[:2]
     _, candidates = grading_run(tmp_path / "run", ids=ids, classes=["tumor"])
-    meta = read_candidates(candidates)[1]
-    stale = DecisionLog(
-        decisions_path(tmp_path, "carol"), "carol", "score", {**meta, "thresholds": [0.2, 0.4, 0.6, 0.8]}
-    )
+    meta = read_candidates(candidates).meta
+    other = {**meta["candidates"], "thresholds": [0.2, 0.4, 0.6, 0.8]}
+    stale = DecisionLog(decisions_path(tmp_path, "carol"), "carol", "score", {**meta, "candidates": other})
     stale.append(ids[0], 0, graded([1, 2, 3, 4], 4), 1.0)
     out = tmp_path / "annotations_score.parquet"
     args = ["align", "annotate", "--store", str(busi_store), "--candidates", str(candidates), "--out", str(out)]
-    expect_error([*args, "--reference", "human", "--human", str(stale.path)], capsys, "thresholds", absent=[out])
+    refused = [*args, "--reference", "human", "--human", str(stale.path)]
+    expect_error(refused, capsys, "(candidates differ", absent=[out])  # the candidate settings, named
     expect_error([*args, "--reference", "human"], capsys, "--human", absent=[out])
     missing = str(tmp_path / "annotations_human_dave.parquet")
     expect_error([*args, "--reference", "human", "--human", missing], capsys, "dave", absent=[out])

@@ -26,7 +26,7 @@ def _keys(driver, keys: str) -> None:
 
 def _pair_keys(candidates: Path) -> dict[str, tuple[str, int]]:
     """Pair id -> (sample id, class index)."""
-    ids = read_candidates(candidates)[1]["sample_ids"]
+    ids = read_candidates(candidates).meta["sample_ids"]
     return {f"{n}-{t}": (sample, t) for n, sample in enumerate(ids) for t in range(2)}
 
 

@@ -214,6 +214,11 @@ def test_stage1_reads_labels_of_the_labelled_split_only(
     assert main(["align", "candidates", "--probs", str(tmp_path / "b"), "--out", str(tmp_path / "cand")]) == 0
     annotations = tmp_path / "annotations.parquet"
     prompts = str(tmp_path / "p" / "store")
+    # the model sources (perturbed prompts, dropout) run the stage-1 model on images and prompts alone
+    drawn = ["--settings", '{"source": ["thresholds", "perturb", "dropout"], "empty": true, "draws": 2}']
+    drawn += ["--model", str(tmp_path / "b"), "--prompts", prompts, "--texts", str(texts), "--store", str(store)]
+    assert main(["align", "candidates", "--probs", str(tmp_path / "b"), "--out", str(tmp_path / "drawn"), *drawn]) == 0
+    assert (tmp_path / "drawn" / "candidates.npy").is_file()
     assert (
         main(
             [

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from samdpo.align.annotator import Annotation, read_annotations, write_annotations
-from samdpo.align.candidates import read_candidates, write_candidates
+from samdpo.align.candidates import CandidateSettings, pack_masks, read_candidates, write_candidates
 from samdpo.class_maps import write_arrays
 from samdpo.cli import main
 from samdpo.errors import DataError
@@ -28,24 +28,25 @@ def _annotation(grades: list[int]) -> Annotation:
 
 
 def test_examples_with_a_preference_come_first_then_non_empty_pairs() -> None:
-    levels = np.zeros((4, 2, 8, 8), np.uint8)
-    levels[0, 0, 2:4, 2:4] = 4  # non-empty, no preference
-    levels[1, 1, 2:4, 2:4] = 2  # non-empty, preference
-    levels[3, 0, 1:3, 1:3] = 1  # non-empty, no annotation
+    masks = np.zeros((4, 2, 4, 8, 8), bool)  # (N, T, K, S, S), nested: the loosest candidate first
+    masks[0, 0, :, 2:4, 2:4] = True  # non-empty, no preference
+    masks[1, 1, :2, 2:4, 2:4] = True  # non-empty, preference
+    masks[3, 0, 0, 1:3, 1:3] = True  # non-empty (its loosest candidate only), no annotation
+    packed = pack_masks(masks)
     ids = ["a", "b", "c", "d"]
     annotations = {
         ("a", 0): _annotation([4, 4, 4, 4]),
         ("b", 1): _annotation([3, 2, 1, 1]),
         ("c", 0): _annotation([1, 1, 1, 1]),
     }
-    assert choose_examples(levels, annotations, ids, 1) == [(1, 1)]
-    assert choose_examples(levels, annotations, ids, 3) == [(1, 1), (0, 0), (3, 0)]
-    assert choose_examples(levels, annotations, ids, 10) == [(1, 1), (0, 0), (3, 0)]  # empty pairs never shown
+    assert choose_examples(packed, annotations, ids, 1) == [(1, 1)]
+    assert choose_examples(packed, annotations, ids, 3) == [(1, 1), (0, 0), (3, 0)]
+    assert choose_examples(packed, annotations, ids, 10) == [(1, 1), (0, 0), (3, 0)]  # empty pairs never shown
 
 
 def test_examples_spread_over_the_images() -> None:
-    levels = np.ones((9, 1, 4, 4), np.uint8)
-    assert choose_examples(levels, {}, [str(i) for i in range(9)], 3) == [(0, 0), (4, 0), (8, 0)]
+    packed = pack_masks(np.ones((9, 1, 4, 4, 4), bool))
+    assert choose_examples(packed, {}, [str(i) for i in range(9)], 3) == [(0, 0), (4, 0), (8, 0)]
 
 
 def test_judgement_says_grade_or_rank() -> None:
@@ -58,18 +59,21 @@ def test_judgement_says_grade_or_rank() -> None:
 
 
 def _write_inputs(root: Path, after_names: list[str] = NAMES, before_hash: str = "h") -> dict[str, Path]:
-    levels = np.zeros((1, 2, SIZE, SIZE), np.uint8)
-    levels[0, 0, 4:16, 14:28] = 1
-    levels[0, 0, 5:15, 16:26] = 4
+    masks = np.zeros((1, 2, len(THRESHOLDS), SIZE, SIZE), bool)  # nested: the loosest candidate first
+    masks[0, 0, 0, 4:16, 14:28] = True
+    masks[0, 0, :, 5:15, 16:26] = True
     meta = {
         "dataset": "amos",
         "sample_ids": ["case01_s005"],
         "class_names": NAMES,
-        "thresholds": THRESHOLDS,
+        "count": len(THRESHOLDS),
+        "size": SIZE,
+        "candidates": CandidateSettings(thresholds=THRESHOLDS).describe(),
+        "chosen_from": {"thresholds": 2 * len(THRESHOLDS)},
         "model": "m",
         "model_settings_hash": "h",
     }
-    write_candidates(root / "candidates", levels, meta)
+    write_candidates(root / "candidates", pack_masks(masks), meta)
     rows = [
         {
             "sample_id": "case01_s005",
@@ -78,6 +82,7 @@ def _write_inputs(root: Path, after_names: list[str] = NAMES, before_hash: str =
             "grades": [2, 4, 4, 3],
             "ties": [2, 4, 4, 3],
             "has_preference": True,
+            "grade_spread": 2,
         },
         {
             "sample_id": "case01_s005",
@@ -86,6 +91,7 @@ def _write_inputs(root: Path, after_names: list[str] = NAMES, before_hash: str =
             "grades": [4, 4, 4, 4],
             "ties": [4, 4, 4, 4],
             "has_preference": False,
+            "grade_spread": 0,
         },
     ]
     write_annotations(root / "annotations_score.parquet", rows, {"mode": "score"})
@@ -140,9 +146,9 @@ def test_overlays_of_another_dataset_are_refused_and_nothing_is_written(
 
 
 def _examples(paths: dict[str, Path], prompts: Path) -> list[dict]:
-    levels, meta = read_candidates(paths["candidates"])
+    candidates = read_candidates(paths["candidates"])
     before, after = read_predictions(paths["before"]), read_predictions(paths["after"])
-    return build_examples(levels, meta, read_annotations(paths["annotations"]), before, after, prompts, 0.5, 4)
+    return build_examples(candidates, read_annotations(paths["annotations"]), before, after, prompts, 0.5, 4)
 
 
 def test_examples_hold_the_pair_s_candidates_grades_and_both_predictions(tmp_path: Path, prompt_file: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from samdpo.align.candidates import write_candidates
+from samdpo.align.candidates import CandidateSettings, pack_masks, write_candidates
 from samdpo.cli import main
 from samdpo.errors import ConfigError, DataError
 from samdpo.prompts.store import SCHEMA, SETTINGS_FILE
@@ -246,16 +246,18 @@ def _sample_ids(store: Path) -> list[str]:
 @pytest.fixture()
 def candidates(store: Path, tmp_path: Path) -> Path:
     ids = _sample_ids(store)[:3]
-    levels = np.random.default_rng(0).integers(0, 5, size=(len(ids), 1, 32, 32), dtype=np.uint8)
+    masks = np.random.default_rng(0).random((len(ids), 1, 4, 32, 32)) > 0.5
     meta = {
         "dataset": "busi",
         "sample_ids": ids,
         "class_names": ["tumor"],
-        "thresholds": [0.3, 0.4, 0.5, 0.6],
+        "count": 4,
+        "size": 32,
+        "candidates": CandidateSettings().describe(),
         "model": "m",
         "model_settings_hash": "h",
     }
-    write_candidates(tmp_path / "candidates", levels, meta)
+    write_candidates(tmp_path / "candidates", pack_masks(masks), meta)
     return tmp_path / "candidates"
 
 
@@ -334,14 +336,15 @@ def test_align_with_a_missing_candidates_folder(store: Path, tmp_path: Path, act
 
 
 def test_align_candidates_of_another_store(store: Path, tmp_path: Path, capsys) -> None:
-    levels = np.zeros((1, 1, 32, 32), dtype=np.uint8)
     meta = {
         "sample_ids": ["not_in_store"],
         "class_names": ["tumor"],
-        "thresholds": [0.3, 0.5],
+        "count": 2,
+        "size": 32,
+        "candidates": CandidateSettings(thresholds=(0.3, 0.5), count=2).describe(),
         "model_settings_hash": "h",
     }
-    write_candidates(tmp_path / "other", levels, meta)
+    write_candidates(tmp_path / "other", pack_masks(np.zeros((1, 1, 2, 32, 32), bool)), meta)
     out = tmp_path / "a.parquet"
     expect_error(
         ["align", "annotate", "--store", str(store), "--candidates", str(tmp_path / "other"), "--out", str(out)],
@@ -401,9 +404,24 @@ def test_align_train_anchor_on_labeled_without_splits(tmp_path: Path, capsys) ->
 def test_align_candidates_bad_thresholds_before_reading(tmp_path: Path, capsys) -> None:
     out = tmp_path / "c"
     expect_error(
-        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out), "--thresholds", "0.6", "0.3"],
+        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)]
+        + ["--settings", '{"thresholds": [0.6, 0.3]}'],
         capsys,
         "candidates.thresholds",
+        absent=[out],
+    )
+    for settings, message in (('{"source": ["sampling"]}', "align.candidates.source"), ('{"count": 1}', "count")):
+        expect_error(
+            ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out), "--settings", settings],
+            capsys,
+            message,
+            absent=[out],
+        )
+    expect_error(
+        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)]
+        + ["--settings", '{"source": ["perturb"]}'],
+        capsys,
+        "absent",
         absent=[out],
     )
     expect_error(

@@ -265,13 +265,13 @@ STAGE2 = Stage2Settings(epochs=3, lr=1e-3, lr_step=1, batch_pairs=3, anchor_weig
 
 
 def _stage2_data(tmp_path: Path) -> dict:
-    images, levels, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
+    images, candidates, prompts, texts, ids, annotations = stage2_inputs(tmp_path)
     _, labels, _, _ = training_data(tmp_path)
     pairs = preference_pairs(ids, 2, annotations, 1.0, 0.5)
     labelled = LabelledSet(images, labels, prompts, None, 1.0, 1.0)
     return {
         "images": images,
-        "levels": levels,
+        "candidates": candidates,
         "pairs": pairs,
         "prompts": prompts,
         "texts": texts,
@@ -284,8 +284,7 @@ def _train2(data: dict, out: Path, settings: Stage2Settings = STAGE2, reference_
         small_model(),
         small_model(seed=reference_seed),
         data["images"],
-        data["levels"],
-        4,
+        data["candidates"],
         data["pairs"],
         data["prompts"],
         data["texts"],
@@ -335,10 +334,10 @@ def _changed2(what: str, data: dict) -> tuple[dict, Stage2Settings, int]:
         weights[0] = weights[0][::-1]
         data["pairs"] = replace(data["pairs"], weights=weights)
     elif what == "candidate mask":
-        levels = data["levels"].copy()
+        packed = np.array(data["candidates"].packed)
         image, klass = data["pairs"].image[0], data["pairs"].klass[0]
-        levels[image, klass, 6, 6] = (levels[image, klass, 6, 6] + 2) % 5
-        data["levels"] = levels
+        packed[image, klass, 1, 2] ^= 0b1000  # one pixel of one candidate flipped
+        data["candidates"] = replace(data["candidates"], packed=packed)
     elif what == "labelled label":
         labels = data["labelled"].labels.copy()
         labels[0, 6, 6] = 0

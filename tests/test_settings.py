@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import samdpo
+from samdpo.align.candidates import CandidateSettings
 from samdpo.align.stage2_settings import Stage2Settings
 from samdpo.align.steps import AnnotatorSettings
 from samdpo.align.uncertainty import UncertaintySettings
@@ -56,6 +57,7 @@ SECTIONS = {
     "stage1.prompts": PromptSwitches,
     "align": AnnotatorSettings,
     "align.uncertainty": UncertaintySettings,
+    "align.candidates": CandidateSettings,
     "align.stage2": Stage2Settings,
     "unet": UnetSettings,
     "nnunet": NnunetSettings,
@@ -71,7 +73,8 @@ NOT_FIELDS = {
     "stage1": {"prompts": "a section of its own: stage1.prompts (PromptSwitches)"},
     "align": {
         "start_from": "the stage-1 model that alignment starts from (the rules' choice of folders)",
-        "thresholds": "the candidates' thresholds (samdpo align candidates --thresholds)",
+        "candidates": "a section of its own: align.candidates",
+        "seeds": "the stage-2 seeds of the aligned rows (the rules' model names; each run gets stage2.seed)",
         "uncertainty": "a section of its own: align.uncertainty",
         "stage2": "a section of its own: align.stage2",
         "variants": "the alignment variants (each names mode and objective)",

@@ -159,6 +159,8 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         ({"align.classes": "present"}, {"annotate", "align", "dpo_effect"}, {"train_stage1", "candidates"}),
         ({"align.noise": 0.3}, {"annotate", "align"}, {"train_stage1", "candidates"}),
         ({"align.stage2.anchor_weight": 1.0}, {"align", "dpo_effect"}, {"candidates", "annotate"}),
+        # another candidate source: new candidates, grades and stage 2 from the same stage-1 model
+        ({"align.candidates.source": ["perturb"]}, {"candidates", "annotate", "align"}, {"train_stage1"}),
         # three seeds: two more models per stage-1 row and U-Net, averaged by the tables; alignment keeps its start
         (
             {"seeds": [0, 1, 2]},
@@ -169,6 +171,11 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         changed = snakemake(workdir, "--configfile", str(_config(workdir, change)), "-n")
         jobs = set(_planned_jobs(changed.stdout))
         assert rerun_rules <= jobs and not kept & jobs, (change, jobs)
+    # three stage-2 seeds: two more aligned models per aligned table row (3 in the ablation), same candidates
+    aligned = _planned_jobs(
+        snakemake(workdir, "--configfile", str(_config(workdir, {"align.seeds": [0, 1, 2]})), "-n").stdout
+    )
+    assert aligned["align"] == 3 * 2 * 3 and "candidates" not in aligned and "train_stage1" not in aligned, aligned
     seeded = _planned_jobs(snakemake(workdir, "--configfile", str(_config(workdir, {"seeds": [0, 1, 2]})), "-n").stdout)
     assert seeded["train_stage1"] == 3 * 2 * 3, seeded  # 3 datasets x 2 more seeds x 3 stage-1 variants
     assert seeded["train_unet"] == 3 * 2 and seeded["predict_unet"] == 3 * 2, seeded
@@ -393,6 +400,8 @@ def test_human_reference_passes_each_persons_decision_file(workdir: Path) -> Non
         ({"image_size": 8}, "image_size"),
         ({"datasets.amos.source": "disk"}, "root"),
         ({"datasets.amos.reader.modality": "pet"}, "modality"),
+        ({"align.candidates.source": ["sampling"]}, "sampling"),
+        ({"align.candidates.count": 1}, "count"),
     ],
 )
 def test_bad_config_is_rejected_before_any_work(workdir: Path, change: dict, message: str) -> None:
@@ -409,6 +418,7 @@ def test_bad_config_is_rejected_before_any_work(workdir: Path, change: dict, mes
         ({"splits.validation": 0.85}, "bad config: splits: labeled 0.1 + unlabeled 0.1 + validation 0.85"),
         ({"nnunet.splits": ["labeled", "test"]}, "bad config: nnunet.splits: ['labeled', 'test'] names test"),
         ({"unet.splits": ["labeled", "validation"]}, "bad config: unet.splits: ['labeled', 'validation'] names valid"),
+        ({"align.candidates.thresholds": [0.6, 0.3]}, "bad config: align.candidates.thresholds must be strictly"),
     ],
 )
 def test_held_out_labels_and_empty_splits_are_one_line_before_any_work(

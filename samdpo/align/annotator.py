@@ -15,9 +15,16 @@ only), ``all`` grades every class of every image. Rating noise (:func:`add_noise
 of the grades to a random other grade, seeded, to reproduce the paper's robustness figure.
 
 Modes: ``score`` gives each candidate a grade (:func:`grade`); ``rank`` orders them by IoU. Both
-become preference weights per candidate: the positions best to worst get (b1, b2, -b2, -b1), and
-the weights of candidates tied on grade (score) or on IoU (rank) are averaged; four tied
-candidates get all-zero weights (no preference).
+become preference weights per candidate: the positions best to worst get (b1, b2, -b2, -b1) for
+K = 4 (:func:`position_weights` for other K), and the weights of candidates tied on grade (score)
+or on IoU (rank) are averaged; K tied candidates get all-zero weights (no preference).
+
+Absent classes: the reference of a class the image does not show is the empty mask, and the IoU of
+two empty masks is 1, so an empty candidate gets grade 4 (rank: first) and every non-empty one
+grade 1 (its IoU is 0). With ``align.candidates.empty`` the empty mask is always a candidate, so
+every absent (image, class) pair with a non-empty candidate carries the preference "nothing here".
+Every annotation also records its grade spread (best minus worst grade, from the IoU bins in both
+modes), which stage 2's ``min_grade_gap`` reads.
 """
 
 from __future__ import annotations
@@ -69,26 +76,38 @@ class Annotation:
         ties: (K,) tie group of each candidate (equal values = tied, a higher value is better).
         reason: why the pair carries no preference (:data:`NOT_GRADED`, :data:`IDENTICAL`,
             :data:`EQUAL`); empty when it carries one.
+        spread: ``rank`` mode: best minus worst grade of the candidates' IoUs (None: unknown, a
+            person's order); ``score`` mode reads it off ``grades``.
     """
 
     order: np.ndarray
     grades: np.ndarray | None
     ties: np.ndarray
     reason: str = ""
+    spread: int | None = None
 
     @property
     def has_preference(self) -> bool:
         """False when all candidates are tied."""
         return len(np.unique(self.ties)) > 1
 
+    @property
+    def grade_spread(self) -> int | None:
+        """Best minus worst grade (0..3); None when unknown (a person's order, ``rank`` mode)."""
+        return int(self.grades.max() - self.grades.min()) if self.grades is not None else self.spread
 
-def _from_values(values: np.ndarray, scored: bool, identical: bool = False) -> Annotation:
+
+def _from_values(values: np.ndarray, scored: bool, identical: bool = False, spread: int | None = None) -> Annotation:
     """The annotation of (K,) per-candidate values, higher = better (grades, or dense IoU ranks)."""
     values = np.asarray(values, dtype=np.int64)
     tied = len(np.unique(values)) == 1
     reason = "" if not tied else IDENTICAL if identical else EQUAL
     return Annotation(
-        order=np.argsort(-values, kind="stable"), grades=values if scored else None, ties=values, reason=reason
+        order=np.argsort(-values, kind="stable"),
+        grades=values if scored else None,
+        ties=values,
+        reason=reason,
+        spread=None if scored else spread,
     )
 
 
@@ -98,10 +117,12 @@ def annotate(candidates: np.ndarray, reference: np.ndarray, mode: str) -> Annota
         raise ConfigError(f"annotator.mode must be one of {MODES}, got {mode!r}")
     iou = mask_iou(candidates, reference)
     identical = bool((candidates == candidates[:1]).all())
+    grades = grade(iou)
     if mode == "score":
-        return _from_values(grade(iou), True, identical)
+        return _from_values(grades, True, identical)
     rounded = np.round(iou, 9)  # equal IoUs (e.g. identical candidates) are ties
-    return _from_values(np.unique(rounded, return_inverse=True)[1], False, identical)
+    spread = int(grades.max() - grades.min())
+    return _from_values(np.unique(rounded, return_inverse=True)[1], False, identical, spread)
 
 
 def not_graded(count: int, mode: str, reason: str = NOT_GRADED) -> Annotation:
@@ -112,6 +133,7 @@ def not_graded(count: int, mode: str, reason: str = NOT_GRADED) -> Annotation:
         grades=np.ones(count, np.int64) if mode == "score" else None,
         ties=np.zeros(count, np.int64),
         reason=reason,
+        spread=None if mode == "score" else 0,
     )
 
 
@@ -130,7 +152,7 @@ def add_noise(annotation: Annotation, noise: float, rng: np.random.Generator) ->
     values = annotation.ties.copy() if scored else _dense_positions(annotation.ties)
     for k in np.flatnonzero(flips):
         values[k] = rng.choice(levels[levels != values[k]])
-    return _from_values(values, scored)
+    return _from_values(values, scored, spread=annotation.spread)
 
 
 def _dense_positions(ties: np.ndarray) -> np.ndarray:
@@ -149,8 +171,8 @@ def kendall_tau(first: Annotation, second: Annotation) -> float:
 
 
 def annotate_all(
-    levels: np.ndarray,
-    count: int,
+    packed: np.ndarray,
+    size: int,
     references: Callable[[int], np.ndarray],
     mode: str,
     graded: np.ndarray | None = None,
@@ -160,8 +182,8 @@ def annotate_all(
     """Annotate every (image, class) pair of a candidate set.
 
     Args:
-        levels: (N, T, S, S) uint8 candidate levels (:mod:`samdpo.align.candidates`).
-        count: K candidates per pair.
+        packed: (N, T, K, B) bit-packed candidates (:mod:`samdpo.align.candidates`).
+        size: side S of the masks.
         references: image index -> (T, S, S) bool reference masks (read once per image).
         mode: ``score`` or ``rank``.
         graded: (N, T) bool, the pairs the annotator grades (None: all).
@@ -170,14 +192,15 @@ def annotate_all(
     Returns:
         N lists of T annotations.
     """
-    from samdpo.align.candidates import level_masks
+    from samdpo.align.candidates import unpack_masks
 
     rng = np.random.default_rng(seed)
     out = []
-    for n in range(len(levels)):
-        masks, reference = level_masks(np.asarray(levels[n]), count), references(n)
+    count = packed.shape[2]
+    for n in range(len(packed)):
+        masks, reference = unpack_masks(np.asarray(packed[n]), size), references(n)
         row = []
-        for t in range(levels.shape[1]):
+        for t in range(packed.shape[1]):
             if graded is not None and not graded[n, t]:
                 row.append(not_graded(count, mode))
                 continue
@@ -190,12 +213,21 @@ def annotate_all(
     return out
 
 
+def position_weights(count: int, beta1: float = 1.0, beta2: float = 0.5) -> np.ndarray:
+    """(K,) weights of the positions best to worst, summing to 0: the paper's (b1, b2, -b2, -b1) for K = 4;
+    otherwise the better half runs evenly from b1 to b2 (b1 alone for K < 4), the worse half mirrors it
+    negated, and the middle position of an odd K gets 0."""
+    if count < 2:
+        raise ConfigError(f"a preference needs at least 2 candidates, got {count}")
+    half = count // 2
+    top = np.linspace(beta1, beta2, half) if half > 1 else np.array([beta1])
+    return np.concatenate([top, np.zeros(count % 2), -top[::-1]])
+
+
 def preference_weights(annotation: Annotation, beta1: float = 1.0, beta2: float = 0.5) -> np.ndarray:
-    """(K,) weight of each candidate: positions best to worst get (b1, b2, -b2, -b1), averaged over ties."""
+    """(K,) weight of each candidate: positions best to worst get :func:`position_weights`, averaged over ties."""
     count = len(annotation.order)
-    if count != 4:
-        raise ConfigError(f"the DPO weights are defined for 4 candidates, got {count}")
-    by_position = np.array([beta1, beta2, -beta2, -beta1])
+    by_position = position_weights(count, beta1, beta2)
     weights = np.zeros(count)
     weights[annotation.order] = by_position
     for group in np.unique(annotation.ties):
@@ -213,6 +245,7 @@ ANNOTATION_FIELDS = (
     ("ties", pa.list_(pa.int8())),
     ("has_preference", pa.bool_()),
     ("reason", pa.string()),
+    ("grade_spread", pa.int8()),
 )
 
 
@@ -226,6 +259,7 @@ def annotation_row(sample_id: str, class_index: int, annotation: Annotation) -> 
         "ties": annotation.ties.tolist(),
         "has_preference": annotation.has_preference,
         "reason": annotation.reason,
+        "grade_spread": annotation.grade_spread,
     }
 
 
@@ -249,7 +283,8 @@ def read_annotations(path: Path) -> dict[tuple[str, int], Annotation]:
     out = {}
     for row in pq.read_table(path).to_pylist():
         grades = None if row["grades"] is None else np.asarray(row["grades"])
+        spread = None if grades is not None else row.get("grade_spread")
         out[(row["sample_id"], row["class_index"])] = Annotation(
-            np.asarray(row["order"]), grades, np.asarray(row["ties"]), row.get("reason") or ""
+            np.asarray(row["order"]), grades, np.asarray(row["ties"]), row.get("reason") or "", spread
         )
     return out

@@ -16,9 +16,13 @@ ANNOTATOR = AnnotatorSettings()
 
 
 def _candidates(args: argparse.Namespace) -> None:
+    from samdpo.align.candidates import CandidateSettings
     from samdpo.align.steps import run_candidates
 
-    print(run_candidates(args.probs, args.out, args.thresholds), file=sys.stderr)
+    set_threads(args.threads)
+    settings = parse_settings(CandidateSettings, json_object(args.settings, "--settings"), "align.candidates")
+    inputs = ReferenceInputs(args.prompts, args.model, args.texts, args.embeddings, store=args.store)
+    print(run_candidates(args.probs, args.out, settings, inputs, not args.no_progress), file=sys.stderr)
 
 
 def _annotate(args: argparse.Namespace) -> None:
@@ -58,10 +62,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     align = commands.add_parser("align", help="candidates, annotation and DPO alignment").add_subparsers(
         dest="action", required=True
     )
-    candidates = align.add_parser("candidates", help="threshold the stage-1 probabilities of the unlabelled images")
+    candidates = align.add_parser(
+        "candidates",
+        help="K candidate masks per (image, class) of the unlabelled images (thresholds, perturb, dropout)",
+    )
     candidates.add_argument("--probs", required=True, help="folder with probs.npy + probs.json (stage-1 prediction)")
     candidates.add_argument("--out", required=True, help="folder for candidates.npy + candidates.json")
-    candidates.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
+    candidates.add_argument("--settings", help="align.candidates settings as a JSON object (default: the paper's)")
+    candidates.add_argument("--model", help="the stage-1 model folder that made --probs (for perturb and dropout)")
+    candidates.add_argument("--prompts", help="prompts_cache/{dataset} (for perturb and dropout)")
+    candidates.add_argument("--texts", help="text embeddings Parquet (for perturb and dropout)")
+    candidates.add_argument("--embeddings", help="image embeddings folder (default: run the model's encoder)")
+    candidates.add_argument("--store", help="the sample store (the images, without --embeddings)")
+    candidates.add_argument("--threads", type=int, default=1)
+    candidates.add_argument("--no-progress", action="store_true")
     candidates.set_defaults(func=_candidates)
 
     annotate = align.add_parser("annotate", help="grade or rank the candidates (virtual annotator or prompt agreement)")

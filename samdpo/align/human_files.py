@@ -17,7 +17,7 @@ from samdpo.align.annotator import Annotation, read_annotations
 from samdpo.errors import DataError
 
 #: The candidates' metadata a decision file must agree with.
-IDENTITY = ("dataset", "model_settings_hash", "thresholds", "class_names")
+IDENTITY = ("dataset", "model_settings_hash", "candidates", "class_names")
 
 
 def decision_meta(path: Path | str) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from samdpo.align.annotator import EQUAL, Annotation, preference_weights
-from samdpo.errors import DataError
+from samdpo.errors import ConfigError, DataError
+
+#: Why a pair with a preference is left out: its best and worst grades differ by less than ``min_grade_gap``.
+WITHIN_GAP = "grades within the gap"
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,12 @@ def preference_pairs(
     annotations: Mapping[tuple[str, int], Annotation],
     beta1: float,
     beta2: float,
+    min_grade_gap: int = 0,
 ) -> Pairs:
-    """The pairs that carry a preference (possibly none); every (image, class) must have been annotated."""
+    """The pairs that carry a preference (possibly none); every (image, class) must have been annotated.
+
+    ``min_grade_gap``: a pair is kept only where its best and worst candidates' grades differ by at
+    least this (0 or 1: every pair with a preference); the others count as :data:`WITHIN_GAP`."""
     missing = [(s, t) for s in sample_ids for t in range(class_count) if (s, t) not in annotations]
     if missing:
         raise DataError(
@@ -49,16 +56,23 @@ def preference_pairs(
     for i, sample in enumerate(sample_ids):
         for t in range(class_count):
             annotation = annotations[(sample, t)]
-            if not annotation.has_preference:
+            spread = annotation.grade_spread
+            if annotation.has_preference and min_grade_gap > 1 and spread is None:
+                raise ConfigError(
+                    f"stage2.min_grade_gap {min_grade_gap} needs grades; the order of image {sample} class {t} "
+                    "carries none (a person's rank decisions): use min_grade_gap 0 or the score mode"
+                )
+            if not annotation.has_preference or (spread is not None and spread < min_grade_gap):
                 skipped += 1
-                reason = annotation.reason or EQUAL
+                reason = (annotation.reason or EQUAL) if not annotation.has_preference else WITHIN_GAP
                 reasons[reason] = reasons.get(reason, 0) + 1
                 continue
             image.append(i)
             klass.append(t)
             weights.append(preference_weights(annotation, beta1, beta2))
             best.append(int(annotation.order[0]))
-    weights_array = np.array(weights, np.float32) if weights else np.zeros((0, 4), np.float32)
+    count = len(next(iter(annotations.values())).order) if annotations else 4
+    weights_array = np.array(weights, np.float32) if weights else np.zeros((0, count), np.float32)
     return Pairs(
         np.array(image, np.int64), np.array(klass, np.int64), weights_array, np.array(best, np.int64), skipped, reasons
     )

@@ -9,7 +9,8 @@ An optional supervised anchor (``anchor_weight`` > 0) adds ``anchor_weight`` x (
 the best candidate of each pair (``anchor_on: best_candidate``) or on labelled (image, class)
 pairs with their ground truth (``labeled``, the stage-1 recipe's prompts). Every run reports what
 DPO had to work with: pairs with a preference and why the others have none, the median number of
-pixels where a pair's candidates disagree, and per epoch the share of pairs whose loss stayed at
+pixels where a pair's candidates disagree (and their share of the largest candidate's area), and per
+epoch the share of pairs whose loss stayed at
 ln 2 (margin within 0.02 of 0), the mean reward margin, and the share whose best candidate rose.
 Like stage 1, it writes a checkpoint after every epoch and a rerun with the same inputs resumes from it.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from samdpo.align.candidates import level_masks
+from samdpo.align.candidates import CandidateSet
 from samdpo.align.dpo import candidate_logp, weighted_dpo_loss
 from samdpo.align.pairs import Pairs
 from samdpo.align.stage2_settings import Stage2Settings
@@ -68,10 +69,16 @@ class LabelledSet:
     gt_box_jitter: float
 
 
-def disagreement_pixels(levels: np.ndarray, count: int) -> np.ndarray:
-    """(P,) pixels where a pair's K nested candidates do not all agree, from (P, S, S) levels."""
-    levels = np.asarray(levels)
-    return ((levels > 0) & (levels < count)).reshape(len(levels), -1).sum(1)
+def disagreement_pixels(masks: np.ndarray) -> np.ndarray:
+    """(P,) pixels where a pair's K candidates do not all agree, from (P, K, S, S) bool masks."""
+    masks = np.asarray(masks, bool)
+    return (masks.any(1) & ~masks.all(1)).reshape(len(masks), -1).sum(1)
+
+
+def disagreement_share(masks: np.ndarray) -> np.ndarray:
+    """(P,) disagreement pixels as a share of the pair's largest candidate's area (0 where all are empty)."""
+    largest = np.asarray(masks, bool).reshape(*np.shape(masks)[:2], -1).sum(2).max(1)
+    return disagreement_pixels(masks) / np.maximum(largest, 1)
 
 
 def pair_batches(
@@ -173,12 +180,11 @@ FINAL_DIAGNOSTICS = ("dpo_loss", "at_ln2", "mean_margin", "best_rose")
 
 @dataclass
 class _PairData:
-    """What scoring a batch of pairs needs, on ``device``: the pairs, their (N, T, S, S) candidate levels
-    (K candidates), the N images' prompts, the texts' embeddings and the (N, C, h, w) image embeddings."""
+    """What scoring a batch of pairs needs, on ``device``: the pairs, their candidates (K per pair),
+    the N images' prompts, the texts' embeddings and the (N, C, h, w) image embeddings."""
 
     pairs: Pairs
-    levels: np.ndarray
-    candidate_count: int
+    candidates: CandidateSet
     prompts: Sequence[ImagePrompts]
     texts: Mapping[str, np.ndarray]
     embeddings: torch.Tensor
@@ -189,8 +195,8 @@ class _PairData:
     def score(self, model: PromptedSam, chosen: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """The chosen pairs in the model's order, their (P, K, S, S) candidate masks and (P, S, S) logits."""
         images, classes, order = pair_batches(self.pairs, chosen, self.prompts)
-        levels = np.asarray(self.levels[self.pairs.image[order], self.pairs.klass[order]])
-        masks = torch.from_numpy(level_masks(levels, self.candidate_count)).to(self.device)
+        masks = torch.from_numpy(self.candidates.masks(self.pairs.image[order], self.pairs.klass[order]))
+        masks = masks.to(self.device)
         logits = pair_logits(
             model, self.embeddings, self.prompts, self.texts, images, classes, self.size, self.point_count, self.device
         )
@@ -200,7 +206,7 @@ class _PairData:
 def _reference_logp(reference: PromptedSam, data: _PairData, batch_pairs: int, reduction: str) -> torch.Tensor:
     """(P, K) log-likelihoods of every pair's candidates under the frozen reference."""
     every = np.arange(len(data.pairs.image))
-    logp = torch.zeros(len(every), data.candidate_count, device=data.device)
+    logp = torch.zeros(len(every), data.candidates.count, device=data.device)
     with torch.no_grad():
         for start in range(0, len(every), batch_pairs):
             order, masks, logits = data.score(reference, every[start : start + batch_pairs])
@@ -247,23 +253,31 @@ class _DpoStep:
         return loss, sums, n
 
 
-def _diagnostics(objective: str, pairs: Pairs, levels: np.ndarray, candidate_count: int) -> dict[str, Any]:
+def _diagnostics(objective: str, pairs: Pairs, candidates: CandidateSet) -> dict[str, Any]:
     """What DPO has to work with (pairs with a preference, why the others have none, the median pixels
-    where a pair's candidates disagree), said on stdout and returned for ``settings.json``."""
-    count, median = len(pairs.image), None
+    where a pair's candidates disagree and their share of the largest candidate), said on stdout and
+    returned for ``settings.json``."""
+    count, median, share = len(pairs.image), None, None
     if count:
-        median = float(np.median(disagreement_pixels(np.asarray(levels[pairs.image, pairs.klass]), candidate_count)))
+        masks = candidates.masks(pairs.image, pairs.klass)
+        median = float(np.median(disagreement_pixels(masks)))
+        share = float(np.median(disagreement_share(masks)))
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(pairs.reasons.items()))
     print(
         f"stage 2 ({objective}): {count} pairs with a preference, {pairs.without_preference} without"
         + (f" ({reasons})" if reasons else "")
-        + (f"; median {median:.0f} px where a pair's candidates disagree" if count else "")
+        + (
+            f"; median {median:.0f} px where a pair's candidates disagree ({100 * share:.0f}% of the largest)"
+            if count
+            else ""
+        )
     )
     return {
         "pairs": count,
         "pairs_without_preference": pairs.without_preference,
         "why_no_preference": dict(sorted(pairs.reasons.items())),
         "median_disagreement_px": median,
+        "median_disagreement_share": share,
     }
 
 
@@ -313,12 +327,11 @@ def _stage2_inputs(
     reference: PromptedSam,
 ) -> dict[str, Any]:
     """Everything a stage-2 result depends on, for the checkpoint's key: spec and settings, the pairs' data
-    (images, candidate levels, preferences, prompts, texts, the image embeddings in use), the labelled anchor's
+    (images, candidates, preferences, prompts, texts, the image embeddings in use), the labelled anchor's
     data when it is used, and the initial policy and reference weights."""
     pairs = {
         "images": images,
-        "levels": data.levels,
-        "candidate_count": data.candidate_count,
+        "candidates": np.asarray(data.candidates.packed),
         "pairs": data.pairs,
         "prompts": list(data.prompts),
         "texts": data.texts,
@@ -358,8 +371,7 @@ def train_stage2(
     policy: PromptedSam,
     reference: PromptedSam,
     images: np.ndarray,
-    levels: np.ndarray,
-    candidate_count: int,
+    candidates: CandidateSet,
     pairs: Pairs,
     prompts: Sequence[ImagePrompts],
     texts: Mapping[str, np.ndarray],
@@ -379,8 +391,8 @@ def train_stage2(
 
     Args:
         policy: the stage-1 model to train; reference: the same weights, kept frozen.
-        images: (N, S, S) uint8 unlabelled images; levels: (N, T, S, S) uint8 candidate levels.
-        candidate_count: K candidates per (image, class); pairs: from :func:`preference_pairs`.
+        images: (N, S, S) uint8 unlabelled images; candidates: their K candidates per (image, class).
+        pairs: from :func:`preference_pairs`.
         prompts: N image prompts; texts: text -> CLIP embedding.
         settings: stage-2 settings; spec: the model spec written to ``settings.json``.
         point_count: point tokens per prompt (the stage-1 run's); progress: show progress bars.
@@ -396,14 +408,14 @@ def train_stage2(
     if labeled_anchor and labelled is None:
         raise ConfigError("stage2.anchor_on labeled needs the labelled split (align train --splits)")
     _place_models(policy, reference, device)
-    diagnostics = _diagnostics(settings.objective, pairs, levels, candidate_count)
+    diagnostics = _diagnostics(settings.objective, pairs, candidates)
     loop = _stage2_loop(out, settings, len(pairs.image), {**spec, "stage2": asdict(settings), **diagnostics})
     if len(pairs.image) == 0:  # nothing to learn from: the aligned model is the stage-1 model, said loudly
         print("stage 2: no (image, class) pair carries a preference; the stage-1 weights are kept unchanged")
         write_outputs(loop, policy, [])
         return []
     embedded = _embed(policy, images, embeddings, sorted(set(pairs.image.tolist())), device)
-    data = _PairData(pairs, levels, candidate_count, prompts, texts, embedded, images.shape[-1], point_count, device)
+    data = _PairData(pairs, candidates, prompts, texts, embedded, images.shape[-1], point_count, device)
     anchor = _LabelledAnchor(policy, labelled, texts, point_count, settings.seed, device) if labeled_anchor else None
     inputs = _stage2_inputs(spec, settings, point_count, images, data, anchor, policy, reference)
     optimizer, scheduler = adam_with_step_lr(policy, settings.lr, settings.lr_step, settings.lr_gamma)

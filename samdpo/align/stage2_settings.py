@@ -23,6 +23,8 @@ class Stage2Settings:
         batch_pairs: (image, class) pairs per step.
         beta1, beta2: DPO weights of the outer and inner positions.
         reduction: per-candidate log-likelihood reduction (``sum``, ``disagreement_mean``, ``mean``).
+        min_grade_gap: pairs whose best and worst candidates' grades differ by less are left out
+            (0 or 1: every pair with a preference).
         anchor_weight: weight of the supervised anchor term (0: none).
         anchor_on: ``best_candidate`` (of each unlabelled pair) or ``labeled`` (the labelled split's ground truth).
         seed: order of the pairs.
@@ -38,6 +40,7 @@ class Stage2Settings:
     beta1: float = 1.0
     beta2: float = 0.5
     reduction: str = "disagreement_mean"
+    min_grade_gap: int = 0
     anchor_weight: float = 0.0
     anchor_on: str = "best_candidate"
     seed: int = 0
@@ -48,6 +51,8 @@ class Stage2Settings:
             raise ConfigError(f"stage2.objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.reduction not in REDUCTIONS:
             raise ConfigError(f"stage2.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if not 0 <= self.min_grade_gap <= 3:
+            raise ConfigError(f"stage2.min_grade_gap must be in 0..3 (grades are 1..4), got {self.min_grade_gap}")
         if self.epochs < 1 or self.batch_pairs < 1 or self.lr_step < 1 or not self.lr > 0:
             raise ConfigError("stage2: epochs, batch_pairs and lr_step must be >= 1 and lr > 0")
         if self.anchor_on not in ANCHORS or not self.anchor_weight >= 0:

@@ -26,36 +26,110 @@ REFERENCE_NEEDS = {
 }
 
 
-def run_candidates(probs_dir: Path | str, out: Path | str, thresholds: list[float]) -> str:
-    """Threshold the stage-1 probabilities of the unlabelled images at each of ``thresholds``."""
-    from samdpo.align.candidates import (
-        candidate_levels,
-        check_thresholds,
-        write_candidates,
-    )
+def run_candidates(
+    probs_dir: Path | str, out: Path | str, settings: Any, inputs: ReferenceInputs, progress: bool
+) -> str:
+    """The K candidates of every (image, class) of the unlabelled images (``settings``: a
+    :class:`~samdpo.align.candidates.CandidateSettings`); the model sources read ``inputs``' stage-1
+    model (the one that predicted ``probs_dir``), prompts, texts and embeddings, never a label."""
+    from samdpo.align.candidates import build_candidates, write_candidates
     from samdpo.predictions import read_predictions
 
-    values = check_thresholds(thresholds)
     probs, meta = read_predictions(Path(probs_dir))
     chosen = [i for i, split in enumerate(meta.get("sample_splits") or []) if split == "unlabeled"]
     if not chosen:
         raise DataError(f"{Path(probs_dir)}: no unlabelled image among the predicted ones")
-    levels = candidate_levels(np.asarray(probs[chosen]), values)
+    ids = [meta["sample_ids"][i] for i in chosen]
+    selected = np.asarray(probs[chosen])
+    draws = model_draws(selected.shape, meta, ids, settings, inputs, progress) if settings.needs_model else None
+    packed, origin = build_candidates(settings, selected, draws)
     names = meta["class_names"]
     provenance = {
         "dataset": meta["dataset"],
-        "sample_ids": [meta["sample_ids"][i] for i in chosen],
+        "sample_ids": ids,
         "class_names": names,
-        "thresholds": list(values),
+        "count": settings.count,
+        "size": int(selected.shape[-1]),
+        "candidates": settings.describe(),
+        "chosen_from": dict(sorted(origin.items())),
         "model": meta["model"],
         "model_settings_hash": meta["model_settings_hash"],
     }
-    write_candidates(Path(out), levels, provenance)
-    empty = int((levels.reshape(len(chosen), len(names), -1).max(2) == 0).sum())
+    write_candidates(Path(out), packed, provenance)
+    filled = packed.reshape(*packed.shape[:3], -1).any(-1)
+    empty = int((~filled.any(-1)).sum())
+    sources = ", ".join(f"{name} {n}" for name, n in sorted(origin.items()))
     return (
-        f"candidates: {len(chosen)} unlabelled images x {len(names)} classes x {len(values)} thresholds; "
-        f"{empty} (image, class) pairs with all candidates empty"
+        f"candidates ({'+'.join(settings.source)}{', empty' if settings.empty else ''}): {len(ids)} unlabelled images "
+        f"x {len(names)} classes x {settings.count}; chosen from {sources}; {empty} (image, class) pairs with all "
+        "candidates empty"
     )
+
+
+def model_draws(
+    shape: tuple[int, ...],
+    meta: Mapping[str, Any],
+    ids: list[str],
+    settings: Any,
+    inputs: ReferenceInputs,
+    progress: bool,
+) -> np.ndarray:
+    """(N, T, D, S, S) masks of the candidates' model sources, from the stage-1 model that made the probabilities."""
+    from samdpo.align.candidate_draws import draw_masks
+    from samdpo.data.store import SampleStore
+    from samdpo.devices import pick_device
+    from samdpo.sam.image_embeddings import load_embeddings
+    from samdpo.train.prompt_data import load_image_prompts
+    from samdpo.train.text_embeddings import read_text_embeddings
+
+    missing = [f"--{flag}" for flag in ("model", "prompts", "texts") if not getattr(inputs, flag)]
+    if missing:
+        raise ConfigError(
+            f"align.candidates.source {list(settings.source)} runs the stage-1 model: needs {', '.join(missing)}"
+        )
+    model, spec = frozen_model(inputs.model)
+    if spec.get("settings_hash") != meta.get("model_settings_hash"):
+        raise ConfigError(
+            f"{inputs.model}: not the model whose probabilities are the candidates' ({meta.get('model')})"
+        )
+    texts, _ = read_text_embeddings(Path(inputs.texts))
+    names = meta["class_names"]
+    prompts = [load_image_prompts(Path(inputs.prompts), s, names) for s in ids]
+    embeddings = load_embeddings(inputs.embeddings, model, ids)
+    images = None
+    if embeddings is None:
+        if not inputs.store:
+            raise ConfigError("align candidates: without --embeddings the model sources encode images; give --store")
+        store = SampleStore(Path(inputs.store))
+        index = {sample: i for i, sample in enumerate(store.samples["sample_id"])}
+        images = store.images()[[index[s] for s in ids]]
+    return draw_masks(
+        model,
+        embeddings,
+        prompts,
+        texts,
+        len(names),
+        shape[-1],
+        spec["point_count"],
+        settings,
+        pick_device("auto"),
+        progress=progress,
+        images=images,
+    )
+
+
+def frozen_model(model_dir: str) -> tuple[Any, dict[str, Any]]:
+    """A model folder's weights, built for inference (the engine attached), and its spec."""
+    from samdpo.sam.checkpoints import load_checkpoint
+    from samdpo.sam.engine import attach_engine
+    from samdpo.sam.specs import build_model
+    from samdpo.train.model_folder import WEIGHTS, read_model_spec
+
+    spec = read_model_spec(model_dir)
+    model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
+    load_checkpoint(model, Path(model_dir) / WEIGHTS)
+    attach_engine(model, spec["sam"])  # frozen here: only inference
+    return model, spec
 
 
 @dataclass(frozen=True)
@@ -80,7 +154,7 @@ class AnnotatorSettings:
 
 @dataclass(frozen=True)
 class ReferenceInputs:
-    """What the ``prompt`` and ``uncertainty`` references read (None: not given).
+    """What the ``prompt`` and ``uncertainty`` references, and the candidates' model sources, read (None: not given).
 
     Attributes:
         prompts: the dataset's prompt store folder.
@@ -88,6 +162,7 @@ class ReferenceInputs:
         embeddings: its frozen encoder's image embeddings (None: the encoder runs).
         uncertainty: the ``align.uncertainty`` section.
         human: the people's decision files (``annotations_human_{name}.parquet``) of the ``human`` reference.
+        store: the sample store (the images, when no embeddings are given).
     """
 
     prompts: str | None = None
@@ -96,6 +171,7 @@ class ReferenceInputs:
     embeddings: str | None = None
     uncertainty: Mapping[str, Any] = field(default_factory=dict)
     human: tuple[str, ...] = ()
+    store: str | None = None
 
 
 def store_rows(
@@ -112,19 +188,12 @@ def consensus_references(store: Any, sample_ids: list[str], inputs: ReferenceInp
     """(N, C, S, S) test-time-augmentation consensus masks of the stage-1 model (the uncertainty reference)."""
     from samdpo.align.uncertainty import UncertaintySettings, consensus_masks
     from samdpo.devices import pick_device
-    from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.sam.engine import attach_engine
     from samdpo.sam.image_embeddings import load_embeddings
-    from samdpo.sam.specs import build_model
-    from samdpo.train.model_folder import WEIGHTS, read_model_spec
     from samdpo.train.prompt_data import load_image_prompts
     from samdpo.train.text_embeddings import read_text_embeddings
 
     settings = parse_settings(UncertaintySettings, inputs.uncertainty, "align.uncertainty")
-    spec = read_model_spec(inputs.model)
-    model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
-    load_checkpoint(model, Path(inputs.model) / WEIGHTS)
-    attach_engine(model, spec["sam"])  # the stage-1 model is frozen here: only inference
+    model, spec = frozen_model(inputs.model)
     texts, _ = read_text_embeddings(Path(inputs.texts))
     prompts = [load_image_prompts(Path(inputs.prompts), s, store.class_names) for s in sample_ids]
     embeddings = load_embeddings(inputs.embeddings, model, sample_ids)  # None: the encoder runs here
@@ -229,7 +298,8 @@ def run_annotate(
         raise ConfigError(f"--noise (align.noise) must be in [0, 1], got {settings.noise}")
     if settings.reference == "human" and settings.noise > 0:
         raise ConfigError("align.noise simulates rating noise; people's own decisions (reference human) take none")
-    levels, meta = read_candidates(Path(candidates_dir))
+    candidates = read_candidates(Path(candidates_dir))
+    meta = candidates.meta
     store = SampleStore(Path(store_dir))
     index = store_rows(store, meta, candidates_dir, store_dir)
     ids = meta["sample_ids"]
@@ -239,7 +309,7 @@ def run_annotate(
     else:
         references, graded = _references(store, ids, index, len(meta["class_names"]), settings, inputs, progress)
         annotations = annotate_all(
-            levels, len(meta["thresholds"]), references, settings.mode, graded, settings.noise, settings.noise_seed
+            candidates.packed, candidates.size, references, settings.mode, graded, settings.noise, settings.noise_seed
         )
     rows, grades, reasons = _annotation_rows(ids, annotations)
     with_preference = sum(row["has_preference"] for row in rows)
@@ -293,19 +363,22 @@ def run_stage2(
     anchored = settings.anchor_weight > 0 and settings.anchor_on == "labeled"
     if anchored and not splits:
         raise ConfigError("stage2.anchor_on labeled needs --splits (the labelled split's ground truth)")
-    levels, meta, spec = candidates_and_model(candidates_dir, model_dir)
+    candidates, spec = candidates_and_model(candidates_dir, model_dir)
+    meta = candidates.meta
     store = SampleStore(Path(store_dir))
     index = store_rows(store, meta, candidates_dir, store_dir)
     ids = meta["sample_ids"]
     prompts = [load_image_prompts(Path(prompts_dir), s, store.class_names) for s in ids]
     texts, _ = read_text_embeddings(Path(texts_path))
     found = read_annotations(Path(annotations))
-    pairs = preference_pairs(ids, len(meta["class_names"]), found, settings.beta1, settings.beta2)
+    pairs = preference_pairs(
+        ids, len(meta["class_names"]), found, settings.beta1, settings.beta2, settings.min_grade_gap
+    )
     policy, reference = _policy_and_reference(spec, model_dir, reference_dir)
     run = {key: spec[key] for key in ("sam", "text_dim", "clip", "point_count", "switches", "stage1", "splits", "data")}
     run |= {"stage1_settings_hash": spec["settings_hash"], "annotations": str(annotations)}
     labelled = labelled_set(store, splits, prompts_dir, policy, embeddings_dir, spec) if anchored else None
-    data = (store.images()[[index[s] for s in ids]], levels, len(meta["thresholds"]), pairs, prompts, texts)
+    data = (store.images()[[index[s] for s in ids]], candidates, pairs, prompts, texts)
     embeddings = load_embeddings(embeddings_dir, policy, ids)
     point_count = spec["point_count"]
     train_stage2(
@@ -323,20 +396,19 @@ def run_stage2(
     return f"stage 2 ({asdict(settings)['objective']}) written to {out}"
 
 
-def candidates_and_model(
-    candidates_dir: Path | str, model_dir: Path | str
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """The (N, T, S, S) candidate levels, their metadata and the model folder's spec, checked to be of that model."""
+def candidates_and_model(candidates_dir: Path | str, model_dir: Path | str) -> tuple[Any, dict[str, Any]]:
+    """The :class:`~samdpo.align.candidates.CandidateSet` and the model folder's spec, checked to be of that model."""
     from samdpo.align.candidates import read_candidates
     from samdpo.train.model_folder import read_model_spec
 
-    levels, meta = read_candidates(Path(candidates_dir))
+    candidates = read_candidates(Path(candidates_dir))
     spec = read_model_spec(model_dir)
+    meta = candidates.meta
     if meta.get("model_settings_hash") is None or meta["model_settings_hash"] != spec.get("settings_hash"):
         raise ConfigError(
             f"{candidates_dir}: candidates of another model than {model_dir}; rerun the prediction and candidates rules"
         )
-    return levels, meta, spec
+    return candidates, spec
 
 
 def _policy_and_reference(

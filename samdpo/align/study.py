@@ -3,13 +3,14 @@ that model on the validation split, which chooses the setting, and on one fixed 
 which report its effect.
 
 Every run starts from the same stage-1 model (``prompt_10``) and its stored probabilities: it
-thresholds the candidates of its unlabelled images, annotates them, trains stage 2 in memory and
-predicts the validation and test images. Unlabelled fractions above the pipeline's take the next
-cases of the split order, which the pipeline puts in its test split (validation sits at the end of
-the order and never moves), so the study's test images are the cases that no run uses: the test
-split under the largest fraction, the same for every run. The chosen run is the one with the best
-mean validation difference over the seeds (:func:`choose_run`); its test numbers are the reported
-result, and the test numbers of the others are shown beside it but choose nothing.
+makes the candidates of its unlabelled images (:mod:`samdpo.align.candidates`, any source),
+annotates them, trains stage 2 in memory and predicts the validation and test images. Unlabelled
+fractions above the pipeline's take the next cases of the split order, which the pipeline puts in
+its test split (validation sits at the end of the order and never moves), so the study's test
+images are the cases that no run uses: the test split under the largest fraction, the same for
+every run. The chosen run is the one with the best mean validation difference over the seeds
+(:func:`choose_run`); its test numbers are the reported result, and the test numbers of the
+others are shown beside it but choose nothing.
 
 Only the annotator (the virtual one) and the evaluation read labels of unlabelled and test images;
 the GT-free annotators' rankings are compared with the virtual annotator's (Kendall's tau-b per
@@ -30,13 +31,15 @@ import pandas as pd
 
 from samdpo import atomic
 from samdpo.align.annotator import CLASSES, MODES, SIMULATED_REFERENCES, Annotation, annotate_all, kendall_tau
-from samdpo.align.candidates import candidate_levels, check_thresholds
+from samdpo.align.candidates import CandidateSet, CandidateSettings, build_candidates
 from samdpo.align.pairs import preference_pairs
 from samdpo.align.stage2_settings import OBJECTIVES, Stage2Settings
 from samdpo.errors import ConfigError
 
+#: The candidate settings a run can vary (``align.candidates``; its ``seed`` is ``candidate_seed`` here).
+CANDIDATE_KEYS = tuple(f.name for f in fields(CandidateSettings) if f.name != "seed") + ("candidate_seed",)
 #: Run keys besides the stage-2 settings.
-ANNOTATOR_KEYS = ("mode", "objective", "reference", "classes", "noise", "unlabeled", "thresholds")
+ANNOTATOR_KEYS = ("mode", "objective", "reference", "classes", "noise", "unlabeled", *CANDIDATE_KEYS)
 STAGE2_KEYS = tuple(f.name for f in fields(Stage2Settings) if f.name not in ("objective", "device"))
 
 
@@ -48,7 +51,7 @@ class StudyRun:
         name: ``key=value`` of what differs from the base (``default`` for the base itself).
         mode, objective, reference, classes, noise: the annotator and the objective (see ``align``).
         unlabeled: fraction of cases whose images are aligned on.
-        thresholds: the K candidate thresholds, ascending.
+        candidates: how the candidates are made.
         stage2: the stage-2 settings.
     """
 
@@ -59,13 +62,14 @@ class StudyRun:
     classes: str
     noise: float
     unlabeled: float
-    thresholds: tuple[float, ...]
+    candidates: CandidateSettings
     stage2: Stage2Settings
 
     @property
     def settings(self) -> dict[str, Any]:
         """The run's flat settings (the study table's columns)."""
         stage2 = {key: getattr(self.stage2, key) for key in STAGE2_KEYS}
+        candidates = {key: value for key, value in vars(self.candidates).items() if key != "seed"}
         return {
             "mode": self.mode,
             "objective": self.objective,
@@ -73,7 +77,8 @@ class StudyRun:
             "classes": self.classes,
             "noise": self.noise,
             "unlabeled": self.unlabeled,
-            "thresholds": self.thresholds,
+            **candidates,
+            "candidate_seed": self.candidates.seed,
             **stage2,
         }
 
@@ -105,7 +110,8 @@ def make_run(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> StudyRun:
         **{key: merged[key] for key in (*STAGE2_KEYS, "device") if key in merged}, objective=merged["objective"]
     )
     name = ",".join(f"{key}={value}" for key, value in overrides.items()) or "default"
-    thresholds = check_thresholds(merged["thresholds"])
+    given = {key: merged[key] for key in CANDIDATE_KEYS if key in merged and key != "candidate_seed"}
+    candidates = CandidateSettings(**given, seed=int(merged.get("candidate_seed", 0)))
     return StudyRun(
         name,
         merged["mode"],
@@ -114,7 +120,7 @@ def make_run(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> StudyRun:
         merged["classes"],
         float(merged["noise"]),
         float(merged["unlabeled"]),
-        thresholds,
+        candidates,
         stage2,
     )
 
@@ -159,6 +165,8 @@ class StudyData:
         references: (reference, sample ids) -> (N, T, S, S) bool reference masks (the virtual
             annotator's ground truth, the CRF masks, or the consensus), computed on demand.
         graded: sample ids -> (N, T) bool classes present (for ``classes: present``).
+        draws: (candidate settings, sample ids) -> (N, T, D, S, S) bool masks of the model sources
+            (:func:`samdpo.align.candidate_draws.draw_masks`); no label enters them.
     """
 
     probs: np.ndarray
@@ -167,16 +175,27 @@ class StudyData:
     held_out: Mapping[str, list[str]]
     references: Callable[[str, list[str]], np.ndarray]
     graded: Callable[[list[str]], np.ndarray]
+    draws: Callable[[CandidateSettings, list[str]], np.ndarray]
 
 
-def annotate_run(run: StudyRun, data: StudyData, seed: int) -> tuple[list[str], np.ndarray, list[list[Annotation]]]:
-    """The run's unlabelled ids, their candidate levels and the annotations."""
+def run_candidates(run: StudyRun, data: StudyData, cache: dict[Any, CandidateSet]) -> tuple[list[str], CandidateSet]:
+    """The run's unlabelled ids and their candidates (built once per unlabelled fraction and candidate settings)."""
     ids = data.unlabeled[run.unlabeled]
-    levels = candidate_levels(np.asarray(data.probs[[data.prob_index[s] for s in ids]]), run.thresholds)
+    key = (run.unlabeled, run.candidates)
+    if key not in cache:
+        probs = np.asarray(data.probs[[data.prob_index[s] for s in ids]])
+        draws = data.draws(run.candidates, ids) if run.candidates.needs_model else None
+        packed = build_candidates(run.candidates, probs, draws)[0]
+        cache[key] = CandidateSet(packed, {"count": run.candidates.count, "size": int(probs.shape[-1])})
+    return ids, cache[key]
+
+
+def annotate_run(run: StudyRun, data: StudyData, seed: int, candidates: CandidateSet) -> list[list[Annotation]]:
+    """The annotations of the run's candidates of its unlabelled images."""
+    ids = data.unlabeled[run.unlabeled]
     masks = data.references(run.reference, ids)
     graded = data.graded(ids) if run.classes == "present" else None
-    annotations = annotate_all(levels, len(run.thresholds), lambda n: masks[n], run.mode, graded, run.noise, seed)
-    return ids, levels, annotations
+    return annotate_all(candidates.packed, candidates.size, lambda n: masks[n], run.mode, graded, run.noise, seed)
 
 
 @dataclass(frozen=True)
@@ -187,17 +206,17 @@ class Trained:
     diagnostics: Mapping[str, Any]
 
 
-def _ranking(data: StudyData, ids: list[str], levels: np.ndarray, count: int, reference: str) -> list[list[Annotation]]:
-    """Every pair's K = ``count`` candidates ordered by IoU with ``reference``'s masks (rank mode, no noise)."""
+def _ranking(data: StudyData, ids: list[str], candidates: CandidateSet, reference: str) -> list[list[Annotation]]:
+    """Every pair's candidates ordered by IoU with ``reference``'s masks (rank mode, no noise)."""
     masks = data.references(reference, ids)
-    return annotate_all(levels, count, lambda n: masks[n], "rank")
+    return annotate_all(candidates.packed, candidates.size, lambda n: masks[n], "rank")
 
 
 def _seeded(run: StudyRun, seed: int) -> StudyRun:
     """``run`` with its stage-2 seed set to ``seed``."""
     stage2 = Stage2Settings(**{**{f.name: getattr(run.stage2, f.name) for f in fields(Stage2Settings)}, "seed": seed})
     return StudyRun(
-        run.name, run.mode, run.objective, run.reference, run.classes, run.noise, run.unlabeled, run.thresholds, stage2
+        run.name, run.mode, run.objective, run.reference, run.classes, run.noise, run.unlabeled, run.candidates, stage2
     )
 
 
@@ -205,18 +224,18 @@ def _tau_vs_virtual(
     run: StudyRun,
     data: StudyData,
     ids: list[str],
-    levels: np.ndarray,
-    virtual: dict[tuple[float, tuple[float, ...]], list[list[Annotation]]],
+    candidates: CandidateSet,
+    virtual: dict[tuple[float, CandidateSettings], list[list[Annotation]]],
 ) -> tuple[float, int]:
     """Mean Kendall's tau of ``run``'s reference against the virtual annotator (both in rank mode,
     every class) and its pair count; NaN and 0 for the virtual annotator itself. ``virtual`` caches
-    the virtual rankings per (unlabelled fraction, thresholds)."""
+    the virtual rankings per (unlabelled fraction, candidate settings)."""
     if run.reference == "ground_truth":
         return float("nan"), 0
-    key = (run.unlabeled, run.thresholds)
+    key = (run.unlabeled, run.candidates)
     if key not in virtual:
-        virtual[key] = _ranking(data, ids, levels, len(run.thresholds), "ground_truth")
-    return mean_tau(_ranking(data, ids, levels, len(run.thresholds), run.reference), virtual[key])
+        virtual[key] = _ranking(data, ids, candidates, "ground_truth")
+    return mean_tau(_ranking(data, ids, candidates, run.reference), virtual[key])
 
 
 def _effect_columns(effect: Any, prefix: str, split: str) -> dict[str, Any]:
@@ -235,7 +254,7 @@ def _effect_columns(effect: Any, prefix: str, split: str) -> dict[str, Any]:
 def _study_row(
     run: StudyRun,
     ids: list[str],
-    levels: np.ndarray,
+    class_count: int,
     pairs: Any,
     trained: Trained,
     effects: Mapping[str, Any],
@@ -248,10 +267,11 @@ def _study_row(
         "seed": run.stage2.seed,
         **run.settings,
         "unlabeled_images": len(ids),
-        "pairs": len(ids) * levels.shape[1],
+        "pairs": len(ids) * class_count,
         "pairs_with_preference": len(pairs.image),
         "why_no_preference": "; ".join(f"{k}: {v}" for k, v in sorted(pairs.reasons.items())),
         "median_disagreement_px": trained.diagnostics.get("median_disagreement_px"),
+        "median_disagreement_share": trained.diagnostics.get("median_disagreement_share"),
         "at_ln2": trained.diagnostics.get("at_ln2"),
         "mean_margin": trained.diagnostics.get("mean_margin"),
         "best_rose": trained.diagnostics.get("best_rose"),
@@ -265,7 +285,7 @@ def _study_row(
 def run_study(
     runs: Sequence[StudyRun],
     data: StudyData,
-    train: Callable[[StudyRun, int, list[str], np.ndarray, Any], Trained],
+    train: Callable[[StudyRun, int, list[str], CandidateSet, Any], Trained],
     score: Callable[[Any], Mapping[str, pd.DataFrame]],
     reference: Mapping[str, pd.DataFrame],
     seeds: Sequence[int] = (0,),
@@ -275,7 +295,8 @@ def run_study(
 
     Args:
         runs: the grid; data: what every run reads.
-        train: (run, seed, unlabelled ids, levels, pairs) -> :class:`Trained`; it keeps the aligned model for ``score``.
+        train: (run, seed, unlabelled ids, candidates, pairs) -> :class:`Trained`; it keeps the aligned model for
+            ``score``.
         score: the last trained model -> its per-image evaluation on each split of ``data.held_out``.
         reference: the stage-1 model's per-image evaluations of the same images.
         seeds: stage-2 seeds (pair order; also the rating noise's draws).
@@ -289,19 +310,23 @@ def run_study(
     from samdpo.evaluation.paired import paired_difference
 
     rows: list[dict[str, Any]] = []
-    virtual: dict[tuple[float, tuple[float, ...]], list[list[Annotation]]] = {}
+    virtual: dict[tuple[float, CandidateSettings], list[list[Annotation]]] = {}
+    built: dict[Any, CandidateSet] = {}
     for run in runs:
         for seed in seeds:
             began = time.perf_counter()
             seeded = _seeded(run, seed)
-            ids, levels, annotations = annotate_run(seeded, data, seed)
-            tau = _tau_vs_virtual(run, data, ids, levels, virtual)
+            ids, candidates = run_candidates(seeded, data, built)
+            annotations = annotate_run(seeded, data, seed, candidates)
+            tau = _tau_vs_virtual(run, data, ids, candidates, virtual)
             lookup = {(sample, t): a for sample, row in zip(ids, annotations) for t, a in enumerate(row)}
-            pairs = preference_pairs(ids, levels.shape[1], lookup, seeded.stage2.beta1, seeded.stage2.beta2)
-            trained = train(seeded, seed, ids, levels, pairs)
+            classes = candidates.packed.shape[1]
+            stage2 = seeded.stage2
+            pairs = preference_pairs(ids, classes, lookup, stage2.beta1, stage2.beta2, stage2.min_grade_gap)
+            trained = train(seeded, seed, ids, candidates, pairs)
             scored = score(trained)
             effects = {split: paired_difference(reference[split], scored[split]) for split in ("validation", "test")}
-            row = _study_row(seeded, ids, levels, pairs, trained, effects, tau)
+            row = _study_row(seeded, ids, classes, pairs, trained, effects, tau)
             rows.append({**row, "seconds": time.perf_counter() - began})
             if on_row is not None:
                 on_row(rows)
@@ -357,6 +382,7 @@ SHOWN = (
     "pairs",
     "pairs_with_preference",
     "median_disagreement_px",
+    "median_disagreement_share",
     "at_ln2",
     "mean_margin",
     "best_rose",
@@ -374,7 +400,7 @@ SHOWN = (
 
 
 def _cell(key: str, value: Any) -> str:
-    if isinstance(value, float) and key in ("at_ln2", "best_rose", "tau_vs_virtual"):
+    if isinstance(value, float) and key in ("at_ln2", "best_rose", "tau_vs_virtual", "median_disagreement_share"):
         return f"{value:.3f}"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 

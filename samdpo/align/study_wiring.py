@@ -149,8 +149,30 @@ def _references(stage1: _Stage1, uncertainty: Any, device: Any) -> Callable[[str
     return references
 
 
+def _draws(stage1: _Stage1, device: Any) -> Callable[[Any, list[str]], np.ndarray]:
+    """(candidate settings, sample ids) -> the stage-1 model's (N, C, D, S, S) draws of the model sources."""
+    from samdpo.align.candidate_draws import draw_masks
+    from samdpo.sam.engine import attach_engine
+
+    frozen = stage1.model()
+    attach_engine(frozen, stage1.spec["sam"])  # only inference here: the engine where sam.engine asks for it
+
+    def draws(settings: Any, ids: list[str]) -> np.ndarray:
+        size = stage1.store.images().shape[-1]
+        prompts = [stage1.prompts[s] for s in ids]
+        embeddings = stage1.embeddings.select(ids)
+        point_count = stage1.spec["point_count"]
+        names = stage1.names
+        return draw_masks(
+            frozen, embeddings, prompts, stage1.texts, len(names), size, point_count, settings, device, False
+        )
+
+    return draws
+
+
 def _trainer(stage1: _Stage1, splits: str, state: dict[str, Any]) -> Callable[..., Any]:
-    """(run, seed, ids, levels, pairs) -> Trained: stage 2 from a fresh stage-1 model; keeps the policy in ``state``."""
+    """(run, seed, ids, candidates, pairs) -> Trained: stage 2 from a fresh stage-1 model; keeps the policy in
+    ``state``."""
     from samdpo.align.stage2 import LabelledSet, train_stage2
     from samdpo.align.study import Trained
     from samdpo.data.splits import split_indices
@@ -169,15 +191,14 @@ def _trainer(stage1: _Stage1, splits: str, state: dict[str, Any]) -> Callable[..
         spec["stage1"]["gt_box_jitter"],
     )
 
-    def train(run: Any, seed: int, ids: list[str], levels: np.ndarray, pairs: Any) -> Trained:
+    def train(run: Any, seed: int, ids: list[str], candidates: Any, pairs: Any) -> Trained:
         policy = stage1.model()
         with tempfile.TemporaryDirectory(prefix="samdpo-study-") as scratch:
             history = train_stage2(
                 policy,
                 stage1.reference,
                 store.images()[[stage1.row_of[s] for s in ids]],
-                levels,
-                len(run.thresholds),
+                candidates,
                 pairs,
                 [stage1.prompts[s] for s in ids],
                 stage1.texts,
@@ -291,7 +312,13 @@ def run_alignment_study(
     device, state = pick_device("auto"), {}
     references = _references(stage1, uncertainty, device)
     data = StudyData(
-        probs, prob_index, unlabeled, held_out, references, lambda ids: references("ground_truth", ids).any(axis=(2, 3))
+        probs,
+        prob_index,
+        unlabeled,
+        held_out,
+        references,
+        lambda ids: references("ground_truth", ids).any(axis=(2, 3)),
+        _draws(stage1, device),
     )
     train = _trainer(stage1, splits, state)
     evaluator = _evaluator(stage1, held_out, *evaluation, device)

@@ -18,7 +18,15 @@ from samdpo import atomic
 from samdpo.errors import ConfigError, DataError
 
 #: What an aligned model's settings.json records about its run (see samdpo.align.stage2).
-DIAGNOSTICS = ("pairs", "pairs_without_preference", "median_disagreement_px", "at_ln2", "mean_margin", "best_rose")
+DIAGNOSTICS = (
+    "pairs",
+    "pairs_without_preference",
+    "median_disagreement_px",
+    "median_disagreement_share",
+    "at_ln2",
+    "mean_margin",
+    "best_rose",
+)
 
 
 def read_evaluation(folder: str | Path, model: str) -> pd.DataFrame:
@@ -92,15 +100,16 @@ def dpo_effect_markdown(rows: Sequence[Mapping[str, Any]], reference: str, diagn
             "Alignment diagnostics (last epoch; margin: sum_k w_k (log pi - log pi_ref) of a pair):",
             "",
             (
-                "| model | pairs with a preference | without (why) | median disagreement px | share at ln 2 "
-                "| mean margin | best candidate rose |"
+                "| model | pairs with a preference | without (why) | median disagreement px (share of the largest "
+                "candidate) | share at ln 2 | mean margin | best candidate rose |"
             ),
             "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
         ]
         lines += [
             f"| {row['model']} | {row['pairs']} | "
             f"{row['pairs_without_preference']} ({row['why_no_preference'] or '-'}) | "
-            f"{_shown(row['median_disagreement_px'], '.0f')} | {_shown(row['at_ln2'], '.2f')} | "
+            f"{_shown(row['median_disagreement_px'], '.0f')} ({_shown(row['median_disagreement_share'], '.0%')}) | "
+            f"{_shown(row['at_ln2'], '.2f')} | "
             f"{_shown(row['mean_margin'], '.2f')} | {_shown(row['best_rose'], '.2f')} |"
             for row in rows
         ]

@@ -14,7 +14,7 @@ import pandas as pd
 
 from samdpo.align.agreement import is_decided, virtual_agreement
 from samdpo.align.annotator import mask_iou
-from samdpo.align.candidates import level_masks, read_candidates
+from samdpo.align.candidates import read_candidates
 from samdpo.atomic import atomic_path
 from samdpo.errors import DataError
 
@@ -24,7 +24,8 @@ def candidate_ious(store_dir: Path | str, candidates_dir: Path | str, keys: set[
     from samdpo.align.steps import store_rows
     from samdpo.data.store import SampleStore
 
-    levels, meta = read_candidates(Path(candidates_dir))
+    candidates = read_candidates(Path(candidates_dir))
+    meta = candidates.meta
     store = SampleStore(Path(store_dir))
     index, labels = store_rows(store, meta, candidates_dir, store_dir), store.labels()
     rows = {sample: n for n, sample in enumerate(meta["sample_ids"])}
@@ -33,7 +34,7 @@ def candidate_ious(store_dir: Path | str, candidates_dir: Path | str, keys: set[
         raise DataError(f"{candidates_dir}: no candidates for image {unknown[0][0]} class {unknown[0][1]}")
     out = {}
     for sample, t in sorted(keys):
-        masks = level_masks(np.asarray(levels[rows[sample], t]), len(meta["thresholds"]))
+        masks = candidates.masks(rows[sample], t)
         out[(sample, t)] = mask_iou(masks, np.asarray(labels[index[sample]]) == t + 1)
     return out
 
@@ -44,7 +45,7 @@ def run_agreement(
     """Write one block of IoU-bin rows per decision file (column ``annotator``) to the CSV ``out``."""
     from samdpo.align.human_files import decision_meta, read_decisions
 
-    meta = read_candidates(Path(candidates_dir))[1]
+    meta = read_candidates(Path(candidates_dir)).meta
     people = [(decision_meta(path).get("mode"), *read_decisions(path, meta, None)) for path in human]
     decided = {key for _, _, found in people for key, annotation in found.items() if is_decided(annotation)}
     ious = candidate_ious(store_dir, candidates_dir, decided)  # the labels are read once for everyone

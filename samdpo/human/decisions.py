@@ -6,7 +6,7 @@ seconds. Every decision rewrites the whole file atomically (temporary file, fsyn
 acknowledged, so a killed server loses nothing it acknowledged and the file is never half-written; a
 few hundred rows rewrite in milliseconds. Reopening the file resumes: the pairs it holds are decided.
 
-The file's metadata names the candidates it grades (dataset, model settings hash, thresholds) and the
+The file's metadata names the candidates it grades (dataset, model settings hash, candidate settings) and the
 mode; a file of other candidates or another mode is refused, never mixed.
 """
 

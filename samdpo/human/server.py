@@ -20,7 +20,7 @@ def open_session(candidates: Path | str, prompts: Path | str, folder: Path | str
     """The :class:`~samdpo.human.session.Session` of ``name`` on these candidates, resumed from its file."""
     from samdpo.human.session import Session
 
-    meta = read_candidates(Path(candidates))[1]
+    meta = read_candidates(Path(candidates)).meta
     missing = [sample for sample in meta["sample_ids"] if not (Path(prompts) / f"{sample}.parquet").is_file()]
     if missing:
         raise DataError(

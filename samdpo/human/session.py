@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from samdpo.align.candidates import level_masks, read_candidates
+from samdpo.align.candidates import CandidateSet, read_candidates
 from samdpo.errors import DataError
 from samdpo.human.decisions import DecisionLog
 
@@ -43,13 +43,13 @@ class Pair:
     class_name: str
 
 
-def pair_queue(levels: np.ndarray, sample_ids: list[str], class_names: list[str], count: int) -> list[Pair]:
-    """The pairs whose ``count`` candidates (from (N, T, S, S) levels) are not all the same mask."""
+def pair_queue(candidates: CandidateSet, sample_ids: list[str], class_names: list[str]) -> list[Pair]:
+    """The pairs whose K candidates are not all the same mask."""
     pairs = []
     for n, sample in enumerate(sample_ids):
-        image_levels = np.asarray(levels[n])
+        image_masks = candidates.masks(n)
         for t, name in enumerate(class_names):
-            masks = level_masks(image_levels[t], count)
+            masks = image_masks[t]
             if not (masks == masks[:1]).all():
                 pairs.append(Pair(f"{n}-{t}", len(pairs), n, sample, t, name))
     return pairs
@@ -90,10 +90,11 @@ class Session:
     """
 
     def __init__(self, candidates: Path | str, prompts: Path | str, log: DecisionLog) -> None:
-        self.levels, self.meta = read_candidates(Path(candidates))
+        self.candidates = read_candidates(Path(candidates))
+        self.meta = self.candidates.meta
         self.prompts, self.log = Path(prompts), log
-        self.count = len(self.meta["thresholds"])
-        self.pairs = pair_queue(self.levels, self.meta["sample_ids"], self.meta["class_names"], self.count)
+        self.count = self.candidates.count
+        self.pairs = pair_queue(self.candidates, self.meta["sample_ids"], self.meta["class_names"])
         self.by_id = {pair.id: pair for pair in self.pairs}
 
     def pair(self, pair_id: str) -> Pair:
@@ -147,15 +148,15 @@ class Session:
         if pair.class_index not in boxes:
             raise DataError(f"{self.prompts / pair.sample_id}.parquet: no row for class {pair.class_index}")
         box = boxes[pair.class_index]
-        levels = np.asarray(self.levels[pair.image, pair.class_index])
+        masks = self.candidates.masks(pair.image, pair.class_index)
         rgb = np.repeat(image[..., None], 3, axis=2)
         if candidate is not None:
-            rgb[outline(levels >= candidate + 1)] = COLOURS[candidate % len(COLOURS)]
+            rgb[outline(masks[candidate])] = COLOURS[candidate % len(COLOURS)]
         drawing = Image.fromarray(rgb)
         if box is not None:
             ImageDraw.Draw(drawing).rectangle(box, outline=BOX_COLOUR, width=1)
         if candidate is not None:
-            drawing = drawing.crop(window(levels > 0, box, image.shape[0]))
+            drawing = drawing.crop(window(masks.any(0), box, image.shape[0]))
         drawing = drawing.resize((DISPLAY_PIXELS, DISPLAY_PIXELS), Image.NEAREST)
         out = io.BytesIO()
         drawing.save(out, format="PNG", compress_level=1)

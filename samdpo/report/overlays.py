@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from samdpo.align.annotator import Annotation
+from samdpo.align.candidates import CandidateSet
 from samdpo.errors import DataError
 
 _CELL_INCHES = 2.2
@@ -25,24 +26,24 @@ _MASK_RGBA = (1.0, 0.15, 0.15, 0.55)
 
 
 def choose_examples(
-    levels: np.ndarray, annotations: Mapping[tuple[str, int], Annotation], sample_ids: Sequence[str], count: int
+    packed: np.ndarray, annotations: Mapping[tuple[str, int], Annotation], sample_ids: Sequence[str], count: int
 ) -> list[tuple[int, int]]:
     """Up to ``count`` (image row, class index) pairs of the candidates, chosen without labels.
 
     Args:
-        levels: (N, T, S, S) uint8 candidate levels (0 = in no candidate).
+        packed: (N, T, K, B) bit-packed candidates (:mod:`samdpo.align.candidates`).
         annotations: the annotator's table (see ``read_annotations``).
-        sample_ids: N sample ids of ``levels``' rows.
+        sample_ids: N sample ids of ``packed``'s rows.
         count: examples wanted, >= 1.
 
     Returns:
-        Pairs with a preference first, then pairs whose loosest candidate is non-empty; each group
+        Pairs with a preference first, then pairs with a non-empty candidate; each group
         in image order and thinned evenly, so the examples spread over the images.
     """
-    nonempty = np.asarray(levels).reshape(levels.shape[0], levels.shape[1], -1).max(axis=2) > 0
+    nonempty = np.asarray(packed).reshape(packed.shape[0], packed.shape[1], -1).max(axis=2) > 0
     preferred, others = [], []
     for i, sample_id in enumerate(sample_ids):
-        for t in range(levels.shape[1]):
+        for t in range(packed.shape[1]):
             found = annotations.get((sample_id, t))
             if found is not None and found.has_preference:
                 preferred.append((i, t))
@@ -91,19 +92,19 @@ def _check_models(
     after: tuple[np.ndarray, Mapping[str, Any]],
 ) -> None:
     """Both models describe the candidates' classes, ``before`` is the candidates' model, and the
-    annotations rank as many candidates as there are thresholds.
+    annotations rank as many candidates as the set holds.
 
     Raises:
         DataError: any of these does not hold.
     """
-    names, thresholds = list(meta["class_names"]), list(meta["thresholds"])
+    names, count = list(meta["class_names"]), int(meta["count"])
     for label, (_, found) in (("before", before), ("after", after)):
         if list(found.get("class_names", [])) != names:
             raise DataError(f"{label}: class names {found.get('class_names')} differ from the candidates' {names}")
     if before[1].get("model_settings_hash") != meta.get("model_settings_hash"):
         raise DataError(f"before: model {before[1].get('model')} is not the candidates' model {meta.get('model')}")
-    if any(len(a.order) != len(thresholds) for a in annotations.values()):
-        raise DataError(f"the annotations rank another number of candidates than the {len(thresholds)} thresholds")
+    if any(len(a.order) != count for a in annotations.values()):
+        raise DataError(f"the annotations rank another number of candidates than the set's {count}")
 
 
 def _prompt_row(prompts: Path, sample_id: str, class_name: str) -> dict[str, Any]:
@@ -141,8 +142,7 @@ def _predicted_masks(
 
 
 def build_examples(
-    levels: np.ndarray,
-    meta: Mapping[str, Any],
+    candidates: CandidateSet,
     annotations: Mapping[tuple[str, int], Annotation],
     before: tuple[np.ndarray, Mapping[str, Any]],
     after: tuple[np.ndarray, Mapping[str, Any]],
@@ -153,8 +153,7 @@ def build_examples(
     """The examples :func:`draw_overlays` draws (see there), chosen by :func:`choose_examples`.
 
     Args:
-        levels: (N, T, S, S) candidate levels; ``meta`` their metadata (sample_ids, class_names,
-            thresholds, model_settings_hash).
+        candidates: the candidate set (its metadata: sample_ids, class_names, count, model_settings_hash).
         annotations: the annotator's table for these candidates.
         before / after: (probabilities (M, T, S, S) uint8, metadata) of the two models; ``before``
             must be the candidates' model.
@@ -166,25 +165,25 @@ def build_examples(
         DataError: the inputs describe other classes, another model or other candidates, or a
             prompt file or prediction is missing.
     """
-    from samdpo.align.candidates import level_masks
     from samdpo.evaluation.metrics import probability_cut
 
+    meta = candidates.meta
     _check_models(meta, annotations, before, after)
-    names, thresholds, ids = list(meta["class_names"]), list(meta["thresholds"]), list(meta["sample_ids"])
+    names, ids = list(meta["class_names"]), list(meta["sample_ids"])
     models = {
         label: (probs, {sample_id: i for i, sample_id in enumerate(found["sample_ids"])})
         for label, (probs, found) in (("before", before), ("after", after))
     }
     cut = probability_cut(threshold)
     examples = []
-    for i, t in choose_examples(levels, annotations, ids, count):
+    for i, t in choose_examples(candidates.packed, annotations, ids, count):
         row = _prompt_row(prompts, ids[i], names[t])
         masks = _predicted_masks(models, ids[i], t, cut)
         examples.append(
             {
                 "row": row,
                 "title": f"{ids[i]}\n{names[t]}",
-                "candidates": level_masks(np.asarray(levels[i, t]), len(thresholds)),
+                "candidates": candidates.masks(i, t),
                 "annotation": annotations.get((ids[i], t)),
                 "before": masks[0],
                 "after": masks[1],
@@ -195,7 +194,7 @@ def build_examples(
 
 def draw_overlays(
     examples: Sequence[Mapping[str, Any]],
-    thresholds: Sequence[float],
+    labels: Sequence[str],
     before_name: str,
     after_name: str,
     out: Path,
@@ -206,7 +205,7 @@ def draw_overlays(
         examples: per example a mapping with ``row`` (the prompt-store row of the class: image,
             saliency, mask, box, points), ``title``, ``candidates`` (K, S, S) bool, ``annotation``
             (:class:`Annotation` or None), ``before`` and ``after`` (S, S) bool predictions.
-        thresholds: the K candidate thresholds, for the column titles.
+        labels: the K candidates' column titles (:func:`~samdpo.align.candidates.candidate_labels`).
         before_name / after_name: the two models, for the column titles.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -217,7 +216,7 @@ def draw_overlays(
 
     if not examples:
         raise DataError("no example to draw: every candidate is empty and no pair carries a preference")
-    columns = 1 + len(thresholds) + 2
+    columns = 1 + len(labels) + 2
     fig = Figure(figsize=(columns * _CELL_INCHES, len(examples) * (_CELL_INCHES + 0.3)), dpi=_DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(examples), columns, squeeze=False)
@@ -226,12 +225,9 @@ def draw_overlays(
         draw_prompt(line[0], row)
         line[0].set_title(example["title"], fontsize=9)
         image = decode(row, "image")
-        for k, threshold in enumerate(thresholds):
+        for k, label in enumerate(labels):
             _mask_overlay(
-                line[1 + k],
-                image,
-                example["candidates"][k],
-                f"p >= {threshold:g}: {_judgement(example['annotation'], k)}",
+                line[1 + k], image, example["candidates"][k], f"{label}: {_judgement(example['annotation'], k)}"
             )
         _mask_overlay(line[-2], image, example["before"], f"before: {before_name}")
         _mask_overlay(line[-1], image, example["after"], f"after: {after_name}")

@@ -21,16 +21,16 @@ def run_overlays(
     """Draw ``examples`` (image, class) rows: prompts, graded candidates, predictions before / after;
     returns the line to print."""
     from samdpo.align.annotator import read_annotations
-    from samdpo.align.candidates import read_candidates
+    from samdpo.align.candidates import candidate_labels, read_candidates
     from samdpo.predictions import read_predictions
     from samdpo.report.overlays import build_examples, draw_overlays
 
     if examples < 1:
         raise ConfigError(f"--examples must be >= 1, got {examples}")
-    levels, meta = read_candidates(Path(candidates_dir))
+    candidates = read_candidates(Path(candidates_dir))
     first, last = read_predictions(Path(before)), read_predictions(Path(after))
     rows = build_examples(
-        levels, meta, read_annotations(Path(annotations)), first, last, Path(prompts_dir), threshold, examples
+        candidates, read_annotations(Path(annotations)), first, last, Path(prompts_dir), threshold, examples
     )
-    draw_overlays(rows, meta["thresholds"], Path(before).name, Path(after).name, Path(out))
+    draw_overlays(rows, candidate_labels(candidates.meta), Path(before).name, Path(after).name, Path(out))
     return f"{len(rows)} examples in {out}"

@@ -7,13 +7,17 @@ rule candidates:
     input:
         probs=START.probs,
         meta=START.probs_meta,
+        table=STORE.table,
+        prompts=PROMPT_STORE,
+        model=candidate_inputs,
     output:
         levels=CANDIDATES.levels,
         meta=CANDIDATES.meta,
     params:
         probs=folder_of("probs"),
         folder=folder_of("levels", "output"),
-        thresholds=" ".join(str(t) for t in config["align"]["thresholds"]),
+        settings=json.dumps(config["align"]["candidates"], sort_keys=True),
+        flags=candidate_flags,
     conda:
         ENV
     log:
@@ -22,10 +26,10 @@ rule candidates:
         "results/benchmarks/candidates/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
     shell:
         "samdpo align candidates --probs {params.probs} --out {params.folder}"
-        " --thresholds {params.thresholds} > {log} 2>&1"
+        " --settings {params.settings:q} {params.flags} --threads {threads} > {log} 2>&1"
 
 
 rule annotate:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from samdpo.config_check import ZERO_SHOT, check_config, dataset_seeds, seeded, stage1_models
+from samdpo.config_check import ZERO_SHOT, align_models, aligned, check_config, dataset_seeds, seeded, stage1_models
 from samdpo.errors import ConfigError
 
 
@@ -205,6 +205,7 @@ def option(name):
 
 
 ALIGN_VARIANTS = sorted(config["align"]["variants"])
+ALIGN_MODELS = align_models(config)  # each align variant once per stage-2 seed (align.seeds): dpo_rank, dpo_rank_seed1, ...
 STAGE1_VARIANTS = stage1_models(config)
 # The stage-1 variant (its stage1.seed model) that candidates, alignment, the uncertainty annotator,
 # the alignment study and the report overlays start from; check_config made sure it is one.
@@ -223,6 +224,14 @@ def stage1_variant(name):
     if base in config["stage1_variants"] and seed.isdigit():
         return base, int(seed)
     return name, config["stage1"]["seed"]
+
+
+def align_variant(name):
+    """(align.variants entry, stage-2 seed) of an aligned model name."""
+    base, _, seed = name.rpartition("_seed")
+    if base in config["align"]["variants"] and seed.isdigit():
+        return base, int(seed)
+    return name, config["align"]["stage2"]["seed"]
 
 
 def stage1_settings(wildcards):
@@ -248,14 +257,15 @@ def launcher(wildcards, resources):
 
 
 def stage2_settings(wildcards):
-    """The stage-2 settings of one alignment variant (its objective over align.stage2)."""
-    objective = config["align"]["variants"][wildcards.align_variant]["objective"]
-    return json.dumps({**config["align"]["stage2"], "objective": objective}, sort_keys=True)
+    """The stage-2 settings of one aligned model (its variant's objective and its seed over align.stage2)."""
+    variant, seed = align_variant(wildcards.align_variant)
+    objective = config["align"]["variants"][variant]["objective"]
+    return json.dumps({**config["align"]["stage2"], "objective": objective, "seed": seed}, sort_keys=True)
 
 
 def annotation_mode(wildcards):
     """``score`` or ``rank``: how the variant's annotator reports."""
-    return config["align"]["variants"][wildcards.align_variant]["mode"]
+    return config["align"]["variants"][align_variant(wildcards.align_variant)[0]]["mode"]
 
 
 def annotator_settings(wildcards):
@@ -263,6 +273,24 @@ def annotator_settings(wildcards):
     (human reference) the people, as JSON."""
     align = config["align"]
     return json.dumps({key: align[key] for key in ("classes", "noise", "noise_seed", "uncertainty", "human")}, sort_keys=True)
+
+
+def candidate_inputs(wildcards):
+    """What the candidates' model sources (perturb, dropout) run: the START_FROM model, its prompts and texts (and the
+    shared embeddings when its encoder is frozen); nothing for the thresholds alone."""
+    if not set(config["align"]["candidates"]["source"]) & {"perturb", "dropout"}:
+        return []
+    files = [START.weights, START.settings, PROMPTS.texts] + ([EMBEDDINGS.embeddings] if encoder_frozen(START_FROM) else [])
+    return [fill(path, dataset=wildcards.dataset) for path in files]
+
+
+def candidate_flags(wildcards, input):
+    """The candidates command's model-source flags, from candidate_inputs (empty for the thresholds alone)."""
+    if not input.model:
+        return ""
+    flags = f"--model {os.path.dirname(input.model[0])} --texts {input.model[2]} --prompts {input.prompts}"
+    flags += f" --store {os.path.dirname(input.table)}"
+    return flags + (f" --embeddings {os.path.dirname(input.model[3])}" if len(input.model) > 3 else "")
 
 
 def uncertainty_inputs(wildcards):
@@ -302,7 +330,8 @@ def study_settings(wildcards):
     variations, as JSON; a dataset's own study settings are merged over the top-level ones."""
     align, study = config["align"], {**config["study"], **config["datasets"][wildcards.dataset]["study"]}
     base = {**align["stage2"], **align["variants"][study["variant"]], "reference": align["reference"], "classes": align["classes"],
-            "noise": align["noise"], "unlabeled": config["splits"]["unlabeled"], "thresholds": align["thresholds"]}
+            "noise": align["noise"], "unlabeled": config["splits"]["unlabeled"],
+            **{key: value for key, value in align["candidates"].items() if key != "seed"}, "candidate_seed": align["candidates"]["seed"]}
     return json.dumps({"base": base, "factorial": study["factorial"], "variations": study["variations"]}, sort_keys=True)
 
 
@@ -367,8 +396,16 @@ def evaluation(model, suffix):
 
 
 def row_models(model, dataset):
-    """The models of one table row: a stage-1 variant's or the U-Net's model per seed, any other model alone."""
+    """The models of one table row: a stage-1 variant's or the U-Net's model per seed, an align variant's per
+    stage-2 seed (align.seeds), any other model alone."""
+    if model in ALIGN_VARIANTS:
+        return aligned_seeds(model)
     return seed_models(model, dataset) if model in SEEDED else [model]
+
+
+def aligned_seeds(model):
+    """An align variant's model names, one per stage-2 seed (align.seeds); any other model's name alone."""
+    return [aligned(config, model, seed) for seed in config["align"]["seeds"]] if model in ALIGN_VARIANTS else [model]
 
 
 def unet_settings(wildcards):
@@ -385,10 +422,16 @@ def unet_settings(wildcards):
 TABLE_MODELS = sorted({model for rows in config["tables"].values() for model in rows.values()})
 SEEDED = [*config["stage1_variants"], "unet"]  # the models trained once per seed of the dataset
 SEEDED_ROWS = [model for model in TABLE_MODELS if model in SEEDED]
+# an align variant a table names is evaluated once per stage-2 seed (row_models), one that no table names (dpo_effect) once
 OTHER_EVALUATED = sorted(
-    {model for model in [*TABLE_MODELS, START_FROM, *ALIGN_VARIANTS] if stage1_variant(model)[0] not in SEEDED_ROWS}
+    {
+        name
+        for model in [*TABLE_MODELS, START_FROM, *ALIGN_VARIANTS]
+        if stage1_variant(model)[0] not in SEEDED_ROWS
+        for name in (aligned_seeds(model) if model in TABLE_MODELS else [model])
+    }
 )
-MAIN_MODELS = set(config["tables"]["main"].values())
+MAIN_MODELS = {name for model in config["tables"]["main"].values() for name in aligned_seeds(model)}
 # rule name -> (the models it evaluates, the seed wildcard their names take); a rule with none is not defined
 EVALUATE_RULES = {
     name: (models, suffix)
@@ -461,6 +504,8 @@ def provenance(wildcards):
     sam = sam_provenance(config["sam"])
     clip = dataset_clip(wildcards.dataset)[0]
     models = f"SAM {sam}; CLIP {clip}; VQA {config['vqa']['backend']}; LLM {config['llm']['backend']}; annotator {config['align']['reference']}"
+    candidates = config["align"]["candidates"]
+    models += f"; candidates {'+'.join(candidates['source'])}{' + empty' if candidates['empty'] else ''} (K {candidates['count']})"
     if hasattr(wildcards, "kind") and "nnunet" in {model for _, model in table_rows(wildcards)}:
         models += f"; nnU-Net nnunetv2 2d fold 0 (validation split, checkpoint_best), {nnunet_schedule()}"
     return f"{data}; {models}"
