@@ -237,6 +237,7 @@ def _summary(names: list[str], offset: float) -> dict:
         "dice_per_class": dice,
         "mdice": mdice,
         "mdice_3d": 61.234,
+        "false_positive_rate": 0.25,
         "nsd": 70.0,
         "hd95": 3.456,
     }
@@ -254,6 +255,7 @@ def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
         "mdice_sd",
         *AMOS_NAMES,
         "mdice_3d",
+        "fp_absent",
         "nsd",
         "hd95",
         "seeds",
@@ -262,9 +264,10 @@ def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
     assert table.loc[0, "mdice"] == 57.0 and table.loc[1, "organ15"] == 65.0
     assert table.loc[0, "seeds"] == 1 and math.isnan(table.loc[0, "mdice_sd"])
     assert table.loc[0, "mdice_3d"] == 61.23 and table.loc[0, "hd95"] == 3.46
+    assert table.loc[0, "fp_absent"] == 25.0  # per cent of the absent (image, organ) pairs given a mask
     written = tables.write_table(table, tmp_path / "amos_table.csv")
     assert [p.name for p in written] == ["amos_table.csv", "amos_table.md", "amos_table.png"]
-    assert pd.read_csv(written[0]).shape == (2, 23)
+    assert pd.read_csv(written[0]).shape == (2, 24)
     markdown = written[1].read_text()
     assert markdown.startswith("| method") and "organ15" in markdown and markdown.count("\n") == 4
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -392,6 +395,7 @@ def test_table_command(evaluated: Path) -> None:
         "liver",
         "spleen",
         "mdice_3d",
+        "fp_absent",
         "nsd",
         "hd95",
         "seeds",

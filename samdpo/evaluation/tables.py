@@ -1,7 +1,8 @@
 """Results tables: one row per method from its evaluation summary, written as CSV, Markdown and a figure.
 
 Columns: ``method``; for multi-class datasets (AMOS) ``mdice``, one column per class (mean 2D Dice of
-that organ) and ``mdice_3d``, for one-class datasets ``dice``; then ``nsd``, ``hd95``, ``seeds`` (how
+that organ), ``mdice_3d`` and ``fp_absent`` (the percentage of (image, organ) pairs absent from the ground
+truth that got a non-empty prediction), for one-class datasets ``dice``; then ``nsd``, ``hd95``, ``seeds`` (how
 many models the row averages), ``{metric}_sd`` (their sample standard deviation of the main metric;
 empty for one model), ``paper_row`` and ``paper_{metric}`` (the seed paper's row that corresponds to the
 row's model and its number, measured on the real dataset: :file:`paper_numbers.yaml`; empty where the paper
@@ -33,6 +34,7 @@ FIXED_COLUMNS = (
     "mdice_sd",
     "dice_sd",
     "mdice_3d",
+    "fp_absent",
     "nsd",
     "hd95",
     "seeds",
@@ -178,7 +180,7 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
         "method",
         metric,
         f"{metric}_sd",
-        *(names + ["mdice_3d"] if multi else []),
+        *(names + ["mdice_3d", "fp_absent"] if multi else []),
         "nsd",
         "hd95",
         "seeds",
@@ -205,6 +207,8 @@ def _record(row: Mapping[str, Any], names: list[str], dataset: str) -> dict[str,
         per_class = summary.get("dice_per_class", {})
         record.update({name: _value(per_class.get(name)) for name in names})
         record["mdice_3d"] = _value(summary.get("mdice_3d"))
+        rate = summary.get("false_positive_rate")
+        record["fp_absent"] = math.nan if rate is None else 100.0 * float(rate)
     else:
         record["dice"] = _value(summary.get("mdice"))
     record["nsd"] = _value(summary.get("nsd"))
