@@ -403,27 +403,18 @@ def test_align_train_anchor_on_labeled_without_splits(tmp_path: Path, capsys) ->
 
 def test_align_candidates_bad_thresholds_before_reading(tmp_path: Path, capsys) -> None:
     out = tmp_path / "c"
-    expect_error(
-        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)]
-        + ["--settings", '{"thresholds": [0.6, 0.3]}'],
-        capsys,
-        "candidates.thresholds",
-        absent=[out],
-    )
-    for settings, message in (('{"source": ["sampling"]}', "align.candidates.source"), ('{"count": 1}', "count")):
+    for settings, message in (
+        ('{"thresholds": [0.6, 0.3]}', "candidates.thresholds"),
+        ('{"source": ["sampling"]}', "align.candidates.source"),
+        ('{"count": 1}', "count"),
+        ('{"source": ["perturb"]}', "absent"),  # good settings: then the missing probabilities are named
+    ):
         expect_error(
             ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out), "--settings", settings],
             capsys,
             message,
             absent=[out],
         )
-    expect_error(
-        ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)]
-        + ["--settings", '{"source": ["perturb"]}'],
-        capsys,
-        "absent",
-        absent=[out],
-    )
     expect_error(
         ["align", "candidates", "--probs", str(tmp_path / "absent"), "--out", str(out)],
         capsys,

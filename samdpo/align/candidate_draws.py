@@ -11,13 +11,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from samdpo.align.candidates import CandidateSettings
+from samdpo.align.frozen_passes import each_image
 from samdpo.align.uncertainty import jitter_boxes
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptBatch, PromptedSam
-from samdpo.train.batches import make_batch
 from samdpo.train.prompt_data import ImagePrompts
 
 
@@ -57,30 +56,24 @@ def draw_masks(
         embeddings: the frozen encoder's embeddings in ``prompts``' order, or None to encode
             the (N, S, S) uint8 ``images`` here (a model whose encoder trained).
     """
-    if embeddings is None and images is None:
-        raise ValueError("draw_masks needs the images' embeddings or the images")
     rng = np.random.default_rng(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     out = np.zeros((len(prompts), class_count, draw_count(settings), size, size), bool)
-    model.eval().to(device)
-    with torch.inference_mode():
-        for n in tqdm(range(len(prompts)), desc="candidate draws", unit="image", disable=not progress):
-            batch = make_batch([prompts[n]], [range(class_count)], texts, size, point_count)
-            if embeddings is None:
-                embedded = model.embed_images(torch.from_numpy(np.asarray(images[n : n + 1])).to(device))
-            else:
-                embedded = embeddings.take([n], device)
-            d = 0
-            if "perturb" in settings.source:
-                for _ in range(settings.draws):
-                    logits, _ = model(embedded, perturb_prompts(batch, settings.jitter, rng).to(device))
-                    out[n, :, d] = (logits.float() >= 0).cpu().numpy()
-                    d += 1
-            if "dropout" in settings.source:
-                for _ in range(settings.draws):
-                    keep = torch.rand(embedded.shape, generator=generator) >= settings.dropout
-                    dropped = embedded * keep.to(embedded) / (1.0 - settings.dropout)
-                    logits, _ = model(dropped, batch.to(device))
-                    out[n, :, d] = (logits.float() >= 0).cpu().numpy()
-                    d += 1
+    passes = each_image(
+        model, embeddings, images, prompts, texts, class_count, size, point_count, device, "candidate draws", progress
+    )
+    for n, embedded, batch in passes:
+        d = 0
+        if "perturb" in settings.source:
+            for _ in range(settings.draws):
+                logits, _ = model(embedded, perturb_prompts(batch, settings.jitter, rng).to(device))
+                out[n, :, d] = (logits.float() >= 0).cpu().numpy()
+                d += 1
+        if "dropout" in settings.source:
+            for _ in range(settings.draws):
+                keep = torch.rand(embedded.shape, generator=generator) >= settings.dropout
+                dropped = embedded * keep.to(embedded) / (1.0 - settings.dropout)
+                logits, _ = model(dropped, batch.to(device))
+                out[n, :, d] = (logits.float() >= 0).cpu().numpy()
+                d += 1
     return out

@@ -41,7 +41,8 @@ def run_candidates(
         raise DataError(f"{Path(probs_dir)}: no unlabelled image among the predicted ones")
     ids = [meta["sample_ids"][i] for i in chosen]
     selected = np.asarray(probs[chosen])
-    draws = model_draws(selected.shape, meta, ids, settings, inputs, progress) if settings.needs_model else None
+    size = int(selected.shape[-1])
+    draws = model_draws(size, meta, ids, settings, inputs, progress) if settings.needs_model else None
     packed, origin = build_candidates(settings, selected, draws)
     names = meta["class_names"]
     provenance = {
@@ -49,7 +50,7 @@ def run_candidates(
         "sample_ids": ids,
         "class_names": names,
         "count": settings.count,
-        "size": int(selected.shape[-1]),
+        "size": size,
         "candidates": settings.describe(),
         "chosen_from": dict(sorted(origin.items())),
         "model": meta["model"],
@@ -67,14 +68,15 @@ def run_candidates(
 
 
 def model_draws(
-    shape: tuple[int, ...],
+    size: int,
     meta: Mapping[str, Any],
     ids: list[str],
     settings: Any,
     inputs: ReferenceInputs,
     progress: bool,
 ) -> np.ndarray:
-    """(N, T, D, S, S) masks of the candidates' model sources, from the stage-1 model that made the probabilities."""
+    """(N, T, D, S, S) masks (S = ``size``) of the candidates' model sources, from the stage-1 model that made the
+    probabilities."""
     from samdpo.align.candidate_draws import draw_masks
     from samdpo.data.store import SampleStore
     from samdpo.devices import pick_device
@@ -109,7 +111,7 @@ def model_draws(
         prompts,
         texts,
         len(names),
-        shape[-1],
+        size,
         spec["point_count"],
         settings,
         pick_device("auto"),

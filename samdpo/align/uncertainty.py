@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from samdpo.align.frozen_passes import each_image
 from samdpo.errors import ConfigError
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptBatch, PromptedSam
-from samdpo.train.batches import make_batch
 from samdpo.train.prompt_data import ImagePrompts
 
 
@@ -71,21 +70,15 @@ def consensus_masks(
 ) -> np.ndarray:
     """(N, T, S, S) bool consensus masks of N images: their frozen encoder's ``embeddings`` (in
     ``prompts``' order) or, for a model whose encoder trained, the (N, S, S) uint8 ``images`` encoded here."""
-    if embeddings is None and images is None:
-        raise ValueError("consensus_masks needs the images' embeddings or the images")
     rng = np.random.default_rng(settings.seed)
     out = np.zeros((len(prompts), class_count, size, size), bool)
-    model.eval().to(device)
-    with torch.inference_mode():
-        for n in tqdm(range(len(prompts)), desc="consensus", unit="image", disable=not progress):
-            batch = make_batch([prompts[n]], [range(class_count)], texts, size, point_count)
-            if embeddings is None:
-                embedded = model.embed_images(torch.from_numpy(np.asarray(images[n : n + 1])).to(device))
-            else:
-                embedded = embeddings.take([n], device)
-            total = torch.zeros(class_count, size, size)
-            for _ in range(settings.augmentations):
-                logits, _ = model(embedded, jitter_boxes(batch, settings.jitter, rng).to(device))
-                total += torch.sigmoid(logits.float()).cpu()
-            out[n] = (total / settings.augmentations >= 0.5).numpy()
+    passes = each_image(
+        model, embeddings, images, prompts, texts, class_count, size, point_count, device, "consensus", progress
+    )
+    for n, embedded, batch in passes:
+        total = torch.zeros(class_count, size, size)
+        for _ in range(settings.augmentations):
+            logits, _ = model(embedded, jitter_boxes(batch, settings.jitter, rng).to(device))
+            total += torch.sigmoid(logits.float()).cpu()
+        out[n] = (total / settings.augmentations >= 0.5).numpy()
     return out
