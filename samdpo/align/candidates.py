@@ -233,13 +233,10 @@ class CandidateSet:
 
 def candidate_labels(meta: Mapping[str, Any]) -> list[str]:
     """Titles of the K candidates of a set: ``p >= t`` for the paper's threshold candidates, else ``candidate k``."""
-    settings = meta["candidates"]
-    paper = (
-        settings["source"] == ["thresholds"] and not settings["empty"] and meta["count"] == len(settings["thresholds"])
-    )
-    if paper:
-        return [f"p >= {t:g}" for t in settings["thresholds"]]
-    return [f"candidate {k + 1}" for k in range(int(meta["count"]))]
+    settings = CandidateSettings(**meta["candidates"])
+    if settings.paper:
+        return [f"p >= {t:g}" for t in settings.thresholds]
+    return [f"candidate {k + 1}" for k in range(settings.count)]
 
 
 def read_candidates(folder: Path) -> CandidateSet:
