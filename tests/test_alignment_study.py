@@ -14,11 +14,11 @@ import pytest
 from samdpo.align.study import (
     StudyData,
     Trained,
+    candidates_of_run,
     choice_path,
     choose_run,
     expand_grid,
     make_run,
-    run_candidates,
     run_study,
     write_choice,
     write_study,
@@ -176,10 +176,10 @@ def test_a_model_source_run_draws_its_candidates_once_per_setting() -> None:
     data = StudyData(*[getattr(base, f.name) for f in fields(StudyData)][:-1], draws)
     run = make_run(BASE, {"source": ["thresholds", "perturb"], "empty": True, "draws": 2})
     cache: dict = {}
-    ids, candidates = run_candidates(run, data, cache)
-    again = run_candidates(run, data, cache)[1]
+    ids, candidates = candidates_of_run(run, data, cache)
+    again = candidates_of_run(run, data, cache)[1]
     assert ids == ["s0", "s1"] and candidates.count == 4 and candidates.size == 8 and again is candidates
     assert calls == [(("thresholds", "perturb"), ("s0", "s1"))]  # drawn once, reused by every seed
     masks = candidates.masks(0)
     assert masks.shape == (2, 4, 8, 8) and not masks[:, -1].any()  # the empty candidate, last (smallest)
-    assert run_candidates(make_run(BASE, {}), data, cache)[1].meta["count"] == 4 and len(calls) == 1
+    assert candidates_of_run(make_run(BASE, {}), data, cache)[1].meta["count"] == 4 and len(calls) == 1

@@ -178,7 +178,7 @@ class StudyData:
     draws: Callable[[CandidateSettings, list[str]], np.ndarray]
 
 
-def run_candidates(run: StudyRun, data: StudyData, cache: dict[Any, CandidateSet]) -> tuple[list[str], CandidateSet]:
+def candidates_of_run(run: StudyRun, data: StudyData, cache: dict[Any, CandidateSet]) -> tuple[list[str], CandidateSet]:
     """The run's unlabelled ids and their candidates (built once per unlabelled fraction and candidate settings)."""
     ids = data.unlabeled[run.unlabeled]
     key = (run.unlabeled, run.candidates)
@@ -316,7 +316,7 @@ def run_study(
         for seed in seeds:
             began = time.perf_counter()
             seeded = _seeded(run, seed)
-            ids, candidates = run_candidates(seeded, data, built)
+            ids, candidates = candidates_of_run(seeded, data, built)
             annotations = annotate_run(seeded, data, seed, candidates)
             tau = _tau_vs_virtual(run, data, ids, candidates, virtual)
             lookup = {(sample, t): a for sample, row in zip(ids, annotations) for t, a in enumerate(row)}
