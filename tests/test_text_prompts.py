@@ -316,7 +316,10 @@ def test_default_backends_and_the_prompt_store(visual: Path, tmp_path: Path, cap
     )
     assert len(row["visual_hash"]) == len(row["vqa_hash"]) == len(row["llm_hash"]) == 16
     assert (
-        meta["format_version"] == 1
+        meta["format_version"] == 2
+        and meta["settings"]["presence"] is None
+        and row["presence"] is None
+        and row["present"] is True
         and meta["settings"]["vqa"]["settings"]["questions"]["shape"] == "What is the shape of the {name}?"
     )
     mask = array(row, "mask")

@@ -230,6 +230,7 @@ def iter_samples(root: Path, image_size: int, settings: AmosSettings) -> Iterato
                 group=case.subset,
                 source=str(case.image.relative_to(root)),
                 original_shape=(height, width),
+                slice_count=int(hu.shape[0]),
             )
 
 

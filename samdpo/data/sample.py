@@ -25,6 +25,8 @@ class Sample:
             CXR layout name), kept for stratified reporting.
         source: path of the image file the sample came from, relative to the dataset root.
         original_shape: (H, W) of the slice before resizing.
+        slice_count: axial slices of the whole volume the slice was cut from (1 for 2D datasets);
+            ``(slice_index + 0.5) / slice_count`` is the slice's height in its scan, 0 = inferior end.
     """
 
     sample_id: str
@@ -38,3 +40,4 @@ class Sample:
     group: str
     source: str
     original_shape: tuple[int, int]
+    slice_count: int = 1

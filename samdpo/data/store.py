@@ -5,9 +5,9 @@ A store is a folder with three files:
 - ``images.npy``: (N, S, S) uint8, the windowed / normalised image times 255 (memory-mapped on read);
 - ``labels.npy``: (N, S, S) uint8 label maps (0 = background, k = ``class_names[k-1]``);
 - ``samples.parquet``: one row per sample (``index`` into the arrays, ``sample_id``, ``case_id``,
-  ``slice_index``, ``group``, ``source``, ``spacing_row``, ``spacing_col``, ``orig_height``,
-  ``orig_width``), with ``kind``, ``class_names``, ``image_size`` and ``spacing_unit`` in the
-  Parquet schema metadata.
+  ``slice_index``, ``slice_count`` (axial slices of the sample's volume), ``group``, ``source``,
+  ``spacing_row``, ``spacing_col``, ``orig_height``, ``orig_width``), with ``kind``, ``class_names``,
+  ``image_size`` and ``spacing_unit`` in the Parquet schema metadata.
 
 Ground truth lives only in ``labels.npy``: the sample table carries nothing derived from it, so code
 that must not see labels (prompts, candidates) never has to open that file.
@@ -94,6 +94,7 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
                     "sample_id": sample.sample_id,
                     "case_id": sample.case_id,
                     "slice_index": sample.slice_index,
+                    "slice_count": sample.slice_count,
                     "group": sample.group,
                     "source": sample.source,
                     "spacing_row": sample.spacing[0],

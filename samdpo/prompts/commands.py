@@ -47,6 +47,14 @@ def _anatomy_prior(args: argparse.Namespace) -> None:
     print(run_anatomy_prior(args.store, args.splits, args.out, settings), file=sys.stderr)
 
 
+def _presence_prior(args: argparse.Namespace) -> None:
+    from samdpo.prompts.visual.presence import PresenceSettings
+    from samdpo.prompts.visual.steps import run_presence_prior
+
+    settings = parse_settings(PresenceSettings, json_object(args.settings, "--settings"), "presence")
+    print(run_presence_prior(args.store, args.splits, args.out, settings), file=sys.stderr)
+
+
 def _refine(args: argparse.Namespace) -> None:
     from samdpo.prompts.visual.refine import RefineSettings
     from samdpo.prompts.visual.steps import run_refine
@@ -87,7 +95,15 @@ def _store(args: argparse.Namespace) -> None:
     from samdpo.prompts.steps import run_store
 
     line = run_store(
-        args.store, args.saliency, args.crf, args.vqa, args.llm, args.out, args.saliency_size, not args.no_progress
+        args.store,
+        args.saliency,
+        args.crf,
+        args.vqa,
+        args.llm,
+        args.out,
+        args.saliency_size,
+        not args.no_progress,
+        presence=args.presence,
     )
     print(line, file=sys.stderr)
 
@@ -115,7 +131,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def add_visual_commands(prompts: argparse._SubParsersAction) -> None:
-    """Register ``prompts saliency | crf | anatomy-prior | refine | saliency-check``."""
+    """Register ``prompts saliency | crf | anatomy-prior | presence-prior | refine | saliency-check``."""
     saliency = prompts.add_parser("saliency", help="CLIP + gScoreCAM saliency per (image, class)")
     saliency.add_argument("--store", required=True, help="prepared sample store folder")
     saliency.add_argument("--out", required=True, help="folder for saliency.npy + saliency.json")
@@ -145,6 +161,15 @@ def add_visual_commands(prompts: argparse._SubParsersAction) -> None:
     anatomy.add_argument("--settings", help="anatomy settings as a JSON object")
     anatomy.add_argument("--out", required=True, help="anatomy_prior.npz to write")
     anatomy.set_defaults(func=_anatomy_prior)
+
+    presence = prompts.add_parser(
+        "presence-prior", help="fit where along the scan each class occurs (presence per slice), on the labelled split"
+    )
+    presence.add_argument("--store", required=True)
+    presence.add_argument("--splits", required=True, help="split table (case_id,split): only labelled cases are read")
+    presence.add_argument("--settings", help="presence settings as a JSON object")
+    presence.add_argument("--out", required=True, help="presence_prior.json to write")
+    presence.set_defaults(func=_presence_prior)
 
     refine = prompts.add_parser(
         "refine", help="refine the CRF boxes with the pretrained SAM (box -> mask -> box), no labels"
@@ -194,6 +219,7 @@ def add_text_and_store_commands(prompts: argparse._SubParsersAction) -> None:
     merge.add_argument("--vqa", required=True)
     merge.add_argument("--llm", required=True)
     merge.add_argument("--out", required=True, help="folder to write: {out}/{image_id}.parquet")
+    merge.add_argument("--presence", help="presence_prior.json: keep the box of a (slice, class) only where present")
     merge.add_argument("--saliency-size", type=int, help="side of the stored saliency grid (default: as computed)")
     merge.add_argument("--no-progress", action="store_true")
     merge.set_defaults(func=_store)

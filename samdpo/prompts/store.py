@@ -26,7 +26,7 @@ from samdpo import atomic
 from samdpo.errors import DataError
 from samdpo.prompts.tables import check_blob, unpack_mask
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: The full settings of every part, once per dataset folder (each row carries their hashes).
 SETTINGS_FILE = "_settings.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -42,6 +42,8 @@ SCHEMA = pa.schema(
         ("image_shape", pa.list_(pa.int32(), 2)),
         ("saliency", pa.binary()),
         ("saliency_shape", pa.list_(pa.int32(), 2)),
+        ("presence", pa.float32()),
+        ("present", pa.bool_()),
         ("has_box", pa.bool_()),
         ("box", pa.list_(pa.float32(), 4)),
         ("points", pa.list_(pa.list_(pa.float32(), 2))),
@@ -62,6 +64,21 @@ SCHEMA = pa.schema(
         ("llm_hash", pa.string()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class PresenceGate:
+    """Presence of every (image, class) of a merge (:mod:`samdpo.prompts.visual.presence`).
+
+    Attributes:
+        probability: (N, T) float32 probability that the class is on the image.
+        present: (N, T) bool decision; an absent class's row keeps no box and no points.
+        info: the fitted signal's file contents (settings, provenance), recorded in ``_settings.json``.
+    """
+
+    probability: np.ndarray
+    present: np.ndarray
+    info: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -172,10 +189,13 @@ def _provenance(steps: _StepTables) -> dict[str, str]:
     }
 
 
-def _folder_settings(dataset: str, steps: _StepTables) -> dict[str, Any]:
+def _folder_settings(dataset: str, steps: _StepTables, presence: PresenceGate | None) -> dict[str, Any]:
     """The full settings of every step, written once per folder (:data:`SETTINGS_FILE`)."""
     saliency_keys = ("clip", "class_prompts", "negative_prompts", "settings", "settings_hash")
+    gate_keys = ("settings", "threshold", "settings_hash", "dataset")
+    gate = None if presence is None else {k: presence.info.get(k) for k in gate_keys}
     return {
+        "presence": gate,
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
         "saliency": {k: steps.saliency_meta[k] for k in saliency_keys},
@@ -195,11 +215,16 @@ def _image_rows(
     steps: _StepTables,
     provenance: Mapping[str, str],
     saliency_size: int | None,
+    presence: PresenceGate | None,
 ) -> list[dict[str, Any]]:
-    """The T rows (one per class) of image ``i``: (S, S) uint8 ``image``, its (T, S, S) uint8 saliency ``maps``."""
+    """The T rows (one per class) of image ``i``: (S, S) uint8 ``image``, its (T, S, S) uint8 saliency ``maps``;
+    a class that ``presence`` says is absent keeps its CRF mask but no box and no points."""
     rows = []
     for t, name in enumerate(class_names):
-        visual = steps.crf_rows[i * len(class_names) + t]
+        visual = dict(steps.crf_rows[i * len(class_names) + t])
+        present = True if presence is None else bool(presence.present[i, t])
+        if not present:
+            visual.update(has_box=False, box=None, points=[], point_labels=[])
         saliency_map = resample(np.asarray(maps[t]), saliency_size)
         rows.append(
             {
@@ -211,6 +236,8 @@ def _image_rows(
                 "image_shape": list(image.shape),
                 "saliency": saliency_map.tobytes(),
                 "saliency_shape": list(saliency_map.shape),
+                "presence": None if presence is None else float(presence.probability[i, t]),
+                "present": present,
                 **{k: visual[k] for k in ("has_box", "box", "points", "point_labels", "mask", "mask_shape")},
                 "vqa": steps.answers[(sample_id, t)],
                 "modality": steps.llm_rows[t]["modality"],
@@ -244,6 +271,7 @@ def merge_prompt_store(
     out: Path,
     saliency_size: int | None = None,
     progress: bool = True,
+    presence: PresenceGate | None = None,
 ) -> StoreReport:
     """Write one Parquet file per image into ``out`` (atomically: the folder appears complete).
 
@@ -257,6 +285,7 @@ def merge_prompt_store(
         saliency_size: side of the stored saliency grid, pixels (bilinear resampling; the CAM's own
             resolution is far coarser than the image); None = as computed.
         progress: show a progress bar.
+        presence: (N, T) presence of every pair; None: every class present (``presence`` null).
 
     Raises:
         DataError: a step's table is missing or describes other samples or classes.
@@ -268,13 +297,15 @@ def merge_prompt_store(
     size = 0
     with atomic.atomic_dir(out) as tmp:
         atomic.write_text(
-            tmp / SETTINGS_FILE, json.dumps(_folder_settings(dataset, steps), indent=2, sort_keys=True) + "\n"
+            tmp / SETTINGS_FILE, json.dumps(_folder_settings(dataset, steps, presence), indent=2, sort_keys=True) + "\n"
         )
         for i, sample_id in enumerate(
             tqdm(sample_ids, desc=f"prompt store {dataset}", unit="image", disable=not progress)
         ):
             image = np.ascontiguousarray(images[i])
-            rows = _image_rows(i, sample_id, image, maps[i], class_names, dataset, steps, provenance, saliency_size)
+            rows = _image_rows(
+                i, sample_id, image, maps[i], class_names, dataset, steps, provenance, saliency_size, presence
+            )
             size += _write_image_file(tmp / f"{sample_id}.parquet", rows, header, sample_id)
     return StoreReport(images=len(sample_ids), rows=len(sample_ids) * len(class_names), bytes=size)
 

@@ -67,6 +67,8 @@ def _question_ids(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _box_text(row: Mapping[str, Any]) -> str:
+    if row.get("present") is False:
+        return f"absent (presence {row['presence']:.2f}): no box"
     if not row.get("has_box") or row.get("box") is None:
         return "no box"
     return "[" + ", ".join(str(int(round(v))) for v in row["box"]) + "]"

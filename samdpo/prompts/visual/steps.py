@@ -1,4 +1,4 @@
-"""The work of ``samdpo prompts saliency | crf | anatomy-prior | refine | saliency-check``, from
+"""The work of ``samdpo prompts saliency | crf | anatomy-prior | presence-prior | refine | saliency-check``, from
 folders on disk to files on disk, each table with its provenance and settings hash.
 
 Each step returns the line its command prints (what it wrote, and where).
@@ -148,6 +148,55 @@ def run_anatomy_prior(store_dir: Path | str, splits: Path | str, out: Path | str
     }
     write_prior(prior, Path(out), meta)
     return f"anatomical prior of {len(store.class_names)} classes from {labelled.size} labelled images in {out}"
+
+
+def store_heights(store: Any, where: Path | str) -> Any:
+    """(N,) heights of the store's slices in their scans (:func:`~samdpo.prompts.visual.presence.slice_heights`).
+
+    Raises:
+        DataError: a store prepared before slice counts were recorded.
+    """
+    from samdpo.prompts.visual.presence import slice_heights
+
+    if "slice_count" not in store.samples.columns:
+        raise DataError(f"{where}: the sample table has no slice_count column; rerun the prepare_samples rule")
+    return slice_heights(store.samples["slice_index"].to_numpy(), store.samples["slice_count"].to_numpy())
+
+
+def run_presence_prior(store_dir: Path | str, splits: Path | str, out: Path | str, settings: Any) -> str:
+    """Fit where along the scan each class occurs on the labelled split's labels; a ``"validation"``
+    threshold is chosen on the validation split's labels. No other split's labels are read."""
+    from samdpo.data.splits import read_splits
+    from samdpo.data.store import SampleStore
+    from samdpo.prompts.visual.presence import fit_presence, write_presence
+
+    store = SampleStore(Path(store_dir))
+    assignment = store.samples["case_id"].map(read_splits(Path(splits)))
+    labelled = store.samples.loc[assignment == "labeled", "index"].to_numpy()
+    if labelled.size == 0:
+        raise DataError(
+            f"{splits}: no labelled case of {store_dir}; the presence signal is fitted on the labelled split"
+        )
+    heights = store_heights(store, store_dir)
+    labels = store.labels()
+    validation = None
+    if settings.threshold == "validation":
+        chosen_on = store.samples.loc[assignment == "validation", "index"].to_numpy()
+        validation = (heights[chosen_on], labels[chosen_on])  # selection only, as every chosen setting
+    prior, choice = fit_presence(heights[labelled], labels[labelled], store.class_names, settings, validation)
+    labelled_ids = sorted(store.samples["sample_id"].iloc[labelled])
+    meta = {
+        "dataset": store.kind,
+        "labelled_slices": int(labelled.size),
+        "labelled_cases": int(store.samples["case_id"].iloc[labelled].nunique()),
+        **choice,
+        "settings_hash": spec_hash([vars(settings), labelled_ids, choice]),
+    }
+    write_presence(prior, Path(out), meta)
+    return (
+        f"presence of {len(store.class_names)} classes from {labelled.size} labelled slices in {out}"
+        f" (threshold {prior.threshold:g}{' chosen on the validation split' if choice else ''})"
+    )
 
 
 def run_refine(
