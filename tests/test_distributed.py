@@ -56,7 +56,8 @@ labels = np.zeros((count, size, size), np.uint8)
 labels[:, 8:20, 8:20] = 1
 box = np.array([[8, 8, 19, 19]], np.float32)
 points, point_labels = box[:, None, :2] + 2, np.ones((1, 1), np.int64)
-prompts = [ImagePrompts(f"s{i}", box, np.ones(1, bool), points, point_labels, ("vqa",), ("llm",)) for i in range(count)]
+one = np.ones(1, bool)
+prompts = [ImagePrompts(f"s{i}", box, one, points, point_labels, ("vqa",), ("llm",), one) for i in range(count)]
 texts = {"vqa": np.ones(8, np.float32), "llm": np.zeros(8, np.float32)}
 sam = SamSettings(
     name="small", image_size=size, encoder_width=16, encoder_depth=1, encoder_heads=2, patch_size=8, prompt_dim=16

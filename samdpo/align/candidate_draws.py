@@ -76,4 +76,5 @@ def draw_masks(
                 logits, _ = model(dropped, batch.to(device))
                 out[n, :, d] = (logits.float() >= 0).cpu().numpy()
                 d += 1
+        out[n, ~prompts[n].present] = False  # a class absent by the presence signal is never drawn
     return out

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from samdpo.devices import set_threads
-from samdpo.settings import json_object
+from samdpo.settings import json_object, parse_settings
 
 
 def _embed_texts(args: argparse.Namespace) -> None:
@@ -44,9 +44,11 @@ def _stage1(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from samdpo.train.predict import PredictSettings
     from samdpo.train.steps import run_predict
 
     set_threads(args.threads)
+    settings = parse_settings(PredictSettings, json_object(args.settings, "--settings"), "predict")
     line = run_predict(
         args.store,
         args.splits,
@@ -58,6 +60,7 @@ def _predict(args: argparse.Namespace) -> None:
         args.splits_to_predict,
         args.device,
         not args.no_progress,
+        settings,
     )
     print(line, file=sys.stderr)
 
@@ -127,6 +130,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", required=True, help="folder written by `train stage1`")
     predict.add_argument("--splits-to-predict", nargs="+", default=["unlabeled", "test"])
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--settings", help='predict settings as a JSON object ({"volume": "propagate", "margin": 2})')
     predict.set_defaults(func=_predict)
     zero = train.add_parser(
         "zero-shot",

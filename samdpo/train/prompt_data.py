@@ -30,6 +30,8 @@ class ImagePrompts:
         points: (T, P, 2) float32 XY pixels, P = the most points of any class (padding rows zero).
         point_labels: (T, P) int64: 1 foreground, 0 background, -1 padding.
         vqa: T VQA sentences; llm: T descriptions.
+        present: (T,) bool, the presence signal's answer (all True without one): a class that is not
+            present is not predicted (its mask is empty).
     """
 
     sample_id: str
@@ -39,6 +41,7 @@ class ImagePrompts:
     point_labels: np.ndarray
     vqa: tuple[str, ...]
     llm: tuple[str, ...]
+    present: np.ndarray
 
 
 def _box(box: Sequence[float] | None, size: tuple[int, int], where: str) -> np.ndarray | None:
@@ -91,4 +94,10 @@ def load_image_prompts(folder: Path, sample_id: str, class_names: Sequence[str])
         point_labels=labels,
         vqa=tuple(vqa_text(row["vqa"]) for row in rows),
         llm=tuple(row["description"] for row in rows),
+        present=np.array([bool(row["present"]) for row in rows], dtype=bool),
     )
+
+
+def present_prompts(prompts: Sequence[ImagePrompts]) -> list[list[int]]:
+    """Per image, the classes the presence signal says are on it: the only ones a prediction asks the model for."""
+    return [np.flatnonzero(p.present).tolist() for p in prompts]

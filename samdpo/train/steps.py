@@ -169,8 +169,10 @@ def run_predict(
     splits_to_predict: list[str],
     device_name: str,
     progress: bool,
+    settings: Any = None,
 ) -> str:
-    """The probability maps (probs.npy, probs.json) of a trained stage-1 or stage-2 model on ``splits_to_predict``."""
+    """The probability maps (probs.npy, probs.json) of a trained stage-1 or stage-2 model on ``splits_to_predict``;
+    ``settings``: :class:`~samdpo.train.predict.PredictSettings` (None: the defaults, independent slices)."""
     from samdpo.data.splits import split_indices
     from samdpo.data.store import SampleStore
     from samdpo.devices import pick_device
@@ -178,9 +180,10 @@ def run_predict(
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.train.model_folder import WEIGHTS, read_model_spec
-    from samdpo.train.predict import predict_probabilities
+    from samdpo.train.predict import PredictSettings, predict_probabilities, predict_volumes
     from samdpo.train.text_embeddings import read_text_embeddings
 
+    settings = settings or PredictSettings()
     spec = read_model_spec(model_dir)
     chosen = split_indices(SampleStore(Path(store_dir)), splits, splits_to_predict)
     store, prompts, indices = store_prompts(store_dir, prompts_dir, chosen)
@@ -198,15 +201,20 @@ def run_predict(
     ids = list(store.samples["sample_id"])
     embeddings = load_embeddings(embeddings_dir, model, [ids[i] for i in indices])
 
+    samples = store.samples.iloc[indices]
+    volumes = (list(samples["case_id"]), list(samples["slice_index"]), settings.margin)
+
     def fill(probs: Any) -> None:
-        predict_probabilities(
-            model, images, prompts, texts, device, probs, spec["point_count"], progress=progress, embeddings=embeddings
-        )
+        given = (model, images, prompts, texts, device, probs, spec["point_count"])
+        if settings.volume == "propagate":
+            predict_volumes(*given, *volumes, progress=progress, embeddings=embeddings)
+        else:
+            predict_probabilities(*given, progress=progress, embeddings=embeddings)
 
     write_predictions(
         Path(out), store, indices, Path(splits), splits_to_predict, Path(model_dir), spec["settings_hash"], fill
     )
-    return f"probabilities of {len(indices)} images x {len(store.class_names)} classes in {out}"
+    return f"probabilities of {len(indices)} images x {len(store.class_names)} classes ({settings.volume}) in {out}"
 
 
 def run_zero_shot(
