@@ -20,7 +20,7 @@ ZERO_SHOT = {"zero_shot_cam_box": "cam", "oracle_gt_box": "gt"}
 #: The supervised baselines (trained on the labels of their settings' splits), by the model name a table row uses.
 BASELINES = {"unet": "the U-Net baseline", "nnunet": "the nnU-Net baseline"}
 #: Sections a dataset may override key by key (``datasets.NAME.SECTION`` merged over ``SECTION``).
-OVERRIDDEN = ("anatomy", "refine", "study")
+OVERRIDDEN = ("anatomy", "presence", "predict", "refine", "study")
 
 
 def check_config(config: Mapping[str, Any]) -> None:
@@ -191,9 +191,11 @@ def _unknown_keys(setting: str, values: Mapping[str, Any], known: Sequence[str])
 
 def _check_overrides(config: Mapping[str, Any]) -> None:
     """A dataset's overrides and the boxes' per-class overrides name settings of the section they override,
-    and the merged anatomy and refine settings are valid."""
+    and the merged anatomy, presence, predict and refine settings are valid."""
     from samdpo.prompts.visual.anatomy import AnatomySettings
+    from samdpo.prompts.visual.presence import PresenceSettings
     from samdpo.prompts.visual.refine import RefineSettings
+    from samdpo.train.predict import PredictSettings
 
     boxes = [key for key in config["boxes"] if key != "by_class"]
     for name, values in config["boxes"]["by_class"].items():
@@ -204,7 +206,13 @@ def _check_overrides(config: Mapping[str, Any]) -> None:
         _unknown_keys(
             f"datasets.{name}.clip.pretrain", entry["clip"].get("pretrain") or {}, list(config["clip"]["pretrain"])
         )
-        for section, settings in (("anatomy", AnatomySettings), ("refine", RefineSettings)):
+        sections = (
+            ("anatomy", AnatomySettings),
+            ("presence", PresenceSettings),
+            ("predict", PredictSettings),
+            ("refine", RefineSettings),
+        )
+        for section, settings in sections:
             try:
                 settings(**{**config[section], **entry[section]})
             except (ConfigError, TypeError) as exc:

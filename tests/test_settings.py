@@ -30,6 +30,7 @@ from samdpo.prompts.text.vqa import VqaSettings
 from samdpo.prompts.visual.anatomy import AnatomySettings
 from samdpo.prompts.visual.boxes import BoxSettings
 from samdpo.prompts.visual.crf import CrfSettings
+from samdpo.prompts.visual.presence import PresenceSettings
 from samdpo.prompts.visual.refine import RefineSettings
 from samdpo.prompts.visual.saliency import SaliencySettings
 from samdpo.sam.prompted import PromptSwitches
@@ -37,6 +38,7 @@ from samdpo.sam.settings import SamSettings
 from samdpo.sam.trainable import default_parts
 from samdpo.settings import parse_settings
 from samdpo.synth.amos import AmosSynthSettings
+from samdpo.train.predict import PredictSettings
 from samdpo.train.stage1 import Stage1Settings
 
 SCHEMA = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -47,6 +49,8 @@ SECTIONS = {
     "crf": CrfSettings,
     "boxes": BoxSettings,
     "anatomy": AnatomySettings,
+    "presence": PresenceSettings,
+    "predict": PredictSettings,
     "refine": RefineSettings,
     "clip.pretrain": PretrainSettings,
     "vqa": VqaSettings,

@@ -44,7 +44,7 @@ SPLITS = "results/data/splits/{dataset}.csv"
 DATA_SUMMARY = "results/data/{dataset}_summary.json"
 CLIP = "results/clip/{clip_name}"  # a small CLIP as open_clip loads it (local-dir:), with its tokenizer and training log
 PROMPTS = _folder(
-    "results/prompts/{dataset}", saliency="saliency.npy", saliency_meta="saliency.json", prior="anatomy_prior.npz",
+    "results/prompts/{dataset}", saliency="saliency.npy", saliency_meta="saliency.json", prior="anatomy_prior.npz", presence="presence_prior.json",
     crf="crf.parquet", refined="refined.parquet", vqa="vqa.parquet", llm="llm.parquet", texts="text_embeddings.parquet",
     box_quality="box_quality.csv", saliency_check="saliency_check.csv",
 )
@@ -163,6 +163,22 @@ def anatomy_settings(wildcards):
 def anatomy_prior_input(wildcards):
     """The labelled split's anatomical prior, which the CRF rule weighs the saliency with; nothing when disabled."""
     return fill(PROMPTS.prior, dataset=wildcards.dataset) if json.loads(anatomy_settings(wildcards))["enabled"] else []
+
+
+def presence_settings(wildcards):
+    """The presence section with the dataset's own overrides merged, as JSON."""
+    return json.dumps({**config["presence"], **config["datasets"][wildcards.dataset]["presence"]}, sort_keys=True)
+
+
+def presence_input(wildcards):
+    """The labelled split's presence signal, which gates the prompt store's boxes; nothing when disabled."""
+    enabled = json.loads(presence_settings(wildcards))["enabled"]
+    return fill(PROMPTS.presence, dataset=wildcards.dataset) if enabled else []
+
+
+def predict_settings(wildcards):
+    """The predict section with the dataset's own overrides merged, as JSON."""
+    return json.dumps({**config["predict"], **config["datasets"][wildcards.dataset]["predict"]}, sort_keys=True)
 
 
 def refine_settings(wildcards):

@@ -1,6 +1,7 @@
 # Visual prompts without humans: the small CLIP (embedded default only), CLIP + gScoreCAM saliency,
-# the anatomical prior of the labelled split, dense-CRF masks with boxes and points, their refinement
-# by the pretrained SAM, and the box-quality report against the test split.
+# the anatomical prior and the presence signal (where along the scan each class occurs) of the labelled
+# split, dense-CRF masks with boxes and points, their refinement by the pretrained SAM, and the
+# box-quality report against the test split.
 
 
 rule pretrain_clip:
@@ -73,6 +74,30 @@ rule anatomy_prior:
         mem_mb=1000,
     shell:
         "samdpo prompts anatomy-prior --store {params.store} --splits {input.splits}"
+        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
+rule presence_prior:
+    input:
+        table=STORE.table,
+        labels=STORE.labels,
+        splits=SPLITS,
+    output:
+        PROMPTS.presence,
+    params:
+        store=folder_of("table"),
+        settings=presence_settings,
+    conda:
+        ENV
+    log:
+        "results/logs/presence_prior/{dataset}.log",
+    benchmark:
+        "results/benchmarks/presence_prior/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "samdpo prompts presence-prior --store {params.store} --splits {input.splits}"
         " --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 

@@ -118,6 +118,7 @@ rule predict_sam:
         folder=folder_of("probs", "output"),
         embeddings=embeddings_flag,
         splits=predicted_splits,
+        settings=predict_settings,
     conda:
         ENV
     log:
@@ -131,7 +132,8 @@ rule predict_sam:
     shell:
         "samdpo train predict --store {params.store} --splits {input.splits} --prompts {input.prompts}"
         " --texts {input.texts} --model {params.model} --out {params.folder}"
-        " --splits-to-predict {params.splits} {params.embeddings} --threads {threads} > {log} 2>&1"
+        " --splits-to-predict {params.splits} --settings {params.settings:q} {params.embeddings}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule predict_zero_shot:

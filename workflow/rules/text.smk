@@ -64,6 +64,7 @@ rule prompt_store:
         crf=visual_table,
         vqa=PROMPTS.vqa,
         llm=PROMPTS.llm,
+        presence=presence_input,
     output:
         directory(PROMPT_STORE),
     params:
@@ -71,6 +72,7 @@ rule prompt_store:
         saliency=folder_of("maps"),
         # null: the image size, the side the saliency maps are computed at (stored as they are)
         saliency_size=lambda wildcards: config["prompt_store"]["saliency_size"] or config["image_size"],
+        presence=option("presence"),
     conda:
         ENV
     log:
@@ -82,4 +84,5 @@ rule prompt_store:
         mem_mb=2000,
     shell:
         "samdpo prompts store --store {params.store} --saliency {params.saliency} --crf {input.crf}"
-        " --vqa {input.vqa} --llm {input.llm} --out {output} --saliency-size {params.saliency_size} > {log} 2>&1"
+        " --vqa {input.vqa} --llm {input.llm} --out {output} --saliency-size {params.saliency_size}"
+        " {params.presence} > {log} 2>&1"
