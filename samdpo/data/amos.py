@@ -172,7 +172,12 @@ def _load(path: Path, *, is_label: bool) -> tuple[np.ndarray, tuple[float, float
     return data, zooms, axcodes
 
 
-def _label_volume(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[float, float, float], tuple[str, ...]]:
+def label_volume(path: Path, n_classes: int) -> tuple[np.ndarray, tuple[float, float, float], tuple[str, ...]]:
+    """Load a label file reoriented to RAS+: (X, Y, Z) uint8 labels, voxel size in mm, original axcodes.
+
+    Raises:
+        DataError: unreadable, not 3D, or values outside 0..n_classes.
+    """
     data, zooms, axcodes = _load(path, is_label=True)
     rounded = np.rint(data)
     if not np.array_equal(rounded, data) or rounded.min() < 0 or rounded.max() > n_classes:
@@ -187,6 +192,54 @@ def to_display(volume: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(volume[::-1, ::-1, :], (2, 1, 0)))
 
 
+def from_display(slices: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_display`: (Z, rows, cols) axial slices -> the (X, Y, Z) RAS+ volume."""
+    return np.ascontiguousarray(np.transpose(slices, (2, 1, 0))[::-1, ::-1, :])
+
+
+def display_shape(image_path: Path) -> tuple[int, int, int]:
+    """(Z, rows, cols) of a NIfTI volume's display-oriented slices (:func:`to_display`), from its header.
+
+    Raises:
+        DataError: unreadable or not a 3D volume.
+    """
+    try:
+        img = nib.load(str(image_path))
+        shape = nib.orientations.apply_orientation(np.empty(img.shape[:3], bool), nib.io_orientation(img.affine)).shape
+    except Exception as exc:  # nibabel raises many types for foreign files
+        raise DataError(f"{image_path}: unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    if len(img.shape) != 3:
+        raise DataError(f"{image_path}: expected a 3D volume, got shape {img.shape}")
+    return shape[2], shape[1], shape[0]
+
+
+def label_image_like(image_path: Path, slices: np.ndarray) -> nib.Nifti1Image:
+    """A uint8 label NIfTI on ``image_path``'s own grid and affine from its (Z, rows, cols) display slices.
+
+    The reader's reorientation (to RAS+, then :func:`to_display`) is undone, so that voxel (i, j, k) of the
+    result is voxel (i, j, k) of the image; the affine and the voxel size are the image's.
+
+    Raises:
+        DataError: an unreadable image, or ``slices`` not of its display shape.
+    """
+    expected = display_shape(image_path)
+    if slices.shape != expected:
+        raise DataError(f"{image_path}: label slices of shape {slices.shape}, the image's are {expected}")
+    img = nib.load(str(image_path))
+    ras = from_display(np.asarray(slices, np.uint8))
+    back = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.io_orientation(img.affine)
+    )
+    data = np.ascontiguousarray(nib.orientations.apply_orientation(ras, back)).astype(np.uint8)
+    header = img.header.copy()
+    header.set_data_dtype(np.uint8)
+    out = nib.Nifti1Image(data, img.affine, header)
+    out.set_qform(img.affine, code=1)
+    out.set_sform(img.affine, code=1)
+    out.header.set_slope_inter(1.0, 0.0)
+    return out
+
+
 def _mm(zooms: tuple[float, ...]) -> str:
     return " x ".join(f"{z:g}" for z in zooms)
 
@@ -194,7 +247,7 @@ def _mm(zooms: tuple[float, ...]) -> str:
 def load_case(case: AmosCase, n_classes: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Load one case as display-oriented (Z, H, W) HU image and uint8 labels plus (z, row, col) mm."""
     image, zooms, image_codes = _load(case.image, is_label=False)
-    label, label_zooms, label_codes = _label_volume(case.label, n_classes)
+    label, label_zooms, label_codes = label_volume(case.label, n_classes)
     if image.shape != label.shape or image_codes != label_codes:
         raise DataError(
             f"{case.label}: shape {label.shape} / orientation {''.join(label_codes)} does not match "
@@ -241,7 +294,7 @@ def summarize(root: Path, settings: AmosSettings) -> DatasetSummary:
     slices = 0
     cases = list_cases(Path(root), settings)
     for case in cases:
-        labels, _, _ = _label_volume(case.label, len(class_names))
+        labels, _, _ = label_volume(case.label, len(class_names))
         counts += np.bincount(labels.ravel(), minlength=len(class_names) + 1)
         slices += labels.shape[2]
     return DatasetSummary("amos", len(cases), slices, {n: int(c) for n, c in zip(class_names, counts[1:])})

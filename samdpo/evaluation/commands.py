@@ -17,8 +17,28 @@ def _eval(args: argparse.Namespace) -> None:
 def _table(args: argparse.Namespace) -> None:
     from samdpo.evaluation.tables import table_from_summaries
 
-    written = table_from_summaries(args.dataset, args.summaries, args.methods, args.provenance, args.out, args.models)
+    written = table_from_summaries(
+        args.dataset, args.summaries, args.methods, args.provenance, args.out, args.models, args.volumes
+    )
     print(f"{len(args.methods)} methods in {', '.join(map(str, written))}", file=sys.stderr)
+
+
+def _volumes(args: argparse.Namespace) -> None:
+    from samdpo.evaluation.volume_files import write_volume_files
+    from samdpo.settings import json_object
+
+    reader = json_object(args.reader, "--reader")
+    write_volume_files(
+        args.store,
+        args.splits,
+        args.probs,
+        args.root,
+        reader,
+        args.out,
+        args.threshold,
+        args.tolerance_mm,
+        not args.no_progress,
+    )
 
 
 def _dpo_effect(args: argparse.Namespace) -> None:
@@ -46,7 +66,7 @@ def _box_quality(args: argparse.Namespace) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``eval``, ``box-quality``, ``table`` and ``dpo-effect`` on the ``samdpo`` parser."""
+    """Register ``eval``, ``volumes``, ``box-quality``, ``table`` and ``dpo-effect`` on the ``samdpo`` parser."""
     evaluate = commands.add_parser("eval", help="Dice / NSD / HD95 of models' predictions on the test split")
     evaluate.add_argument("--store", required=True, help="prepared sample store folder")
     evaluate.add_argument("--splits", required=True, help="split table CSV (case_id,split)")
@@ -76,6 +96,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     evaluate.set_defaults(func=_eval)
 
+    volumes = commands.add_parser(
+        "volumes",
+        help="label volumes (NIfTI, the scans' own grids and affines) of a model's AMOS test predictions, with 3D "
+        "Dice / NSD / HD95 read off the files",
+    )
+    volumes.add_argument("--store", required=True, help="prepared AMOS sample store folder")
+    volumes.add_argument("--splits", required=True, help="split table CSV (case_id,split)")
+    volumes.add_argument("--probs", required=True, help="folder with probs.npy and probs.json")
+    volumes.add_argument("--root", required=True, help="the AMOS folder the store was prepared from")
+    volumes.add_argument("--reader", help="the AMOS reader's settings as a JSON object (as the store was prepared)")
+    volumes.add_argument("--out", required=True, help="folder to write: CASE.nii.gz, volumes.csv, summary.json")
+    volumes.add_argument(
+        "--threshold", type=float, default=0.5, help="probability at or above which a voxel is predicted"
+    )
+    volumes.add_argument("--tolerance-mm", type=float, default=2.0, help="NSD tolerance in mm")
+    volumes.add_argument("--no-progress", action="store_true")
+    volumes.set_defaults(func=_volumes)
+
     table = commands.add_parser("table", help="results table (CSV, Markdown, PNG) from `samdpo eval` summaries")
     table.add_argument("--dataset", required=True)
     table.add_argument("--summaries", nargs="+", required=True, help="summary JSON files written by `samdpo eval`")
@@ -84,6 +122,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--models",
         nargs="+",
         help="one model name per summary, same order: adds the seed paper's row and number for each model it reports",
+    )
+    table.add_argument(
+        "--volumes",
+        nargs="*",
+        help="one `samdpo volumes` summary.json per summary, same order: 3D Dice / NSD / HD95 read off the label "
+        "volumes",
     )
     table.add_argument(
         "--provenance", required=True, help="which data and models produced the rows (the data_models column)"

@@ -102,22 +102,24 @@ def _images(
 
 
 def _edges(mask: np.ndarray) -> np.ndarray:
-    """(S, S) bool -> its boundary pixels: the mask minus its erosion by the 4-connected cross (outside = 0)."""
+    """2D or 3D bool mask -> its boundary pixels: the mask minus its erosion by the cross (4- or 6-connected,
+    outside = 0)."""
     return mask ^ ndimage.binary_erosion(mask)
 
 
-def _edge_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+def _edge_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """float32 distance (spacing unit) from each edge pixel of ``source`` to the nearest edge pixel of ``target``,
-    in raster order; both (S, S) bool edge maps, ``target`` non-empty."""
+    in raster order; both bool edge maps of one shape (2D or 3D, one spacing per axis), ``target`` non-empty."""
     scale = np.asarray(spacing, np.float64)
     tree = KDTree(np.argwhere(target).astype(np.float64) * scale, leafsize=32)
     return tree.query(np.argwhere(source).astype(np.float64) * scale, k=1)[0].astype(np.float32)
 
 
-def _surface_scores(
-    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, float], tolerance: float
+def surface_scores(
+    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...], tolerance: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NSD (0-100 %) and HD95 (spacing unit) of K non-empty (K, S, S) bool predictions against their non-empty targets.
+    """NSD (0-100 %) and HD95 (spacing unit) of K non-empty bool predictions against their non-empty targets,
+    (K, S, S) images with (row, col) spacing or (K, X, Y, Z) volumes with three voxel sizes.
 
     MONAI's definitions (``compute_surface_dice``, ``compute_hausdorff_distance(percentile=95)``, no subvoxels):
     edges are a mask minus its cross erosion; NSD is the share of both edges within ``tolerance`` of the other;
@@ -146,7 +148,7 @@ def _image_scores(
     nsd = np.zeros(len(pred))
     hd95 = np.full(len(pred), np.nan)
     if nonempty.any():
-        nsd[nonempty], hd95[nonempty] = _surface_scores(pred[nonempty], target[nonempty], spacing, tolerance)
+        nsd[nonempty], hd95[nonempty] = surface_scores(pred[nonempty], target[nonempty], spacing, tolerance)
     return dice, nsd, hd95, nonempty
 
 
