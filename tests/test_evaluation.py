@@ -274,6 +274,29 @@ def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_label_volume_summaries_give_the_3d_columns(tmp_path: Path) -> None:
+    """`samdpo table --volumes`: 3D Dice is read off the label volumes and NSD / HD95 in 3D follow it; a
+    volume summary of another model than its row's is refused."""
+    paths, volumes = [], []
+    for k, method in enumerate(["a", "b"]):
+        summary = {**_summary(AMOS_NAMES, k), "model": f"models/{method}", "dataset": "amos"}
+        paths.append(tmp_path / f"{method}.json")
+        paths[-1].write_text(json.dumps(summary))
+        volumes.append(tmp_path / f"{method}_volumes.json")
+        volumes[-1].write_text(
+            json.dumps({"model": f"models/{method}", "mdice_3d": 70.0 + k, "nsd_3d": 80.0, "hd95_3d": 4.5})
+        )
+    rows = tables.table_rows(paths, ["a", "b"], "amos", volumes)
+    table = tables.build_table(rows, AMOS_NAMES, "amos")
+    columns = list(table.columns)
+    assert columns[columns.index("mdice_3d") : columns.index("fp_absent")] == ["mdice_3d", "nsd_3d", "hd95_3d"]
+    assert table["mdice_3d"].tolist() == [70.0, 71.0] and table.loc[0, "hd95_3d"] == 4.5
+    with pytest.raises(DataError, match="label volumes of models/b, not models/a"):
+        tables.table_rows(paths, ["a", "b"], "amos", volumes[::-1])
+    with pytest.raises(ConfigError, match="--volumes gives 1 files for 2 summaries"):
+        tables.table_rows(paths, ["a", "b"], "amos", volumes[:1])
+
+
 def test_table_columns_of_a_one_class_dataset(tmp_path: Path) -> None:
     summary = {**_summary(["tumor"], 0), "mdice_3d": None, "hd95": None}
     table = tables.build_table([{"method": "ours", "summary": summary, "provenance": "busi"}], ["tumor"], "busi")

@@ -90,7 +90,15 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         assert (effect["low"] <= effect["difference"]).all() and (effect["difference"] <= effect["high"]).all()
         for suffix in (".md", ".png"):
             assert (workdir / f"results/{dataset}_table{suffix}").is_file()
-    assert {"liver", "spleen", "mdice_3d"} <= set(pd.read_csv(workdir / "results/amos_table.csv").columns)
+    assert {"liver", "spleen", "mdice_3d", "nsd_3d", "hd95_3d"} <= set(
+        pd.read_csv(workdir / "results/amos_table.csv").columns
+    )
+    assert "nsd_3d" not in pd.read_csv(workdir / "results/cxr_table.csv").columns  # 2D: no label volumes
+    volumes = workdir / "results/volumes/amos/prompt_10"
+    test_cases = pd.read_csv(workdir / "results/data/splits/amos.csv").query("split == 'test'")["case_id"]
+    assert sorted(p.name for p in volumes.glob("*.nii.gz")) == sorted(f"{case}.nii.gz" for case in test_cases)
+    presence = json.loads((workdir / "results/prompts/amos/presence_prior.json").read_text())
+    assert 0 < presence["threshold"] < 1 and presence["labelled_slices"] > 0
     for dataset in ("amos", "busi", "cxr"):
         quality = pd.read_csv(workdir / f"results/prompts/{dataset}/box_quality.csv")
         assert {"class", "crf_box", "refined_box", "full_image_box", "mean_labeled_box"} <= set(quality.columns)
@@ -145,6 +153,16 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
             {"crf", "saliency", "llm"},
         ),
         ({"llm.prompt": "Describe the {name}."}, {"llm", "prompt_store"}, {"vqa", "crf"}),
+        (
+            {"presence.bandwidth": 0.1},
+            {"presence_prior", "prompt_store", "train_stage1", "volume_files"},
+            {"crf", "saliency", "vqa", "train_unet"},
+        ),
+        (
+            {"predict.volume": "propagate"},
+            {"predict_sam", "evaluate", "volume_files"},
+            {"train_stage1", "prompt_store"},
+        ),
         ({"prompt_store.saliency_size": 32}, {"prompt_store", "train_stage1"}, {"vqa", "llm", "crf"}),
         (
             {"stage1.lr": 0.002},

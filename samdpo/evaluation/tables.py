@@ -2,7 +2,9 @@
 
 Columns: ``method``; for multi-class datasets (AMOS) ``mdice``, one column per class (mean 2D Dice of
 that organ), ``mdice_3d`` and ``fp_absent`` (the percentage of (image, organ) pairs absent from the ground
-truth that got a non-empty prediction), for one-class datasets ``dice``; then ``nsd``, ``hd95``, ``seeds`` (how
+truth that got a non-empty prediction), for one-class datasets ``dice``; given the rows' label-volume
+summaries (``samdpo volumes``, AMOS), ``mdice_3d`` is read off those files and ``nsd_3d`` / ``hd95_3d``
+(mm) follow it; then ``nsd``, ``hd95``, ``seeds`` (how
 many models the row averages), ``{metric}_sd`` (their sample standard deviation of the main metric;
 empty for one model), ``paper_row`` and ``paper_{metric}`` (the seed paper's row that corresponds to the
 row's model and its number, measured on the real dataset: :file:`paper_numbers.yaml`; empty where the paper
@@ -34,6 +36,8 @@ FIXED_COLUMNS = (
     "mdice_sd",
     "dice_sd",
     "mdice_3d",
+    "nsd_3d",
+    "hd95_3d",
     "fp_absent",
     "nsd",
     "hd95",
@@ -60,20 +64,35 @@ def read_summary(path: str | Path) -> dict[str, Any]:
     return value
 
 
-def table_rows(summary_paths: Sequence[str | Path], methods: Sequence[str], provenance: str) -> list[dict[str, Any]]:
+def table_rows(
+    summary_paths: Sequence[str | Path],
+    methods: Sequence[str],
+    provenance: str,
+    volume_paths: Sequence[str | Path] | None = None,
+) -> list[dict[str, Any]]:
     """The rows :func:`build_table` takes: one per summary file, named by the matching ``methods`` entry; each
-    row's provenance is ``provenance`` plus the summary's model folder and settings hash.
+    row's provenance is ``provenance`` plus the summary's model folder and settings hash. ``volume_paths``
+    (one ``samdpo volumes`` summary.json per summary, same order) go in as each summary's ``volume_files``.
 
     Raises:
-        ConfigError: not one method per summary.
-        DataError: a summary unreadable or without class names.
+        ConfigError: not one method (or volume summary) per summary.
+        DataError: a summary unreadable or without class names, or a volume summary of another model.
     """
     if len(methods) != len(summary_paths):
         raise ConfigError(
             f"--methods names {len(methods)} methods but --summaries gives {len(summary_paths)} files; "
             "give one name per summary, in the same order"
         )
+    if volume_paths and len(volume_paths) != len(summary_paths):
+        raise ConfigError(
+            f"--volumes gives {len(volume_paths)} files for {len(summary_paths)} summaries; give one each"
+        )
     summaries = [read_summary(path) for path in summary_paths]
+    for index, path in enumerate(volume_paths or []):
+        volumes = read_summary(path)
+        if volumes.get("model") != summaries[index].get("model"):
+            raise DataError(f"{path}: label volumes of {volumes.get('model')}, not {summaries[index].get('model')}")
+        summaries[index] = {**summaries[index], "volume_files": volumes}
     if not summaries:
         raise ConfigError("a results table needs at least one method")
     if not summaries[0].get("class_names"):
@@ -96,11 +115,13 @@ def table_from_summaries(
     provenance: str,
     out: str | Path,
     models: Sequence[str] | None = None,
+    volume_paths: Sequence[str | Path] | None = None,
 ) -> list[Path]:
     """``samdpo table``: the results table of ``dataset`` from evaluation summaries (one per ``methods``
     entry, a method's seeds next to each other), written as CSV at ``out`` with its .md and .png; returns the paths.
-    ``models`` (one per summary) name each row's model, which picks the paper's number beside it."""
-    rows = table_rows(summary_paths, methods, provenance)
+    ``models`` (one per summary) name each row's model, which picks the paper's number beside it;
+    ``volume_paths`` (one per summary) its label volumes' 3D metrics."""
+    rows = table_rows(summary_paths, methods, provenance, volume_paths)
     table = build_table(rows, rows[0]["summary"]["class_names"], dataset)
     if models is not None:
         if len(models) != len(methods):
@@ -167,6 +188,7 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
     if multi and set(names) & set(FIXED_COLUMNS):
         raise ConfigError(f"class names {sorted(set(names) & set(FIXED_COLUMNS))} collide with the table's columns")
     metric = main_metric(names)
+    volume_columns = ["nsd_3d", "hd95_3d"] if any("volume_files" in row["summary"] for row in rows) else []
     records = []
     for method in methods:
         group = [row for row in rows if str(row["method"]) == method]
@@ -180,7 +202,7 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
         "method",
         metric,
         f"{metric}_sd",
-        *(names + ["mdice_3d", "fp_absent"] if multi else []),
+        *(names + ["mdice_3d", *volume_columns, "fp_absent"] if multi else []),
         "nsd",
         "hd95",
         "seeds",
@@ -206,7 +228,10 @@ def _record(row: Mapping[str, Any], names: list[str], dataset: str) -> dict[str,
         record["mdice"] = _value(summary.get("mdice"))
         per_class = summary.get("dice_per_class", {})
         record.update({name: _value(per_class.get(name)) for name in names})
-        record["mdice_3d"] = _value(summary.get("mdice_3d"))
+        volumes = summary.get("volume_files")
+        record["mdice_3d"] = _value((volumes or summary).get("mdice_3d"))
+        if volumes is not None:
+            record["nsd_3d"], record["hd95_3d"] = _value(volumes.get("nsd_3d")), _value(volumes.get("hd95_3d"))
         rate = summary.get("false_positive_rate")
         record["fp_absent"] = math.nan if rate is None else 100.0 * float(rate)
     else:

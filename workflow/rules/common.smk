@@ -66,6 +66,10 @@ ZERO_SHOT_MODEL = _folder("results/zero_shot/{dataset}/{boxes}_box", **MODEL_FIL
 CANDIDATES = _folder("results/align/{dataset}/candidates", levels="candidates.npy", meta="candidates.json")
 ANNOTATIONS = "results/align/{dataset}/annotations_{mode}.parquet"
 EVALUATIONS = "results/eval/{dataset}"  # MODEL.csv (per image) and MODEL.json (summary) per model
+# AMOS: each test case's label volume on its scan's grid (CASE.nii.gz), volumes.csv and summary.json, per model
+VOLUMES = "results/volumes/{dataset}/{model}"
+#: Datasets of 3D scans: their tables read 3D Dice, NSD and HD95 off the label volumes (VOLUMES).
+VOLUME_DATASETS = ("amos",)
 TABLE = "results/{dataset}_{kind}"  # .csv, .md, .png; kind: a TABLE_KINDS key
 DPO_EFFECT = "results/{dataset}_dpo_effect"  # .csv, .md
 STUDY = "results/{dataset}_alignment_study"  # .csv, .md
@@ -488,6 +492,13 @@ def table_rows(wildcards):
 def table_summaries(wildcards):
     """Input function: the evaluation summaries of a table's rows, every seed of a stage-1 row."""
     return [fill(evaluation(model, ".json"), dataset=wildcards.dataset) for _, model in table_rows(wildcards)]
+
+
+def table_volumes(wildcards):
+    """Input function: the label-volume folder of every summary of a table, in order (3D datasets; none else)."""
+    if wildcards.dataset not in VOLUME_DATASETS:
+        return []
+    return [fill(VOLUMES, dataset=wildcards.dataset, model=model) for _, model in table_rows(wildcards)]
 
 
 def table_methods(wildcards):

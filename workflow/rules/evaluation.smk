@@ -200,9 +200,44 @@ for rule_name, (evaluated, suffix) in EVALUATE_RULES.items():
             " --tolerance-mm {params.tolerance} > {log} 2>&1"
 
 
+# The label volumes of a 3D dataset's test cases, on each scan's own grid and affine, and the 3D metrics read off them.
+rule volume_files:
+    input:
+        table=STORE.table,
+        labels=STORE.labels,
+        splits=SPLITS,
+        probs=lambda wildcards: os.path.join(model_folder(wildcards.dataset, wildcards.model), "probs.npy"),
+        meta=lambda wildcards: os.path.join(model_folder(wildcards.dataset, wildcards.model), "probs.json"),
+        root=dataset_root,
+    output:
+        folder=directory(VOLUMES),
+    wildcard_constraints:
+        dataset="|".join(VOLUME_DATASETS),
+    params:
+        store=folder_of("table"),
+        probs=folder_of("probs"),
+        reader=reader_settings,
+        threshold=config["evaluation"]["threshold"],
+        tolerance=config["evaluation"]["tolerance_mm"],
+    conda:
+        ENV
+    log:
+        "results/logs/volume_files/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/volume_files/{dataset}/{model}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+    shell:
+        "samdpo volumes --store {params.store} --splits {input.splits} --probs {params.probs} --root {input.root:q}"
+        " --reader {params.reader:q} --out {output.folder} --threshold {params.threshold}"
+        " --tolerance-mm {params.tolerance} --no-progress > {log} 2>&1"
+
+
 rule results_table:
     input:
-        table_summaries,
+        summaries=table_summaries,
+        volumes=table_volumes,
     output:
         csv=report(
             f"{TABLE}.csv",
@@ -222,6 +257,7 @@ rule results_table:
     params:
         methods=table_methods,
         models=table_models,
+        volumes=lambda wildcards, input: [os.path.join(folder, "summary.json") for folder in input.volumes],
         provenance=provenance,
     conda:
         ENV
@@ -233,8 +269,9 @@ rule results_table:
     resources:
         mem_mb=1000,
     shell:
-        "samdpo table --dataset {wildcards.dataset} --summaries {input:q} --methods {params.methods:q}"
-        " --models {params.models:q} --provenance {params.provenance:q} --out {output.csv} > {log} 2>&1"
+        "samdpo table --dataset {wildcards.dataset} --summaries {input.summaries:q} --methods {params.methods:q}"
+        " --models {params.models:q} --volumes {params.volumes:q} --provenance {params.provenance:q}"
+        " --out {output.csv} > {log} 2>&1"
 
 
 rule dpo_effect:
