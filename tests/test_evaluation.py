@@ -275,8 +275,8 @@ def test_table_columns_of_a_15_class_dataset(tmp_path: Path) -> None:
 
 
 def test_label_volume_summaries_give_the_3d_columns(tmp_path: Path) -> None:
-    """`samdpo table --volumes`: 3D Dice is read off the label volumes and NSD / HD95 in 3D follow it; a
-    volume summary of another model than its row's is refused."""
+    """`samdpo table --volumes`: 3D Dice, NSD and HD95 read off the label volumes follow the per-class 3D Dice;
+    a volume summary of another model than its row's is refused."""
     paths, volumes = [], []
     for k, method in enumerate(["a", "b"]):
         summary = {**_summary(AMOS_NAMES, k), "model": f"models/{method}", "dataset": "amos"}
@@ -289,8 +289,14 @@ def test_label_volume_summaries_give_the_3d_columns(tmp_path: Path) -> None:
     rows = tables.table_rows(paths, ["a", "b"], "amos", volumes)
     table = tables.build_table(rows, AMOS_NAMES, "amos")
     columns = list(table.columns)
-    assert columns[columns.index("mdice_3d") : columns.index("fp_absent")] == ["mdice_3d", "nsd_3d", "hd95_3d"]
-    assert table["mdice_3d"].tolist() == [70.0, 71.0] and table.loc[0, "hd95_3d"] == 4.5
+    assert columns[columns.index("mdice_3d") : columns.index("fp_absent")] == [
+        "mdice_3d",
+        "mdice_3d_nii",
+        "nsd_3d_nii",
+        "hd95_3d_nii",
+    ]
+    assert table["mdice_3d_nii"].tolist() == [70.0, 71.0] and table.loc[0, "hd95_3d_nii"] == 4.5
+    assert table.loc[0, "mdice_3d"] == 61.23  # the per-class masks' 3D Dice, from the evaluation summary
     with pytest.raises(DataError, match="label volumes of models/b, not models/a"):
         tables.table_rows(paths, ["a", "b"], "amos", volumes[::-1])
     with pytest.raises(ConfigError, match="--volumes gives 1 files for 2 summaries"):

@@ -90,10 +90,10 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
         assert (effect["low"] <= effect["difference"]).all() and (effect["difference"] <= effect["high"]).all()
         for suffix in (".md", ".png"):
             assert (workdir / f"results/{dataset}_table{suffix}").is_file()
-    assert {"liver", "spleen", "mdice_3d", "nsd_3d", "hd95_3d"} <= set(
+    assert {"liver", "spleen", "mdice_3d", "mdice_3d_nii", "nsd_3d_nii", "hd95_3d_nii"} <= set(
         pd.read_csv(workdir / "results/amos_table.csv").columns
     )
-    assert "nsd_3d" not in pd.read_csv(workdir / "results/cxr_table.csv").columns  # 2D: no label volumes
+    assert "nsd_3d_nii" not in pd.read_csv(workdir / "results/cxr_table.csv").columns  # 2D: no label volumes
     volumes = workdir / "results/volumes/amos/prompt_10"
     test_cases = pd.read_csv(workdir / "results/data/splits/amos.csv").query("split == 'test'")["case_id"]
     assert sorted(p.name for p in volumes.glob("*.nii.gz")) == sorted(f"{case}.nii.gz" for case in test_cases)

@@ -3,12 +3,13 @@
 Columns: ``method``; for multi-class datasets (AMOS) ``mdice``, one column per class (mean 2D Dice of
 that organ), ``mdice_3d`` and ``fp_absent`` (the percentage of (image, organ) pairs absent from the ground
 truth that got a non-empty prediction), for one-class datasets ``dice``; given the rows' label-volume
-summaries (``samdpo volumes``, AMOS), ``mdice_3d`` is read off those files and ``nsd_3d`` / ``hd95_3d``
-(mm) follow it; then ``nsd``, ``hd95``, ``seeds`` (how
-many models the row averages), ``{metric}_sd`` (their sample standard deviation of the main metric;
-empty for one model), ``paper_row`` and ``paper_{metric}`` (the seed paper's row that corresponds to the
-row's model and its number, measured on the real dataset: :file:`paper_numbers.yaml`; empty where the paper
-has none) and ``data_models`` (which data and models produced the row). A method given
+summaries (``samdpo volumes``, AMOS), ``mdice_3d_nii``, ``nsd_3d_nii`` and ``hd95_3d_nii`` (mm) read off
+the label NIfTI files (one label per voxel, so overlapping class masks count once, unlike ``mdice_3d``);
+then ``nsd``, ``hd95``, ``seeds`` (how many models the row averages), ``{metric}_sd`` (their sample
+standard deviation of the main metric; empty for one model), ``paper_row`` and ``paper_{metric}`` (the
+seed paper's row that corresponds to the row's model and its number, measured on the real dataset:
+:file:`paper_numbers.yaml`; empty where the paper has none) and ``data_models`` (which data and models
+produced the row). A method given
 several summaries (one per training seed) gets the mean of each value over them. Dice and NSD are
 percentages, HD95 is in the store's spacing unit; values are rounded to 2 decimals and missing
 values are empty cells.
@@ -36,8 +37,9 @@ FIXED_COLUMNS = (
     "mdice_sd",
     "dice_sd",
     "mdice_3d",
-    "nsd_3d",
-    "hd95_3d",
+    "mdice_3d_nii",
+    "nsd_3d_nii",
+    "hd95_3d_nii",
     "fp_absent",
     "nsd",
     "hd95",
@@ -188,7 +190,8 @@ def build_table(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], d
     if multi and set(names) & set(FIXED_COLUMNS):
         raise ConfigError(f"class names {sorted(set(names) & set(FIXED_COLUMNS))} collide with the table's columns")
     metric = main_metric(names)
-    volume_columns = ["nsd_3d", "hd95_3d"] if any("volume_files" in row["summary"] for row in rows) else []
+    has_volumes = any("volume_files" in row["summary"] for row in rows)
+    volume_columns = ["mdice_3d_nii", "nsd_3d_nii", "hd95_3d_nii"] if has_volumes else []
     records = []
     for method in methods:
         group = [row for row in rows if str(row["method"]) == method]
@@ -228,10 +231,10 @@ def _record(row: Mapping[str, Any], names: list[str], dataset: str) -> dict[str,
         record["mdice"] = _value(summary.get("mdice"))
         per_class = summary.get("dice_per_class", {})
         record.update({name: _value(per_class.get(name)) for name in names})
+        record["mdice_3d"] = _value(summary.get("mdice_3d"))
         volumes = summary.get("volume_files")
-        record["mdice_3d"] = _value((volumes or summary).get("mdice_3d"))
         if volumes is not None:
-            record["nsd_3d"], record["hd95_3d"] = _value(volumes.get("nsd_3d")), _value(volumes.get("hd95_3d"))
+            record.update({f"{key}_nii": _value(volumes.get(key)) for key in ("mdice_3d", "nsd_3d", "hd95_3d")})
         rate = summary.get("false_positive_rate")
         record["fp_absent"] = math.nan if rate is None else 100.0 * float(rate)
     else:
