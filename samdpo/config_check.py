@@ -195,7 +195,7 @@ def _check_overrides(config: Mapping[str, Any]) -> None:
     from samdpo.prompts.visual.anatomy import AnatomySettings
     from samdpo.prompts.visual.presence import PresenceSettings
     from samdpo.prompts.visual.refine import RefineSettings
-    from samdpo.train.predict import PredictSettings
+    from samdpo.train.predict_settings import PredictSettings
 
     boxes = [key for key in config["boxes"] if key != "by_class"]
     for name, values in config["boxes"]["by_class"].items():

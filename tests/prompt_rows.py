@@ -37,6 +37,8 @@ def prompt_row(
         "image_shape": [SIZE, SIZE],
         "saliency": saliency.tobytes(),
         "saliency_shape": list(saliency.shape),
+        "presence": None,
+        "present": True,
         "has_box": box is not None,
         "box": box,
         "points": points,

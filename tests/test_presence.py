@@ -21,7 +21,8 @@ from samdpo.prompts.visual.presence import (
 from samdpo.sam.builders import build_sam
 from samdpo.sam.prompted import PromptedSam
 from samdpo.sam.settings import SamSettings
-from samdpo.train.predict import PredictSettings, predict_probabilities, predict_volumes, propagated_box
+from samdpo.train.predict import predict_probabilities, predict_volumes, propagated_box
+from samdpo.train.predict_settings import PredictSettings
 from samdpo.train.prompt_data import ImagePrompts
 from tests.prepared_store import prepare_store
 
@@ -212,3 +213,24 @@ def test_propagated_box_is_grown_and_clipped() -> None:
     mask[0:3, 7:9] = True
     assert propagated_box(mask, 2).tolist() == [5, 0, 9, 4]
     assert propagated_box(np.zeros((4, 4), bool), 2) is None
+
+
+def test_a_prompt_file_without_presence_decisions_is_refused(tmp_path: Path) -> None:
+    """A prompt file written before presence existed (its ``present`` null) would read as "absent" everywhere
+    and predict nothing: loading it is one error naming the file and the rule to rerun."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from samdpo.prompts.store import SCHEMA
+    from samdpo.train.prompt_data import load_image_prompts
+    from tests.prompt_rows import prompt_row
+
+    row = {**prompt_row(0, "liver", np.zeros((4, 4), bool), np.zeros((4, 4), np.uint8), None, [], []), "present": None}
+    table = pa.Table.from_pylist([row], schema=SCHEMA).replace_schema_metadata(
+        {"samdpo": json.dumps({"format_version": 2})}
+    )
+    pq.write_table(table, tmp_path / "case01_s005.parquet")
+    with pytest.raises(DataError, match="case01_s005.parquet: no presence decision.*rerun the prompt_store rule"):
+        load_image_prompts(tmp_path, "case01_s005", ["liver"])

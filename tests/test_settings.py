@@ -38,7 +38,7 @@ from samdpo.sam.settings import SamSettings
 from samdpo.sam.trainable import default_parts
 from samdpo.settings import parse_settings
 from samdpo.synth.amos import AmosSynthSettings
-from samdpo.train.predict import PredictSettings
+from samdpo.train.predict_settings import PredictSettings
 from samdpo.train.stage1 import Stage1Settings
 
 SCHEMA = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -44,7 +44,7 @@ def _stage1(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from samdpo.train.predict import PredictSettings
+    from samdpo.train.predict_settings import PredictSettings
     from samdpo.train.steps import run_predict
 
     set_threads(args.threads)

@@ -9,41 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from samdpo.errors import ConfigError
 from samdpo.evaluation.metrics import probability_cut
 from samdpo.prompts.visual.boxes import mask_box
 from samdpo.sam.image_embeddings import EmbeddingRows
 from samdpo.sam.prompted import PromptedSam
 from samdpo.train.batches import make_batch
 from samdpo.train.prompt_data import ImagePrompts
-
-#: How a volume's slices are predicted (:class:`PredictSettings`).
-VOLUME_MODES = ("independent", "propagate")
-
-
-@dataclass(frozen=True)
-class PredictSettings:
-    """How a SAM model predicts (the ``predict`` section).
-
-    Attributes:
-        volume: ``independent`` (every slice on its own) or ``propagate`` (:func:`predict_volumes`).
-        margin: pixels a propagated box is grown by on every side.
-    """
-
-    volume: str = "independent"
-    margin: int = 2
-
-    def __post_init__(self) -> None:
-        if self.volume not in VOLUME_MODES:
-            raise ConfigError(f"predict.volume must be one of {', '.join(VOLUME_MODES)}, got {self.volume!r}")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, int) or self.margin < 0:
-            raise ConfigError(f"predict.margin must be an integer >= 0, got {self.margin!r}")
 
 
 def present_classes(labels: np.ndarray, class_count: int) -> list[list[int]]:

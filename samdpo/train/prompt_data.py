@@ -69,6 +69,8 @@ def load_image_prompts(folder: Path, sample_id: str, class_names: Sequence[str])
         raise DataError(
             f"{path}: classes {[row['class_name'] for row in rows]} differ from the dataset's {list(class_names)}"
         )
+    if any(row.get("present") is None for row in rows):
+        raise DataError(f"{path}: no presence decision (a prompt file of an older format); rerun the prompt_store rule")
     count = len(rows)
     most = max([len(row["points"]) for row in rows] + [1])
     boxes = np.zeros((count, 4), np.float32)

@@ -172,7 +172,7 @@ def run_predict(
     settings: Any = None,
 ) -> str:
     """The probability maps (probs.npy, probs.json) of a trained stage-1 or stage-2 model on ``splits_to_predict``;
-    ``settings``: :class:`~samdpo.train.predict.PredictSettings` (None: the defaults, independent slices)."""
+    ``settings``: :class:`~samdpo.train.predict_settings.PredictSettings` (None: the defaults, independent slices)."""
     from samdpo.data.splits import split_indices
     from samdpo.data.store import SampleStore
     from samdpo.devices import pick_device
@@ -180,7 +180,8 @@ def run_predict(
     from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.train.model_folder import WEIGHTS, read_model_spec
-    from samdpo.train.predict import PredictSettings, predict_probabilities, predict_volumes
+    from samdpo.train.predict import predict_probabilities, predict_volumes
+    from samdpo.train.predict_settings import PredictSettings
     from samdpo.train.text_embeddings import read_text_embeddings
 
     settings = settings or PredictSettings()
