@@ -361,7 +361,8 @@ def test_table_method_names_with_spaces_reach_the_command_whole(workdir: Path) -
     assert result.returncode == 0, result.stderr
     commands = _shell_commands(result.stdout, "samdpo table")
     methods = [argv[argv.index("--methods") + 1 : argv.index("--models")] for argv in commands]
-    models = [argv[argv.index("--models") + 1 : argv.index("--provenance")] for argv in commands]
+    models = [argv[argv.index("--models") + 1 : argv.index("--volumes")] for argv in commands]
+    assert all(argv[argv.index("--volumes") + 1] == "--provenance" for argv in commands)  # 2D: no label volumes
     assert sorted(methods) == [["U-Net (2D)", "ours prompt 10"], ["it's DPO"]]
     assert sorted(models) == [["dpo_rank"], ["unet", "prompt_10"]]
 
@@ -385,7 +386,7 @@ def test_align_start_from_moves_every_rule_that_starts_from_it(workdir: Path) ->
     (effect,) = _shell_commands(result.stdout, "samdpo dpo-effect")
     assert effect[effect.index("--reference") + 1] == "prompt_20"
     predicted = {
-        argv[argv.index("--model") + 1]: argv[argv.index("--splits-to-predict") + 1 : argv.index("--embeddings")]
+        argv[argv.index("--model") + 1]: argv[argv.index("--splits-to-predict") + 1 : argv.index("--settings")]
         for argv in _shell_commands(result.stdout, "samdpo train predict")
     }
     assert predicted["results/stage1/cxr/prompt_20"] == ["unlabeled", "test"]
