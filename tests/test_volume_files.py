@@ -107,6 +107,21 @@ def test_bad_inputs_name_the_file_and_write_nothing(phantoms: Path, tmp_path: Pa
     amos.write(other, 2, seed=9, settings=amos.AmosSynthSettings(size=16, slices=4))
     assert main(_volumes(store, splits, probs, other, tmp_path / "volumes")) != 0
     assert "no image of test case" in capsys.readouterr().err and not (tmp_path / "volumes").exists()
+    resized = tmp_path / "resized_root"  # the same case ids at another size: not the scans the store holds
+    amos.write(resized, 8, seed=5, settings=amos.AmosSynthSettings(size=40, slices=12))
+    assert main(_volumes(store, splits, probs, resized, tmp_path / "volumes")) != 0
+    assert "but the store holds" in capsys.readouterr().err and not (tmp_path / "volumes").exists()
+    partial = tmp_path / "partial"
+    meta = json.loads((probs / "probs.json").read_text())
+    dropped = min(sample.rsplit("_z", 1)[0] for sample in meta["sample_ids"])  # one test case's slices left out
+    keep = [i for i, sample in enumerate(meta["sample_ids"]) if not sample.startswith(f"{dropped}_z")]
+    partial.mkdir()
+    np.save(partial / "probs.npy", np.load(probs / "probs.npy")[keep])
+    ids = [meta["sample_ids"][i] for i in keep]
+    splits_of = [meta["sample_splits"][i] for i in keep]
+    (partial / "probs.json").write_text(json.dumps({**meta, "sample_ids": ids, "sample_splits": splits_of}))
+    assert main(_volumes(store, splits, partial, phantoms, tmp_path / "volumes")) != 0
+    assert "a volume needs every test case" in capsys.readouterr().err and not (tmp_path / "volumes").exists()
     busi = prepare_store("busi", busi_root, tmp_path / "busi", 32)
     assert main(_volumes(busi, splits, probs, phantoms, tmp_path / "volumes")) != 0
     assert "AMOS (3D) stores only" in capsys.readouterr().err and not (tmp_path / "volumes").exists()

@@ -185,6 +185,10 @@ def write_volume_files(
     samples = samples[samples["case_id"].map(assignment) == "test"]
     if samples.empty:
         raise DataError(f"{probs_folder}: no predicted slice is in the test split of {splits}")
+    test_cases = set(store.samples.loc[store.samples["case_id"].map(assignment) == "test", "case_id"])
+    missing = sorted(test_cases - set(samples["case_id"]))
+    if missing:
+        raise DataError(f"{probs_folder}: no prediction of test cases {missing[:3]}; a volume needs every test case")
     cases = {case.case_id: case for case in list_cases(Path(root), parse_settings(AmosSettings, reader, "amos"))}
     cut, names = probability_cut(threshold), store.class_names
     records, false_positives = [], {}
@@ -196,8 +200,19 @@ def write_volume_files(
                     f"{root}: no image of test case {case_id} (is it the folder the store was prepared from?)"
                 )
             case = cases[case_id]
+            shape = display_shape(case.image)
+            stored = (
+                int(group["slice_count"].iloc[0]),
+                int(group["orig_height"].iloc[0]),
+                int(group["orig_width"].iloc[0]),
+            )
+            if shape != stored:
+                raise DataError(
+                    f"{case.image}: {shape[0]} slices of {shape[1]} x {shape[2]}, but the store holds {case_id} as "
+                    f"{stored[0]} slices of {stored[1]} x {stored[2]} (is it the folder the store was prepared from?)"
+                )
             maps = slice_label_maps(probs[group["row"].to_numpy()], cut)
-            slices = case_slices(display_shape(case.image), group["slice_index"].tolist(), maps)
+            slices = case_slices(shape, group["slice_index"].tolist(), maps)
             written = tmp / f"{case_id}.nii.gz"
             write_nifti(written, label_image_like(case.image, slices))
             pred, spacing, _ = label_volume(written, len(names))  # both files read alike: RAS+, voxel size in mm

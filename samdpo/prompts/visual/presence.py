@@ -106,11 +106,14 @@ class PresencePrior:
     threshold: float
 
     def probability(self, heights: np.ndarray) -> np.ndarray:
-        """(N, T) float64 ``P(class on the slice | height)`` of slices at ``heights`` (N,), in [0, 1)."""
-        h = np.asarray(heights, np.float64)[:, None]
-        weights = np.exp(-0.5 * ((h - self.heights[None, :]) / self.settings.bandwidth) ** 2)  # (N, M)
+        """(N, T) float64 ``P(class on the slice | height)`` of slices at ``heights`` (N,), in [0, 1).
+
+        Computed once per distinct height (a scan of Z slices has Z of them), so that a whole dataset's
+        slices against thousands of labelled ones stays small in memory."""
+        distinct, where = np.unique(np.asarray(heights, np.float64), return_inverse=True)
+        weights = np.exp(-0.5 * ((distinct[:, None] - self.heights[None, :]) / self.settings.bandwidth) ** 2)
         seen = weights @ self.present.astype(np.float64)
-        return seen / (weights.sum(1, keepdims=True) + self.settings.pseudo_count)
+        return (seen / (weights.sum(1, keepdims=True) + self.settings.pseudo_count))[where.reshape(-1)]
 
     def decide(self, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, T) float32 probabilities and (N, T) bool "present" of slices at ``heights``."""
@@ -215,7 +218,7 @@ def read_presence(path: Path) -> tuple[PresencePrior, dict]:
         heights = np.asarray(info["heights"], np.float64)
         settings = PresenceSettings(**info["settings"])
         threshold = float(info["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         raise DataError(f"{path}: not a presence signal file ({exc}); run the presence_prior rule again") from exc
     if len(heights) != len(present):
         raise DataError(f"{path}: {len(heights)} heights for {len(present)} rows of classes")

@@ -160,7 +160,10 @@ def store_heights(store: Any, where: Path | str) -> Any:
 
     if "slice_count" not in store.samples.columns:
         raise DataError(f"{where}: the sample table has no slice_count column; rerun the prepare_samples rule")
-    return slice_heights(store.samples["slice_index"].to_numpy(), store.samples["slice_count"].to_numpy())
+    try:
+        return slice_heights(store.samples["slice_index"].to_numpy(), store.samples["slice_count"].to_numpy())
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from exc
 
 
 def run_presence_prior(store_dir: Path | str, splits: Path | str, out: Path | str, settings: Any) -> str:
