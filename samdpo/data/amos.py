@@ -6,6 +6,7 @@ radiological convention (rows anterior -> posterior, columns patient right -> le
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from samdpo import atomic
 from samdpo.data import files
 from samdpo.data.sample import Sample
 from samdpo.data.summary import DatasetSummary
@@ -238,6 +240,11 @@ def label_image_like(image_path: Path, slices: np.ndarray) -> nib.Nifti1Image:
     out.set_sform(img.affine, code=1)
     out.header.set_slope_inter(1.0, 0.0)
     return out
+
+
+def write_nifti(path: Path, image: nib.Nifti1Image) -> None:
+    """Write ``.nii.gz`` atomically, with a fixed gzip timestamp so that the bytes depend on the data only."""
+    atomic.write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
 
 
 def _mm(zooms: tuple[float, ...]) -> str:

@@ -35,9 +35,10 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def resize_label(label: np.ndarray, size: int) -> np.ndarray:
-    """Resize a (H, W) uint8 label map to (size, size) with nearest-neighbour sampling."""
-    if label.shape == (size, size):
+def resize_label(label: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a (H, W) uint8 label map to (size, size), or to ``size`` = (rows, cols), nearest neighbour."""
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    if label.shape == shape:
         return label.astype(np.uint8, copy=False)
     pil = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))
-    return np.asarray(pil.resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
+    return np.asarray(pil.resize((shape[1], shape[0]), Image.Resampling.NEAREST), dtype=np.uint8)

@@ -326,12 +326,14 @@ def _number(value: float) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-def _class_means(frame: pd.DataFrame, column: str, class_names: Sequence[str]) -> dict[str, float | None]:
+def class_means(frame: pd.DataFrame, column: str, class_names: Sequence[str]) -> dict[str, float | None]:
+    """Mean of ``column`` per class of a per-image or per-volume table, in ``class_names`` order (None: no row)."""
     means = frame.groupby("class_name")[column].mean() if len(frame) else pd.Series(dtype=float)
     return {name: _number(means.get(name, math.nan)) for name in class_names}
 
 
-def _mean(values: Mapping[str, float | None]) -> float | None:
+def mean_over_classes(values: Mapping[str, float | None]) -> float | None:
+    """Mean of the per-class values that exist (None when none does)."""
     kept = [v for v in values.values() if v is not None]
     return float(np.mean(kept)) if kept else None
 
@@ -365,29 +367,29 @@ def summarize(
     unknown = sorted(set(per_image["class_name"]) - set(class_names))
     if unknown:
         raise DataError(f"per-image results name classes {unknown} that are not among {list(class_names)}")
-    dice = _class_means(per_image, "dice", class_names)
+    dice = class_means(per_image, "dice", class_names)
     counts = per_image.groupby("class_name").size() if len(per_image) else pd.Series(dtype=int)
     summary: dict[str, Any] = {
         "class_names": list(class_names),
         "images": int(per_image["sample_id"].nunique()),
         "images_per_class": {name: int(counts.get(name, 0)) for name in class_names},
         "dice_per_class": dice,
-        "nsd_per_class": _class_means(per_image, "nsd", class_names),
-        "hd95_per_class": _class_means(per_image, "hd95", class_names),
+        "nsd_per_class": class_means(per_image, "nsd", class_names),
+        "hd95_per_class": class_means(per_image, "hd95", class_names),
         "classes_without_images": [name for name, value in dice.items() if value is None],
         "hd95_empty_predictions": int(per_image["hd95"].isna().sum()),
     }
-    summary["mdice"] = _mean(dice)
-    summary["nsd"] = _mean(summary["nsd_per_class"])
-    summary["hd95"] = _mean(summary["hd95_per_class"])
+    summary["mdice"] = mean_over_classes(dice)
+    summary["nsd"] = mean_over_classes(summary["nsd_per_class"])
+    summary["hd95"] = mean_over_classes(summary["hd95_per_class"])
     if per_volume is not None:
-        dice_3d = _class_means(per_volume, "dice", class_names)
+        dice_3d = class_means(per_volume, "dice", class_names)
         volumes = per_volume.groupby("class_name").size() if len(per_volume) else pd.Series(dtype=int)
         summary["dice_3d_per_class"] = dice_3d
         summary["volumes_per_class"] = {name: int(volumes.get(name, 0)) for name in class_names}
         summary["volumes"] = int(per_volume["case_id"].nunique())
         summary["classes_without_volumes"] = [name for name, value in dice_3d.items() if value is None]
-        summary["mdice_3d"] = _mean(dice_3d)
+        summary["mdice_3d"] = mean_over_classes(dice_3d)
     if false_positives is not None:
         absent = int(false_positives["absent_images"].sum())
         summary["false_positive_rate"] = _number(false_positives["false_positives"].sum() / absent) if absent else None

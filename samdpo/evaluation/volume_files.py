@@ -16,7 +16,6 @@ false-positive volume.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from samdpo import atomic
+from samdpo.data.transforms import resize_label
 from samdpo.errors import DataError
 
 #: Columns of the per-(case, organ) table ``volumes.csv``.
@@ -45,16 +45,6 @@ def slice_label_maps(probs: np.ndarray, cut: int) -> np.ndarray:
     return np.where(reached, best + 1, 0).astype(np.uint8)
 
 
-def resize_to(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(S, S) uint8 label map -> (H, W) = ``shape`` by nearest-neighbour sampling."""
-    from PIL import Image
-
-    if label.shape == tuple(shape):
-        return np.asarray(label, np.uint8)
-    pil = Image.fromarray(np.ascontiguousarray(label, np.uint8))
-    return np.asarray(pil.resize((shape[1], shape[0]), Image.Resampling.NEAREST), np.uint8)
-
-
 def case_slices(display_shape: tuple[int, int, int], slice_index: Sequence[int], maps: np.ndarray) -> np.ndarray:
     """(Z, H, W) uint8 display slices of one case: each (S, S) map of ``maps`` resized to (H, W) at its
     ``slice_index``, every other slice 0.
@@ -67,13 +57,8 @@ def case_slices(display_shape: tuple[int, int, int], slice_index: Sequence[int],
     for z, label in zip(slice_index, maps, strict=True):
         if not 0 <= int(z) < depth:
             raise DataError(f"slice {z} lies outside a volume of {depth} slices")
-        slices[int(z)] = resize_to(label, (height, width))
+        slices[int(z)] = resize_label(label, (height, width))
     return slices
-
-
-def write_nifti(path: Path, image: Any) -> None:
-    """Write a nibabel image as ``.nii.gz`` atomically (temporary file, then rename)."""
-    atomic.write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
 
 
 def score_volume(
@@ -126,22 +111,15 @@ def summarize_volumes(
     """Class means and their means over classes of a ``volumes.csv`` table (JSON-ready; NaN -> None):
     ``mdice_3d``, ``nsd_3d``, ``hd95_3d`` (HD95 skips empty predictions), per class, and the
     false-positive volumes (cases predicted an organ their label file lacks) per class."""
+    from samdpo.evaluation.metrics import class_means, mean_over_classes
 
-    def means(column: str) -> dict[str, float | None]:
-        by_class = table.groupby("class_name")[column].mean() if len(table) else pd.Series(dtype=float)
-        return {n: (None if not math.isfinite(by_class.get(n, math.nan)) else float(by_class[n])) for n in class_names}
-
-    def mean(values: dict[str, float | None]) -> float | None:
-        kept = [v for v in values.values() if v is not None]
-        return float(np.mean(kept)) if kept else None
-
-    per_class = {column: means(column) for column in ("dice", "nsd", "hd95")}
+    per_class = {column: class_means(table, column, class_names) for column in ("dice", "nsd", "hd95")}
     counted = {n: sum(n in names for names in false_positives.values()) for n in class_names}
     return {
         "volumes": len(false_positives),
-        "mdice_3d": mean(per_class["dice"]),
-        "nsd_3d": mean(per_class["nsd"]),
-        "hd95_3d": mean(per_class["hd95"]),
+        "mdice_3d": mean_over_classes(per_class["dice"]),
+        "nsd_3d": mean_over_classes(per_class["nsd"]),
+        "hd95_3d": mean_over_classes(per_class["hd95"]),
         "dice_3d_per_class": per_class["dice"],
         "nsd_3d_per_class": per_class["nsd"],
         "hd95_3d_per_class": per_class["hd95"],
@@ -168,7 +146,14 @@ def write_volume_files(
     """
     from tqdm import tqdm
 
-    from samdpo.data.amos import AmosSettings, display_shape, label_image_like, label_volume, list_cases
+    from samdpo.data.amos import (
+        AmosSettings,
+        display_shape,
+        label_image_like,
+        label_volume,
+        list_cases,
+        write_nifti,
+    )
     from samdpo.data.splits import read_splits
     from samdpo.data.store import SampleStore
     from samdpo.evaluation.metrics import probability_cut

@@ -9,7 +9,6 @@ matching affine), so readers must reorient.
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from samdpo import atomic
-from samdpo.data.amos import AMOS_CLASSES
+from samdpo.data.amos import AMOS_CLASSES, write_nifti
 from samdpo.errors import ConfigError
 from samdpo.synth.shapes import ellipse_level, smooth_field
 
@@ -148,11 +147,6 @@ def _to_nifti(
     return image
 
 
-def _write_nifti(path: Path, image: nib.Nifti1Image) -> None:
-    """Write ``.nii.gz`` with a fixed gzip timestamp so the bytes depend on the data only."""
-    atomic.write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
-
-
 def dataset_json(training: list[str], validation: list[str]) -> dict:
     """A ``dataset.json`` shaped like AMOS 2022's (including its "arota" spelling)."""
     labels = {"0": "background"} | {str(i + 1): ("arota" if n == "aorta" else n) for i, n in enumerate(AMOS_CLASSES)}
@@ -193,6 +187,6 @@ def write(out: Path, cases: int, seed: int, settings: AmosSynthSettings | None =
         hu, labels, spacing = _draw_case(rng, settings)
         codes = ORIENTATIONS[index % len(ORIENTATIONS)]
         origin = rng.uniform(-200.0, 200.0, size=3).round(2)
-        _write_nifti(out / f"images{subset}" / f"{case_id}.nii.gz", _to_nifti(hu, spacing, codes, origin))
-        _write_nifti(out / f"labels{subset}" / f"{case_id}.nii.gz", _to_nifti(labels, spacing, codes, origin))
+        write_nifti(out / f"images{subset}" / f"{case_id}.nii.gz", _to_nifti(hu, spacing, codes, origin))
+        write_nifti(out / f"labels{subset}" / f"{case_id}.nii.gz", _to_nifti(labels, spacing, codes, origin))
     atomic.write_text(out / "dataset.json", json.dumps(dataset_json(training, validation), indent=4) + "\n")
