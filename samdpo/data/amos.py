@@ -251,6 +251,16 @@ def _mm(zooms: tuple[float, ...]) -> str:
     return " x ".join(f"{z:g}" for z in zooms)
 
 
+def read_scan(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A CT NIfTI as display-oriented (Z, H, W) float32 HU slices (:func:`to_display`) and (z, row, col) mm.
+
+    Raises:
+        DataError: unreadable, truncated or not a 3D volume.
+    """
+    image, zooms, _ = _load(path, is_label=False)
+    return to_display(image), (zooms[2], zooms[1], zooms[0])
+
+
 def load_case(case: AmosCase, n_classes: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Load one case as display-oriented (Z, H, W) HU image and uint8 labels plus (z, row, col) mm."""
     image, zooms, image_codes = _load(case.image, is_label=False)
@@ -273,25 +283,45 @@ def iter_samples(root: Path, image_size: int, settings: AmosSettings) -> Iterato
     """Yield one Sample per kept axial slice of every case, windowed and resized."""
     class_names = read_class_names(Path(root))
     for case in list_cases(Path(root), settings):
-        hu, labels, (_, row_mm, col_mm) = load_case(case, len(class_names))
-        height, width = hu.shape[1:]
-        for z in range(hu.shape[0]):
-            if settings.slices == "foreground" and not labels[z].any():
-                continue
-            yield Sample(
-                sample_id=f"{case.case_id}_z{z:03d}",
-                case_id=case.case_id,
-                slice_index=z,
-                image=resize_image(window_ct(hu[z], settings.window_level, settings.window_width), image_size),
-                label=resize_label(labels[z], image_size),
-                spacing=(row_mm * height / image_size, col_mm * width / image_size),
-                spacing_unit="mm",
-                class_names=class_names,
-                group=case.subset,
-                source=str(case.image.relative_to(root)),
-                original_shape=(height, width),
-                slice_count=int(hu.shape[0]),
-            )
+        hu, labels, spacing = load_case(case, len(class_names))
+        source = str(case.image.relative_to(root))
+        yield from volume_samples(
+            case.case_id, case.subset, source, hu, labels, spacing, image_size, settings, class_names
+        )
+
+
+def volume_samples(
+    case_id: str,
+    group: str,
+    source: str,
+    hu: np.ndarray,
+    labels: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    image_size: int,
+    settings: AmosSettings,
+    class_names: tuple[str, ...],
+) -> Iterator[Sample]:
+    """One Sample per kept slice of a display-oriented (Z, H, W) HU volume with (Z, H, W) ``labels``, windowed
+    and resized; ``spacing``: (z, row, col) mm. ``labels`` None (a scan to segment): every slice, unlabelled."""
+    _, row_mm, col_mm = spacing
+    height, width = hu.shape[1:]
+    for z in range(hu.shape[0]):
+        if labels is not None and settings.slices == "foreground" and not labels[z].any():
+            continue
+        yield Sample(
+            sample_id=f"{case_id}_z{z:03d}",
+            case_id=case_id,
+            slice_index=z,
+            image=resize_image(window_ct(hu[z], settings.window_level, settings.window_width), image_size),
+            label=None if labels is None else resize_label(labels[z], image_size),
+            spacing=(row_mm * height / image_size, col_mm * width / image_size),
+            spacing_unit="mm",
+            class_names=class_names,
+            group=group,
+            source=source,
+            original_shape=(height, width),
+            slice_count=int(hu.shape[0]),
+        )
 
 
 def summarize(root: Path, settings: AmosSettings) -> DatasetSummary:

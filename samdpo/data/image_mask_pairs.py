@@ -75,20 +75,36 @@ def iter_samples(
     """Yield one resized Sample per case; the label map is 0/1 for ``class_name``."""
     for case in cases:
         image, target = load_case(case, max_pixels)
-        height, width = image.shape
-        yield Sample(
-            sample_id=case.case_id,
-            case_id=case.case_id,
-            slice_index=0,
-            image=resize_image(image, image_size),
-            label=resize_label(target.astype(np.uint8), image_size),
-            spacing=(height / image_size, width / image_size),
-            spacing_unit="px",
-            class_names=(class_name,),
-            group=case.group,
-            source=str(case.image.relative_to(root)),
-            original_shape=(height, width),
+        yield image_sample(
+            case.case_id, case.group, str(case.image.relative_to(root)), image, target, image_size, class_name
         )
+
+
+def image_sample(
+    case_id: str,
+    group: str,
+    source: str,
+    image: np.ndarray,
+    target: np.ndarray | None,
+    image_size: int,
+    class_name: str,
+) -> Sample:
+    """The resized Sample of an (H, W) gray image in [0, 1] and its (H, W) bool ``target`` of ``class_name``
+    (None: an image to segment, unlabelled)."""
+    height, width = image.shape
+    return Sample(
+        sample_id=case_id,
+        case_id=case_id,
+        slice_index=0,
+        image=resize_image(image, image_size),
+        label=None if target is None else resize_label(target.astype(np.uint8), image_size),
+        spacing=(height / image_size, width / image_size),
+        spacing_unit="px",
+        class_names=(class_name,),
+        group=group,
+        source=source,
+        original_shape=(height, width),
+    )
 
 
 def summarize(kind: str, cases: Sequence[ImageMaskCase], class_name: str, max_pixels: int) -> DatasetSummary:

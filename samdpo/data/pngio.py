@@ -1,4 +1,4 @@
-"""Reading 2D image and mask files by their real pixel type, with errors that name the file.
+"""Reading 2D image and mask files by their real pixel type, with errors that name the file, and writing PNG.
 
 Images (``read_gray``): 8-bit values are divided by 255; 16-bit values by the bit depth they use
 (a 12-bit radiograph stored in a 16-bit file by 4095, a full 16-bit one by 65535); 32-bit integer
@@ -18,6 +18,7 @@ read from its alpha channel; one whose colour and alpha draw different masks is 
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +153,10 @@ def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndar
             "save it as a gray image with 0 for background"
         )
     return alpha_mask
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W) or (H, W, 3) array as PNG bytes; no timestamps, so bytes are reproducible."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()

@@ -21,7 +21,8 @@ _MODULES: dict[str, tuple[ModuleType, type]] = {
 }
 
 
-def _reader(kind: str, settings: Mapping[str, Any] | None) -> tuple[ModuleType, Any]:
+def reader_for(kind: str, settings: Mapping[str, Any] | None) -> tuple[ModuleType, Any]:
+    """The reader module of a dataset kind and its parsed reader settings (None: the defaults)."""
     if kind not in _MODULES:
         raise ConfigError(f"unknown dataset kind {kind!r}; expected one of {KINDS}")
     module, settings_type = _MODULES[kind]
@@ -32,11 +33,11 @@ def iter_samples(kind: str, root: Path, image_size: int, settings: Mapping[str, 
     """Yield the 2D samples of the dataset at ``root``, resized to ``image_size`` x ``image_size``."""
     if image_size < 16:
         raise ConfigError(f"image_size must be at least 16 pixels, got {image_size}")
-    module, parsed = _reader(kind, settings)
+    module, parsed = reader_for(kind, settings)
     return module.iter_samples(Path(root), image_size, parsed)
 
 
 def summarize(kind: str, root: Path, settings: Mapping[str, Any] | None = None) -> DatasetSummary:
     """Case, slice and foreground counts of the dataset at ``root``."""
-    module, parsed = _reader(kind, settings)
+    module, parsed = reader_for(kind, settings)
     return module.summarize(Path(root), parsed)

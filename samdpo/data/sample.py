@@ -16,7 +16,8 @@ class Sample:
         case_id: patient / volume id; splits are made on it, never on slices.
         slice_index: axial slice index in the canonical (RAS) volume; 0 for 2D datasets.
         image: (H, W) float32 in [0, 1] (CT already windowed), resized to the model input size.
-        label: (H, W) uint8 label map, 0 = background, k = ``class_names[k - 1]``.
+        label: (H, W) uint8 label map, 0 = background, k = ``class_names[k - 1]``; None for an image
+            without labels (a new image to segment: its store has no ``labels.npy``).
         spacing: (row, col) size of one output pixel, in ``spacing_unit`` (mm for AMOS,
             original pixels for PNG datasets whose files carry no physical spacing).
         spacing_unit: ``"mm"`` or ``"px"``.
@@ -33,7 +34,7 @@ class Sample:
     case_id: str
     slice_index: int
     image: np.ndarray
-    label: np.ndarray
+    label: np.ndarray | None
     spacing: tuple[float, float]
     spacing_unit: str
     class_names: tuple[str, ...]

@@ -3,11 +3,12 @@
 A store is a folder with three files:
 
 - ``images.npy``: (N, S, S) uint8, the windowed / normalised image times 255 (memory-mapped on read);
-- ``labels.npy``: (N, S, S) uint8 label maps (0 = background, k = ``class_names[k-1]``);
+- ``labels.npy``: (N, S, S) uint8 label maps (0 = background, k = ``class_names[k-1]``); absent from
+  an unlabelled store (the images ``samdpo segment`` is given), whose metadata says ``labelled: false``;
 - ``samples.parquet``: one row per sample (``index`` into the arrays, ``sample_id``, ``case_id``,
   ``slice_index``, ``slice_count`` (axial slices of the sample's volume), ``group``, ``source``,
   ``spacing_row``, ``spacing_col``, ``orig_height``, ``orig_width``), with ``kind``, ``class_names``,
-  ``image_size`` and ``spacing_unit`` in the Parquet schema metadata.
+  ``image_size``, ``spacing_unit`` and ``labelled`` in the Parquet schema metadata.
 
 Ground truth lives only in ``labels.npy``: the sample table carries nothing derived from it, so code
 that must not see labels (prompts, candidates) never has to open that file.
@@ -59,7 +60,9 @@ class _NpyStream:
         self.raw.unlink(missing_ok=True)
 
 
-def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: int, progress: bool = True) -> int:
+def write_store(
+    samples: Iterable[Sample], folder: Path, kind: str, image_size: int, progress: bool = True, labelled: bool = True
+) -> int:
     """Write samples into a store folder; each file appears only once complete.
 
     Args:
@@ -68,6 +71,8 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
         kind: dataset kind, recorded in the metadata.
         image_size: side of the stored images, pixels.
         progress: show a progress bar on stderr.
+        labelled: the samples carry labels (written to ``labels.npy``); False: every label is None and the
+            store has no ``labels.npy``.
 
     Returns:
         The number of samples written.
@@ -75,19 +80,24 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    images, labels = _NpyStream(folder / IMAGES), _NpyStream(folder / LABELS)
+    images = _NpyStream(folder / IMAGES)
+    labels = _NpyStream(folder / LABELS) if labelled else None
     rows: list[dict] = []
     class_names: tuple[str, ...] = ()
     unit = ""
     try:
         for sample in tqdm(samples, desc=f"prepare {kind}", unit="slice", disable=not progress):
-            if sample.image.shape != (image_size, image_size) or sample.label.shape != (image_size, image_size):
+            if (sample.label is None) == labelled:
+                raise DataError(f"{sample.source}: sample {sample.sample_id} {'lacks' if labelled else 'has'} a label")
+            shapes = {sample.image.shape} | (set() if sample.label is None else {sample.label.shape})
+            if shapes != {(image_size, image_size)}:
                 raise DataError(f"{sample.source}: sample {sample.sample_id} is not {image_size}x{image_size}")
             if not np.isfinite(sample.image).all():
                 raise DataError(f"{sample.source}: sample {sample.sample_id} has NaN or infinite pixels")
             class_names, unit = sample.class_names, sample.spacing_unit
             images.append(np.rint(np.clip(sample.image, 0.0, 1.0) * 255.0))
-            labels.append(sample.label)
+            if labels is not None:
+                labels.append(sample.label)
             rows.append(
                 {
                     "index": len(rows),
@@ -106,16 +116,24 @@ def write_store(samples: Iterable[Sample], folder: Path, kind: str, image_size: 
         if not rows:
             raise DataError(f"{kind}: the reader produced no samples (no slice with a target?)")
         table = pa.Table.from_pylist(rows)
-        metadata = {"kind": kind, "class_names": list(class_names), "image_size": image_size, "spacing_unit": unit}
+        metadata = {
+            "kind": kind,
+            "class_names": list(class_names),
+            "image_size": image_size,
+            "spacing_unit": unit,
+            "labelled": labelled,
+        }
         table = table.replace_schema_metadata({"samdpo": json.dumps(metadata)})
         for stream, name in ((images, IMAGES), (labels, LABELS)):
-            with atomic.atomic_path(folder / name) as tmp:
-                stream.finish(tmp)
+            if stream is not None:
+                with atomic.atomic_path(folder / name) as tmp:
+                    stream.finish(tmp)
         with atomic.atomic_path(folder / TABLE) as tmp:
             pq.write_table(table, tmp)
     finally:
-        images.discard()
-        labels.discard()
+        for stream in (images, labels):
+            if stream is not None:
+                stream.discard()
         if created and not any(folder.iterdir()):
             folder.rmdir()  # a failed first prepare leaves no folder behind
     return len(rows)
@@ -181,5 +199,11 @@ class SampleStore:
 
     def labels(self) -> np.ndarray:
         """(N, S, S) uint8 label maps (ground truth: only training on labelled data, the annotator
-        and evaluation may call this)."""
+        and evaluation may call this).
+
+        Raises:
+            DataError: an unlabelled store (an image given to ``samdpo segment``).
+        """
+        if not self.meta.get("labelled", True):
+            raise DataError(f"{self.folder}: an unlabelled store (images to segment) has no labels")
         return self._array(LABELS)

@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from samdpo import atomic
-from samdpo.synth.shapes import png_bytes, smooth_field, to_uint8
+from samdpo.data.pngio import png_bytes
+from samdpo.synth.shapes import smooth_field, to_uint8
 
 
 def _lesion(rng: np.random.Generator, shape: tuple[int, int], malignant: bool, scale: float) -> np.ndarray:

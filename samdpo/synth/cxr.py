@@ -13,8 +13,9 @@ import numpy as np
 from scipy import ndimage
 
 from samdpo import atomic
+from samdpo.data.pngio import png_bytes
 from samdpo.errors import ConfigError
-from samdpo.synth.shapes import ellipse_level, png_bytes, smooth_field, to_uint8
+from samdpo.synth.shapes import ellipse_level, smooth_field, to_uint8
 
 LAYOUTS = ("montgomery", "paired")
 

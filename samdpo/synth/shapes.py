@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
 
 def _basis(size: int, cells: int) -> np.ndarray:
@@ -41,13 +38,6 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: int | 
 def ellipse_level(coords: tuple[np.ndarray, ...], center: tuple[float, ...], radii: tuple[float, ...]) -> np.ndarray:
     """Normalised squared distance sum(((x - c) / r)^2); < 1 inside the ellipse / ellipsoid."""
     return sum(((x - c) / r) ** 2 for x, c, r in zip(coords, center, radii))
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 (H, W) or (H, W, 3) array as PNG bytes; no timestamps, so bytes are reproducible."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
