@@ -82,6 +82,7 @@ def model_draws(
     from samdpo.devices import pick_device
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.train.prompt_data import load_image_prompts
+    from samdpo.train.steps import load_trained_model
     from samdpo.train.text_embeddings import read_text_embeddings
 
     missing = [f"--{flag}" for flag in ("model", "prompts", "texts") if not getattr(inputs, flag)]
@@ -89,7 +90,7 @@ def model_draws(
         raise ConfigError(
             f"align.candidates.source {list(settings.source)} runs the stage-1 model: needs {', '.join(missing)}"
         )
-    model, spec = frozen_model(inputs.model)
+    model, spec = load_trained_model(inputs.model)
     if spec.get("settings_hash") != meta.get("model_settings_hash"):
         raise ConfigError(
             f"{inputs.model}: not the model whose probabilities are the candidates' ({meta.get('model')})"
@@ -118,20 +119,6 @@ def model_draws(
         progress=progress,
         images=images,
     )
-
-
-def frozen_model(model_dir: str) -> tuple[Any, dict[str, Any]]:
-    """A model folder's weights, built for inference (the engine attached), and its spec."""
-    from samdpo.sam.checkpoints import load_checkpoint
-    from samdpo.sam.engine import attach_engine
-    from samdpo.sam.specs import build_model
-    from samdpo.train.model_folder import WEIGHTS, read_model_spec
-
-    spec = read_model_spec(model_dir)
-    model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
-    load_checkpoint(model, Path(model_dir) / WEIGHTS)
-    attach_engine(model, spec["sam"])  # frozen here: only inference
-    return model, spec
 
 
 @dataclass(frozen=True)
@@ -192,10 +179,11 @@ def consensus_references(store: Any, sample_ids: list[str], inputs: ReferenceInp
     from samdpo.devices import pick_device
     from samdpo.sam.image_embeddings import load_embeddings
     from samdpo.train.prompt_data import load_image_prompts
+    from samdpo.train.steps import load_trained_model
     from samdpo.train.text_embeddings import read_text_embeddings
 
     settings = parse_settings(UncertaintySettings, inputs.uncertainty, "align.uncertainty")
-    model, spec = frozen_model(inputs.model)
+    model, spec = load_trained_model(inputs.model)
     texts, _ = read_text_embeddings(Path(inputs.texts))
     prompts = [load_image_prompts(Path(inputs.prompts), s, store.class_names) for s in sample_ids]
     embeddings = load_embeddings(inputs.embeddings, model, sample_ids)  # None: the encoder runs here

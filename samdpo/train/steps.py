@@ -177,15 +177,12 @@ def run_predict(
     from samdpo.data.store import SampleStore
     from samdpo.devices import pick_device
     from samdpo.predictions import write_predictions
-    from samdpo.sam.checkpoints import load_checkpoint
     from samdpo.sam.image_embeddings import load_embeddings
-    from samdpo.train.model_folder import WEIGHTS, read_model_spec
-    from samdpo.train.predict import predict_probabilities, predict_volumes
     from samdpo.train.predict_settings import PredictSettings
     from samdpo.train.text_embeddings import read_text_embeddings
 
     settings = settings or PredictSettings()
-    spec = read_model_spec(model_dir)
+    model, spec = load_trained_model(model_dir)
     chosen = split_indices(SampleStore(Path(store_dir)), splits, splits_to_predict)
     store, prompts, indices = store_prompts(store_dir, prompts_dir, chosen)
     texts, text_meta = read_text_embeddings(Path(texts_path))
@@ -194,28 +191,57 @@ def run_predict(
             f"{texts_path}: embedded by {text_meta['clip']}, "
             f"but the model in {model_dir} was trained with {spec['clip']}"
         )
-    model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
-    load_checkpoint(model, Path(model_dir) / WEIGHTS)
-    attach_engine(model, spec["sam"])
     images = store.images()[indices]
     device = pick_device(device_name)
     ids = list(store.samples["sample_id"])
     embeddings = load_embeddings(embeddings_dir, model, [ids[i] for i in indices])
-
     samples = store.samples.iloc[indices]
-    volumes = (list(samples["case_id"]), list(samples["slice_index"]), settings.margin)
 
     def fill(probs: Any) -> None:
-        given = (model, images, prompts, texts, device, probs, spec["point_count"])
-        if settings.volume == "propagate":
-            predict_volumes(*given, *volumes, progress=progress, embeddings=embeddings)
-        else:
-            predict_probabilities(*given, progress=progress, embeddings=embeddings)
+        predict_into(model, spec, images, prompts, texts, samples, settings, device, probs, embeddings, progress)
 
     write_predictions(
         Path(out), store, indices, Path(splits), splits_to_predict, Path(model_dir), spec["settings_hash"], fill
     )
     return f"probabilities of {len(indices)} images x {len(store.class_names)} classes ({settings.volume}) in {out}"
+
+
+def load_trained_model(model_dir: Path | str) -> tuple[Any, dict[str, Any]]:
+    """A trained stage-1 or stage-2 model folder -> (PromptedSam with its weights and inference engine, its spec)."""
+    from samdpo.sam.checkpoints import load_checkpoint
+    from samdpo.train.model_folder import WEIGHTS, read_model_spec
+
+    spec = read_model_spec(model_dir)
+    model = build_model(spec["sam"], spec["text_dim"], spec["switches"], 0, load_weights=False)
+    load_checkpoint(model, Path(model_dir) / WEIGHTS)
+    attach_engine(model, spec["sam"])
+    return model, spec
+
+
+def predict_into(
+    model: Any,
+    spec: Mapping[str, Any],
+    images: Any,
+    prompts: list,
+    texts: Mapping[str, Any],
+    samples: Any,
+    settings: Any,
+    device: Any,
+    probs: Any,
+    embeddings: Any,
+    progress: bool,
+) -> None:
+    """Fill ``probs`` (N, T, S, S) uint8 with the model's probabilities x 255 of ``images`` (N, S, S) and their
+    ``prompts``, slice by slice or (``settings.volume`` propagate) along each volume of ``samples`` (the N
+    rows of the sample table: ``case_id``, ``slice_index``)."""
+    from samdpo.train.predict import predict_probabilities, predict_volumes
+
+    given = (model, images, prompts, texts, device, probs, spec["point_count"])
+    if settings.volume == "propagate":
+        volumes = (list(samples["case_id"]), list(samples["slice_index"]), settings.margin)
+        predict_volumes(*given, *volumes, progress=progress, embeddings=embeddings)
+    else:
+        predict_probabilities(*given, progress=progress, embeddings=embeddings)
 
 
 def run_zero_shot(
