@@ -18,6 +18,7 @@ from samdpo.human.commands import add_commands as add_human_commands
 from samdpo.prompts.commands import add_commands as add_prompt_commands
 from samdpo.report.commands import add_commands as add_report_commands
 from samdpo.sam.commands import add_commands as add_sam_commands
+from samdpo.segment.commands import add_commands as add_segment_commands
 from samdpo.synth.commands import add_commands as add_synth_commands
 from samdpo.train.commands import add_commands as add_train_commands
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_unet_commands(commands)
     add_evaluation_commands(commands)
     add_report_commands(commands)
+    add_segment_commands(commands)
     return parser
 
 
