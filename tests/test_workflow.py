@@ -44,6 +44,51 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True, timeout=1200)
 
 
+def _segment_gives_the_pipelines_masks(workdir: Path, test_cases: pd.Series) -> None:
+    """`samdpo segment` with the run's prompt_10 model folders (their recipes) on a test scan and a test image,
+    with no store: the masks the pipeline predicted for them, voxel for voxel on the slices it stored."""
+    import nibabel as nib
+    from PIL import Image
+
+    from samdpo.data.amos import to_display
+    from samdpo.data.transforms import resize_label
+    from samdpo.evaluation.metrics import probability_cut
+    from samdpo.predictions import read_predictions
+
+    def segment(dataset: str, image: Path, out: Path) -> None:
+        model = workdir / f"results/stage1/{dataset}/prompt_10"
+        assert (model / "recipe/recipe.json").is_file()
+        command = ["samdpo", "segment", "--model", str(model), "--image", str(image), "--out", str(out)]
+        done = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True)
+        assert done.returncode == 0 and "segment [9/9] predict" in done.stderr, done.stderr
+
+    samples = pd.read_parquet(workdir / "results/data/prepared/amos/samples.parquet")
+    case = sorted(test_cases)[0]
+    rows = samples[samples["case_id"] == case]
+    scan = workdir / "results/data/synthetic/amos" / rows["source"].iloc[0]
+    segment("amos", scan, workdir / "new_scan.nii.gz")
+    written, pipeline = (
+        nib.load(workdir / "new_scan.nii.gz"),
+        nib.load(workdir / f"results/volumes/amos/prompt_10/{case}.nii.gz"),
+    )
+    assert written.shape == nib.load(scan).shape and np.allclose(written.affine, nib.load(scan).affine)
+    mine, theirs = (to_display(np.asarray(nib.as_closest_canonical(v).dataobj)) for v in (written, pipeline))
+    stored = rows["slice_index"].to_numpy()
+    np.testing.assert_array_equal(mine[stored], theirs[stored])
+    assert mine.any()
+
+    probs, meta = read_predictions(workdir / "results/stage1/busi/prompt_10")
+    busi = pd.read_parquet(workdir / "results/data/prepared/busi/samples.parquet").set_index("sample_id")
+    sample = meta["sample_ids"][meta["sample_splits"].index("test")]
+    image = workdir / "results/data/synthetic/busi" / busi.loc[sample, "source"]
+    segment("busi", image, workdir / "new_image.png")
+    mask = np.asarray(Image.open(workdir / "new_image.png"))
+    row = meta["sample_ids"].index(sample)
+    expected = resize_label((probs[row, 0] >= probability_cut(0.5)).astype(np.uint8), mask.shape) * 255
+    assert mask.shape == np.asarray(Image.open(image)).shape[:2]
+    np.testing.assert_array_equal(mask, expected)
+
+
 def test_dry_run_of_the_main_table_shows_the_data_rules(workdir: Path) -> None:
     result = snakemake(workdir, "-n", "results/amos_table.csv")
     assert result.returncode == 0, result.stderr
@@ -97,6 +142,7 @@ def test_smoke_config_runs_the_whole_dag_then_reruns_only_what_a_change_touches_
     volumes = workdir / "results/volumes/amos/prompt_10"
     test_cases = pd.read_csv(workdir / "results/data/splits/amos.csv").query("split == 'test'")["case_id"]
     assert sorted(p.name for p in volumes.glob("*.nii.gz")) == sorted(f"{case}.nii.gz" for case in test_cases)
+    _segment_gives_the_pipelines_masks(workdir, test_cases)
     presence = json.loads((workdir / "results/prompts/amos/presence_prior.json").read_text())
     assert 0 < presence["threshold"] < 1 and presence["labelled_slices"] > 0
     for dataset in ("amos", "busi", "cxr"):

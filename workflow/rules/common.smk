@@ -52,7 +52,8 @@ PROMPT_STORE = "prompts_cache/{dataset}"
 EMBEDDINGS = _folder("results/embeddings/{dataset}", embeddings="embeddings.npy", meta="embeddings.json")
 # A model folder: its weights and settings (trained models), and its probabilities (every model).
 MODEL_FILES = {"weights": "model.safetensors", "settings": "settings.json", "probs": "probs.npy", "probs_meta": "probs.json"}
-SAM_MODEL = _folder("results/{stage}/{dataset}/{variant}", **MODEL_FILES)  # stage: stage1 or align
+# recipe: what `samdpo segment` reads to prompt a new image as the run did (settings, priors, the small CLIP)
+SAM_MODEL = _folder("results/{stage}/{dataset}/{variant}", recipe="recipe", **MODEL_FILES)  # stage: stage1 or align
 STAGE1 = _folder(fill(SAM_MODEL.folder, stage="stage1"), curve="loss.csv", plot="loss.png", **MODEL_FILES)
 ALIGNED = _folder(fill(SAM_MODEL.folder, stage="align", variant="{align_variant}"), curve="train_log.csv", plot="loss.png", **MODEL_FILES)
 # {suffix}: "" for unet.seed's U-Net, _seedN for the dataset's other seeds (seeds)
@@ -105,7 +106,9 @@ def all_targets():
     """Targets of the default target: data products, prompt store, box quality, saliency check, both tables, the DPO effect and the report overlays of every dataset."""
     tables = [fill(f"{TABLE}.csv", kind=kind) for kind in TABLE_KINDS]
     files = [DATA_SUMMARY, SPLITS, PROMPTS.box_quality, PROMPTS.saliency_check, PROMPT_STORE, *tables, f"{DPO_EFFECT}.csv", OVERLAYS]
-    return [fill(path, dataset=name) for name in DATASETS for path in files]
+    recipes = [fill(SAM_MODEL.recipe, stage="stage1", variant=START_FROM)]
+    recipes += [fill(SAM_MODEL.recipe, stage="align", variant=model) for model in ALIGN_MODELS]
+    return [fill(path, dataset=name) for name in DATASETS for path in files + recipes]
 
 
 def section_json(name, keys=None):
@@ -183,6 +186,30 @@ def presence_input(wildcards):
 def predict_settings(wildcards):
     """The predict section with the dataset's own overrides merged, as JSON."""
     return json.dumps({**config["predict"], **config["datasets"][wildcards.dataset]["predict"]}, sort_keys=True)
+
+
+def recipe_settings(wildcards):
+    """Every setting the prompt rules and prediction of one dataset take (its overrides merged, as the rules get
+    them), as JSON: a model's recipe, from which `samdpo segment` prompts a new image as the run did."""
+    dataset = config["datasets"][wildcards.dataset]
+    return json.dumps(
+        {
+            **{name: config[name] for name in ("saliency", "crf", "boxes", "sam", "vqa", "llm")},
+            "reader": dataset["reader"],
+            "prompts": json.loads(prompt_settings(wildcards)),
+            "modality": modality(wildcards),
+            "refine": json.loads(refine_settings(wildcards)),
+            "predict": json.loads(predict_settings(wildcards)),
+            "saliency_size": config["prompt_store"]["saliency_size"] or config["image_size"],
+            "threshold": config["evaluation"]["threshold"],
+        },
+        sort_keys=True,
+    )
+
+
+def clip_folder_flag(wildcards, input):
+    """``--clip-folder FOLDER`` when the dataset's CLIP is one the pipeline trains (copied into the recipe)."""
+    return f"--clip-folder {input.clip[0]}" if input.clip else ""
 
 
 def refine_settings(wildcards):

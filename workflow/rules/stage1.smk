@@ -1,7 +1,8 @@
 # Stage 1: CLIP text embeddings of the text prompts, the frozen SAM encoder's image embeddings
 # (computed once, read by every model), SAM with fused prompts trained on the labelled split (one
 # model per stage1_variants entry), the probability maps of any SAM model (stage 1 or aligned), and
-# the zero-shot rows (the pretrained SAM with the human-free boxes, or with the test labels' boxes as an oracle).
+# the zero-shot rows (the pretrained SAM with the human-free boxes, or with the test labels' boxes as an oracle),
+# and a model's prompt recipe, which `samdpo segment` reads to segment a new image with it.
 
 
 rule embed_images:
@@ -168,3 +169,35 @@ rule predict_zero_shot:
         "samdpo train zero-shot --store {params.store} --splits {input.splits} --sam {params.sam:q}"
         " --boxes {wildcards.boxes} {params.prompts} {params.embeddings} --out {params.folder}"
         " --threads {threads} > {log} 2>&1"
+
+
+rule model_recipe:
+    input:
+        table=STORE.table,
+        settings=SAM_MODEL.settings,
+        weights=SAM_MODEL.weights,
+        prior=anatomy_prior_input,
+        presence=presence_input,
+        clip=clip_files,
+    output:
+        directory(SAM_MODEL.recipe),
+    wildcard_constraints:
+        stage="stage1|align",
+    params:
+        store=folder_of("table"),
+        model=folder_of("settings"),
+        clip=clip_id,
+        clip_folder=clip_folder_flag,
+        prior=option("prior"),
+        presence=option("presence"),
+        settings=recipe_settings,
+    conda:
+        ENV
+    log:
+        "results/logs/model_recipe/{stage}/{dataset}/{variant}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "samdpo recipe --model {params.model} --store {params.store} --clip {params.clip:q} {params.clip_folder}"
+        " {params.prior} {params.presence} --settings {params.settings:q} --out {output} > {log} 2>&1"
