@@ -34,6 +34,7 @@ SETTINGS = {
     "saliency_size": SIZE,
     "predict": {},
     "threshold": 0.5,
+    "answer_cache": "prompts_cache/answers",
 }
 
 
@@ -111,6 +112,9 @@ def test_the_recipe_must_be_the_models(amos_store: Path, amos_model: Path, tmp_p
     moved = _model(tmp_path / "moved", sam=sam)
     write_recipe(amos_model, amos_store, SETTINGS, "local-dir:clip", None, None, None, moved / "recipe")
     assert "on the SAM small, but" in _segment(moved, image, tmp_path / "c.nii.gz", capsys)
+    recipe = json.loads((amos_model / "recipe/recipe.json").read_text())
+    (amos_model / "recipe/recipe.json").write_text(json.dumps({k: v for k, v in recipe.items() if k != "crf"}))
+    assert "incomplete recipe (missing ['crf'])" in _segment(amos_model, image, tmp_path / "d.nii.gz", capsys)
 
 
 def test_bad_images_are_refused_by_name_and_nothing_is_written(amos_model: Path, tmp_path: Path, capsys) -> None:
@@ -128,6 +132,10 @@ def test_bad_images_are_refused_by_name_and_nothing_is_written(amos_model: Path,
     nib.save(nib.Nifti1Image(np.full((8, 8), -1000, np.int16), np.eye(4)), flat)
     assert "expected a 3D volume" in _segment(amos_model, flat, tmp_path / "d.nii.gz", capsys)
     assert "the input's own format" in _segment(amos_model, mri, tmp_path / "e.png", capsys)
+    assert "the input's own format" in _segment(amos_model, mri, tmp_path / "e.nii", capsys)  # written gzipped
+    nan = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4)), nan)
+    assert f"{nan}: the scan has NaN" in _segment(amos_model, nan, tmp_path / "g.nii.gz", capsys)
     assert "no such file" in _segment(amos_model, tmp_path / "absent.nii.gz", tmp_path / "f.nii.gz", capsys)
 
 

@@ -37,7 +37,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     segment.add_argument("--model", required=True, help="a stage-1 or aligned model folder with its recipe/")
     segment.add_argument("--image", required=True, help="a NIfTI scan (CT models) or a PNG/JPEG/BMP/TIFF (2D models)")
     segment.add_argument("--out", required=True, help="masks to write: .nii.gz on the scan's grid, or .png")
-    segment.add_argument("--cache", default="prompts_cache/answers", help="answer cache folder (diskcache)")
+    segment.add_argument("--cache", help="answer cache folder (diskcache; default: the run's answer_cache)")
     segment.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     segment.add_argument("--threads", type=int, default=1, help="torch threads and CRF worker processes")
     segment.add_argument("--no-progress", action="store_true")

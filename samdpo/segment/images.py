@@ -53,7 +53,7 @@ def check_paths(recipe: Recipe, model_dir: Path, image: Path, out: Path) -> None
         )
     if not image.is_file():
         raise DataError(f"{image}: no such file")
-    wanted_out = VOLUME_SUFFIXES if volume else (".png",)
+    wanted_out = (".nii.gz",) if volume else (".png",)  # the label volume is written gzipped
     if _suffix(out, wanted_out) is None:
         raise DataError(f"{out}: the masks are written as {' or '.join(wanted_out)}, the input's own format")
 
@@ -72,6 +72,8 @@ def read_image(recipe: Recipe, image: Path) -> list[Sample]:
         from samdpo.data.amos import read_scan, volume_samples
 
         hu, spacing = read_scan(image)
+        if not np.isfinite(hu).all():
+            raise DataError(f"{image}: the scan has NaN or infinite voxels")
         lowest = float(hu.min())
         if reader.modality == "ct" and lowest > CT_AIR_HU:
             raise DataError(
@@ -79,7 +81,7 @@ def read_image(recipe: Recipe, image: Path) -> list[Sample]:
                 "(an MRI, or a normalised image?); the model segments CT"
             )
         slices = volume_samples(
-            case_id, GROUP, image.name, hu, None, spacing, recipe.image_size, reader, recipe.class_names
+            case_id, GROUP, str(image), hu, None, spacing, recipe.image_size, reader, recipe.class_names
         )
         return list(slices)
     from samdpo.data.image_mask_pairs import image_sample
@@ -88,7 +90,7 @@ def read_image(recipe: Recipe, image: Path) -> list[Sample]:
     gray = read_gray(image, reader.max_image_pixels)
     if len(recipe.class_names) != 1:
         raise DataError(f"{recipe.folder}: a 2D recipe of {len(recipe.class_names)} classes; 2D readers have one")
-    return [image_sample(case_id, GROUP, image.name, gray, None, recipe.image_size, recipe.class_names[0])]
+    return [image_sample(case_id, GROUP, str(image), gray, None, recipe.image_size, recipe.class_names[0])]
 
 
 def write_masks(recipe: Recipe, image: Path, samples: list[Sample], probs: np.ndarray, out: Path) -> str:

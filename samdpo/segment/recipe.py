@@ -40,6 +40,18 @@ SETTINGS_KEYS = (
     "saliency_size",
     "predict",
     "threshold",
+    "answer_cache",
+)
+#: The keys of ``recipe.json`` besides SETTINGS_KEYS.
+RECIPE_KEYS = (
+    "format",
+    "dataset",
+    "class_names",
+    "image_size",
+    "model",
+    "clip_copy",
+    "anatomy_prior",
+    "presence_prior",
 )
 
 
@@ -188,6 +200,14 @@ def read_recipe(model_dir: Path | str) -> Recipe:
         raise DataError(f"{path}: unreadable recipe ({exc}); rerun the model_recipe rule") from exc
     if not isinstance(values, dict) or values.get("format") != FORMAT:
         raise DataError(f"{path}: not a format-{FORMAT} samdpo recipe; rerun the model_recipe rule")
+    missing = [key for key in (*RECIPE_KEYS, *SETTINGS_KEYS) if key not in values]
+    if missing or not isinstance(values["model"], dict) or not {"sam", "settings_hash", "clip"} <= set(values["model"]):
+        raise DataError(
+            f"{path}: incomplete recipe (missing {missing or ['model entries']}); rerun the model_recipe rule"
+        )
+    threshold = values["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise DataError(f"{path}: threshold {threshold!r} is not a number between 0 and 1; rerun the model_recipe rule")
     spec = read_model_spec(model_dir)
     made_for = values["model"]
     if made_for["sam"] != spec["sam"]:

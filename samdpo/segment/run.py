@@ -38,12 +38,13 @@ def run_segment(
     model_dir: Path | str,
     image: Path | str,
     out: Path | str,
-    cache_dir: str,
+    cache_dir: str | None,
     device_name: str,
     workers: int,
     progress: bool,
 ) -> str:
     """Segment ``image`` with the model in ``model_dir`` into ``out``; returns the line the command prints.
+    ``cache_dir``: the VQA / LLM answer cache (None: the run's ``answer_cache``, relative to the current folder).
 
     Raises:
         DataError: a missing or foreign recipe, an image of the wrong kind or modality, a corrupt file (nothing
@@ -72,6 +73,7 @@ def run_segment(
     _say("read", progress)
     samples = read_image(recipe, image)
     refine = recipe.settings("refine")
+    cache_dir = cache_dir or str(recipe.values["answer_cache"])
     with tempfile.TemporaryDirectory(prefix="samdpo-segment-") as work:
         tmp = Path(work)
         store_dir, saliency_dir, embeddings_dir = tmp / "store", tmp / "saliency", tmp / "embeddings"

@@ -107,7 +107,8 @@ def all_targets():
     tables = [fill(f"{TABLE}.csv", kind=kind) for kind in TABLE_KINDS]
     files = [DATA_SUMMARY, SPLITS, PROMPTS.box_quality, PROMPTS.saliency_check, PROMPT_STORE, *tables, f"{DPO_EFFECT}.csv", OVERLAYS]
     recipes = [fill(SAM_MODEL.recipe, stage="stage1", variant=START_FROM)]
-    recipes += [fill(SAM_MODEL.recipe, stage="align", variant=model) for model in ALIGN_MODELS]
+    evaluated = MAIN_MODELS | set(OTHER_EVALUATED)  # the aligned models rule all trains anyway
+    recipes += [fill(SAM_MODEL.recipe, stage="align", variant=model) for model in ALIGN_MODELS if model in evaluated]
     return [fill(path, dataset=name) for name in DATASETS for path in files + recipes]
 
 
@@ -202,6 +203,7 @@ def recipe_settings(wildcards):
             "predict": json.loads(predict_settings(wildcards)),
             "saliency_size": config["prompt_store"]["saliency_size"] or config["image_size"],
             "threshold": config["evaluation"]["threshold"],
+            "answer_cache": config["answer_cache"],
         },
         sort_keys=True,
     )
