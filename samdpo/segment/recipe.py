@@ -63,6 +63,7 @@ class Recipe:
         folder: the ``recipe/`` folder; values: the contents of ``recipe.json``.
         clip_id: the CLIP to load (the copy in ``folder/clip`` or the user's model id).
         prior, presence: the copied priors, None where the run used none.
+        sections: each SETTINGS_KEYS section parsed (its settings object, parsed once when read).
     """
 
     folder: Path
@@ -70,6 +71,7 @@ class Recipe:
     clip_id: str
     prior: Path | None
     presence: Path | None
+    sections: dict[str, Any]
 
     @property
     def kind(self) -> str:
@@ -85,7 +87,7 @@ class Recipe:
 
     def settings(self, key: str) -> Any:
         """The parsed settings of section ``key`` (``reader`` for the dataset's reader)."""
-        return _parsed(self.kind, key, self.values[key])
+        return self.sections[key]
 
 
 def _parsed(kind: str, key: str, values: Any) -> Any:
@@ -224,11 +226,10 @@ def read_recipe(model_dir: Path | str) -> Recipe:
     for name in files.values():
         if not (folder / name).exists():
             raise DataError(f"{folder / name}: missing from the recipe; rerun the model_recipe rule")
-    for key in SETTINGS_KEYS:
-        try:
-            _parsed(values["dataset"], key, values[key])
-        except ConfigError as exc:
-            raise DataError(f"{path}: {exc}") from exc
+    try:
+        sections = {key: _parsed(values["dataset"], key, values[key]) for key in SETTINGS_KEYS}
+    except ConfigError as exc:
+        raise DataError(f"{path}: {exc}") from exc
     copy = files.get("clip_copy")
     return Recipe(
         folder=folder,
@@ -236,4 +237,5 @@ def read_recipe(model_dir: Path | str) -> Recipe:
         clip_id=f"local-dir:{(folder / copy).resolve()}" if copy else str(made_for["clip"]),
         prior=folder / files["anatomy_prior"] if "anatomy_prior" in files else None,
         presence=folder / files["presence_prior"] if "presence_prior" in files else None,
+        sections=sections,
     )
